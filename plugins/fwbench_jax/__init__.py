@@ -1,0 +1,1 @@
+"""The jax backend plugin (placeholder until the backend lands)."""

@@ -1,0 +1,1 @@
+"""The numpy backend plugin (placeholder until the backend lands)."""

@@ -1,0 +1,1 @@
+"""The tensorflow backend plugin (placeholder until the backend lands)."""

@@ -1,0 +1,1 @@
+"""The torch backend plugin (placeholder until the backend lands)."""

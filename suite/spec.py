@@ -1,0 +1,425 @@
+"""Task specs: TOML files validated into frozen dataclasses, with ``--set`` overrides and grids.
+
+A spec is framework-neutral data; every backend builds the same model from it. Keys and their
+defaults are the dataclass fields below; ``tasks/mlp_mnist.toml`` is a complete example.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import itertools
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import SpecError, UsageError
+from .layers import INITS, LAYER_TYPES, Layer, Residual
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+LOSSES = ("cross_entropy",)
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskInfo:
+    name: str = ""
+    description: str = ""
+    family: str = field(default="train", metadata={"choices": ("train",)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    name: str
+    validation_split: float = field(default=0.2, metadata={"min": 0.0, "lt": 1.0})
+    normalize: str = field(default="standard", metadata={"choices": ("standard", "scale", "none")})
+    augment: tuple[str, ...] = field(default=(), metadata={"items": ("hflip", "crop")})
+    train_limit: int | None = field(default=None, metadata={"min": 1})
+    test_limit: int | None = field(default=None, metadata={"min": 1})
+    #: Only for ``name = "synthetic"``: sample shape (C, H, W); default: the task's own dataset's.
+    shape: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    layers: tuple[Layer, ...]
+    init: str = field(default="xavier_uniform", metadata={"choices": INITS})
+    init_scale: float = field(default=0.05, metadata={"gt": 0.0})  # std / bound of normal / uniform
+
+
+@dataclass(frozen=True, kw_only=True)
+class LossSpec:
+    name: str = field(default="cross_entropy", metadata={"choices": LOSSES})
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSpec:
+    """Update rules (PyTorch's conventions; every backend implements exactly these).
+
+    ``g`` is the gradient after clipping; ``wd`` = weight_decay; t counts steps from 1::
+
+        L2 (all but adamw): g = g + wd * p
+        sgd:       p -= lr * g
+        momentum:  b = momentum * b + g;               p -= lr * b          (b starts at 0)
+        nesterov:  b = momentum * b + g;               p -= lr * (g + momentum * b)
+        rmsprop:   v = alpha * v + (1 - alpha) * g^2;  p -= lr * g / (sqrt(v) + eps)
+        adagrad:   s = s + g^2 (s starts at initial_accumulator); p -= lr * g / (sqrt(s) + eps)
+        adam:      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+                   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+        adamw:     p *= 1 - lr * wd (decoupled, no L2), then the adam update
+
+    Epsilon is always outside the square root. BatchNorm parameters are decayed like the rest.
+    Clipping (``[clip]``) acts on the raw gradients before weight decay is added.
+    """
+
+    name: str = field(metadata={"choices": OPTIMIZERS})
+    lr: float = field(metadata={"gt": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "lt": 1.0})  # momentum, nesterov
+    beta1: float = field(default=0.9, metadata={"min": 0.0, "lt": 1.0})
+    beta2: float = field(default=0.999, metadata={"min": 0.0, "lt": 1.0})
+    alpha: float = field(default=0.99, metadata={"min": 0.0, "lt": 1.0})  # rmsprop smoothing
+    eps: float = field(default=1e-8, metadata={"gt": 0.0})  # outside the square root
+    initial_accumulator: float = field(default=0.0, metadata={"min": 0.0})  # adagrad
+    weight_decay: float = field(default=0.0, metadata={"min": 0.0})  # L2; decoupled for adamw
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduleSpec:
+    """Learning rate per optimizer step, computed by the suite and handed to the backend.
+
+    constant; step: ``lr * gamma ** (epoch // step_epochs)``; exponential: ``lr * gamma ** epoch``;
+    cosine: ``min_lr + (lr - min_lr) * (1 + cos(pi * t / T)) / 2`` over all steps after warm-up.
+    ``warmup_steps`` > 0 scales linearly from ``lr / warmup_steps`` to ``lr`` first.
+    """
+
+    name: str = field(default="constant", metadata={"choices": SCHEDULES})
+    gamma: float = field(default=0.1, metadata={"gt": 0.0, "max": 1.0})
+    step_epochs: int = field(default=1, metadata={"min": 1})
+    min_lr: float = field(default=0.0, metadata={"min": 0.0})
+    warmup_steps: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipSpec:
+    kind: str = field(default="none", metadata={"choices": ("none", "norm", "value")})
+    max: float = field(default=1.0, metadata={"gt": 0.0})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EarlyStoppingSpec:
+    monitor: str = field(default="val_loss", metadata={"choices": ("val_loss", "val_accuracy")})
+    patience: int = field(default=0, metadata={"min": 0})  # 0 = off
+    restore_best: bool = True
+    min_delta: float = field(default=0.0, metadata={"min": 0.0})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSpec:
+    batch_size: int = field(metadata={"min": 1})
+    epochs: int = field(metadata={"min": 1})
+    seed: int = field(default=0, metadata={"min": 0})
+    dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    eval_batch_size: int = field(default=1000, metadata={"min": 1})
+    target_accuracy: float | None = field(default=None, metadata={"gt": 0.0, "max": 1.0})
+    early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """The whole, resolved task. ``source`` is where it came from (for error messages)."""
+
+    task: TaskInfo
+    dataset: DatasetSpec
+    model: ModelSpec
+    optimizer: OptimizerSpec
+    training: TrainingSpec
+    loss: LossSpec = field(default_factory=LossSpec)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    backend: dict[str, Any] = field(default_factory=dict)  # free-form backend options (compile...)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+# --------------------------------------------------------------------------------------------
+# Generic validation: dataclass fields + metadata -> precise errors
+# --------------------------------------------------------------------------------------------
+
+_FREE_FORM = {"backend", "profiles"}
+
+
+def _suggest(name: str, options) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(sorted(options))}"
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "none")
+
+
+def _check_number(value, meta, source, key):
+    if "min" in meta and value < meta["min"]:
+        raise SpecError(source, key, f"{value!r} is too small; use a value >= {meta['min']}")
+    if "gt" in meta and value <= meta["gt"]:
+        raise SpecError(source, key, f"{value!r} is out of range; use a value > {meta['gt']}")
+    if "max" in meta and value > meta["max"]:
+        raise SpecError(source, key, f"{value!r} is too large; use a value <= {meta['max']}")
+    if "lt" in meta and value >= meta["lt"]:
+        raise SpecError(source, key, f"{value!r} is out of range; use a value < {meta['lt']}")
+
+
+def _convert(value, tp, meta, source: str, key: str):
+    """Check ``value`` against the type hint ``tp`` and field metadata; return the converted value."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        # try str choices first so 'same' is not reported as "not an int"
+        for option in sorted((o for o in options if o is not type(None)), key=lambda o: o is not str):
+            try:
+                return _convert(value, option, meta, source, key)
+            except SpecError as exc:
+                errors.append(exc)
+        if isinstance(value, str) and "choices" in meta:
+            raise SpecError(source, key, f"unknown value {value!r}; {_suggest(value, meta['choices'])}")
+        if len(errors) == 1 or all(str(e) == str(errors[0]) for e in errors):
+            raise errors[0]
+        names = " or ".join(_type_name(o) for o in options)
+        raise SpecError(source, key, f"expected {names}, got {type(value).__name__} {value!r}")
+    if origin is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if not isinstance(value, list | tuple):
+            raise SpecError(source, key, f"expected a list, got {type(value).__name__} {value!r}")
+        if item_tp is Layer:
+            return tuple(_build_layer(v, source, f"{key}[{i}]") for i, v in enumerate(value))
+        items = tuple(_convert(v, item_tp, {}, source, f"{key}[{i}]") for i, v in enumerate(value))
+        for i, item in enumerate(items):
+            if "items" in meta and item not in meta["items"]:
+                raise SpecError(source, f"{key}[{i}]", f"unknown value {item!r}; {_suggest(item, meta['items'])}")
+        return items
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, source, key)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(source, key, f"expected a table, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(source, key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(source, key, f"expected an integer, got {type(value).__name__} {value!r}")
+        _check_number(value, meta, source, key)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(source, key, f"expected a number, got {type(value).__name__} {value!r}")
+        _check_number(float(value), meta, source, key)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(source, key, f"expected a string, got {type(value).__name__} {value!r}")
+        if "choices" in meta and value not in meta["choices"]:
+            raise SpecError(source, key, f"unknown value {value!r}; {_suggest(value, meta['choices'])}")
+        return value
+    raise TypeError(f"unsupported spec type {tp!r}")  # a bug in fwbench, not user input
+
+
+def build(cls, data, source: str, prefix: str = ""):
+    """Build dataclass ``cls`` from a TOML table, rejecting unknown keys and bad values."""
+    if not isinstance(data, dict):
+        raise SpecError(source, prefix, f"expected a table, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    dotted = (prefix + ".") if prefix else ""
+    for name in data:
+        if name not in fields:
+            raise SpecError(source, dotted + name, f"unknown key; {_suggest(name, fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        key = dotted + name
+        if name not in data:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required:
+                raise SpecError(source, key, "missing required key; add it to the spec")
+            continue
+        kwargs[name] = _convert(data[name], hints[name], f.metadata, source, key)
+    return cls(**kwargs)
+
+
+def _build_layer(data, source: str, key: str) -> Layer:
+    if not isinstance(data, dict) or "type" not in data:
+        raise SpecError(source, key, f"each layer needs a 'type' ({', '.join(LAYER_TYPES)})")
+    kind = data["type"]
+    if kind not in LAYER_TYPES:
+        raise SpecError(source, f"{key}.type", f"unknown layer {kind!r}; {_suggest(str(kind), LAYER_TYPES)}")
+    body = {k: v for k, v in data.items() if k != "type"}
+    layer = build(LAYER_TYPES[kind], body, source, key)
+    if isinstance(layer, Residual) and not layer.layers:
+        raise SpecError(source, f"{key}.layers", "a residual block needs at least one layer in 'layers'")
+    return layer
+
+
+# --------------------------------------------------------------------------------------------
+# Overrides: --set key=value and grids
+# --------------------------------------------------------------------------------------------
+
+def parse_value(text: str):
+    """Parse an override value as a TOML literal (``3``, ``0.1``, ``true``, ``"x"``, ``[1, 2]``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: a string
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside brackets or quotes."""
+    parts, depth, quote, current = [], 0, "", []
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_overrides(items: list[str]) -> list[dict[str, Any]]:
+    """``["lr=0.1,0.01", "training.epochs=2"]`` → the grid of override dicts (cartesian product)."""
+    axes = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip() or any(not part for part in key.split(".")):
+            raise UsageError(f"bad --set {item!r}: expected KEY=VALUE with a dotted key, "
+                             "e.g. --set optimizer.lr=0.01 or --set optimizer.lr=0.1,0.01 for a grid")
+        values = [parse_value(v.strip()) for v in _split_top_level(text)]
+        if any(v == "" for v in values):
+            raise UsageError(f"bad --set {item!r}: empty value in the list; write KEY=A,B,C")
+        axes.append([(key, v) for v in values])
+    return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
+
+
+#: Short aliases accepted by --set (``lr`` is ``optimizer.lr``...).
+ALIASES = {
+    "lr": "optimizer.lr", "optimizer": "optimizer.name", "batch_size": "training.batch_size",
+    "epochs": "training.epochs", "seed": "training.seed", "dtype": "training.dtype",
+    "compile": "backend.compile", "dataset": "dataset.name",
+}
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any], source: str) -> dict:
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        key = ALIASES.get(key, key)
+        parts = key.split(".")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(source, ".".join(parts[: i + 1]), f"is a value, not a table; cannot set {key!r}")
+            node = child
+        if parts[0] == "model" and parts[-1] == "layers":
+            raise SpecError(source, key, "layers cannot be set from the command line; copy the spec and edit it")
+        node[parts[-1]] = value
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(str(path), "", f"not valid TOML ({exc}); fix the syntax at that line") from None
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read: {exc.strerror}") from None
+
+
+def load_task(path: str | Path, overrides: dict[str, Any] | None = None, profile: str | None = None) -> TaskSpec:
+    """Read, override and validate a task spec. Raises `SpecError` naming file, key and fix."""
+    path = Path(path)
+    source = str(path)
+    raw = read_toml(path)
+    return task_from_dict(raw, source, overrides, profile, default_name=path.stem)
+
+
+def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profile: str | None = None,
+                   default_name: str = "") -> TaskSpec:
+    raw = copy.deepcopy(raw)
+    profiles = raw.get("profiles", {})
+    if profile and profile != "full":
+        if not isinstance(profiles, dict) or profile not in profiles:
+            known = ["full", *(profiles if isinstance(profiles, dict) else [])]
+            raise SpecError(source, "profiles", f"no profile {profile!r}; {_suggest(profile, known)}")
+        raw = apply_overrides(raw, profiles[profile], source)
+    if overrides:
+        raw = apply_overrides(raw, overrides, source)
+    raw.setdefault("task", {}).setdefault("name", default_name)
+    spec = build(TaskSpec, raw, source)
+    spec = dataclasses.replace(spec, source=source)
+    _check_consistency(spec)
+    return spec
+
+
+def _check_consistency(spec: TaskSpec) -> None:
+    """Cross-field rules that single fields cannot express."""
+    source = spec.source
+    if not spec.model.layers:
+        raise SpecError(source, "model.layers", "the model has no layers; add at least one [[model.layers]]")
+    es = spec.training.early_stopping
+    if es.patience and spec.dataset.validation_split == 0.0:
+        raise SpecError(source, "training.early_stopping.patience",
+                        "early stopping needs a validation set; set dataset.validation_split > 0 or patience = 0")
+    if spec.training.target_accuracy is not None and spec.dataset.validation_split == 0.0:
+        raise SpecError(source, "training.target_accuracy",
+                        "time-to-accuracy is measured on the validation set; set dataset.validation_split > 0")
+
+
+def spec_to_dict(spec: TaskSpec) -> dict:
+    """The fully resolved spec as plain data (layers keep their ``type``), for result records."""
+
+    def convert(obj):
+        if isinstance(obj, Layer):
+            out = {"type": obj.kind}
+            out.update({f.name: convert(getattr(obj, f.name)) for f in dataclasses.fields(obj)})
+            return out
+        if dataclasses.is_dataclass(obj):
+            return {f.name: convert(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, tuple | list):
+            return [convert(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: convert(v) for k, v in obj.items()}
+        return obj
+
+    return convert(spec)
+
+
+def task_from_record_config(config: dict) -> TaskSpec:
+    """Rebuild a `TaskSpec` from a record's ``config`` (the inverse of `spec_to_dict`)."""
+    raw = copy.deepcopy(config)
+    source = raw.pop("source", "<record>")
+    return task_from_dict(raw, source)
