@@ -7,6 +7,14 @@ from .hookspecs import hookimpl
 @hookimpl
 def fwbench_register_datasets(register):
     from .datasets.packaged import Digits, Mnist5k, Synthetic
+    from .datasets.remote import Cifar10, FashionMnist, Mnist
 
-    for dataset in (Mnist5k(), Digits(), Synthetic()):
+    for dataset in (Mnist5k(), Digits(), Synthetic(), Mnist(), FashionMnist(), Cifar10()):
         register.dataset(dataset)
+
+
+@hookimpl
+def fwbench_register_executors(register):
+    from .runner import LocalExecutor
+
+    register.executor("local", LocalExecutor)

@@ -50,8 +50,11 @@ class Dataset(ABC):
     def is_cached(self, data_dir: Path) -> bool:
         return all((data_dir / self.name / f).is_file() for f in self.files())
 
-    def fetch(self, data_dir: Path, *, progress: bool = True) -> Path:
-        """Download into ``data_dir / name`` (verified); packaged datasets need nothing."""
+    def fetch(self, data_dir: Path, *, progress: bool = True, force: bool = False) -> Path:
+        """Download into ``data_dir / name`` (verified); packaged datasets need nothing.
+
+        ``force=True`` downloads again even when a verified copy is cached.
+        """
         return data_dir / self.name
 
     @abstractmethod

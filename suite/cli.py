@@ -1,0 +1,214 @@
+"""The ``bench`` command. Bad input → one line on stderr naming the fix, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import FwbenchError, UsageError
+
+EXIT_OK, EXIT_CELL_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with the fix) instead of usage + message."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    from .plugins import get_plugin_manager
+
+    parser = ArgumentParser(prog="bench", description="Benchmark deep-learning frameworks on the same tasks.",
+                            epilog="Run `bench COMMAND --help` for a command's options.")
+    parser.add_argument("--version", action="version", version=f"fwbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
+
+    run = sub.add_parser("run", help="run backends x tasks x devices x overrides, one process per cell",
+                         description="Run the matrix backends x tasks x devices x --set grid. Each cell runs "
+                                     "in its own process and writes one JSON record as soon as it ends.")
+    run.add_argument("--backend", "-b", type=_csv, default=None,
+                     help="comma-separated backends (default: every available one; see `bench list backends`)")
+    run.add_argument("--task", "-t", type=_csv, default=["mlp_mnist"],
+                     help="comma-separated task names or paths to .toml specs (default: mlp_mnist)")
+    run.add_argument("--device", type=_csv, default=["cpu"], help="cpu, gpu or auto; comma-separated for several")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a spec value (dotted key, e.g. optimizer.lr=0.01); KEY=a,b,c makes a grid")
+    run.add_argument("--dataset", help="use this dataset instead of the task's (e.g. mnist_5k, digits, synthetic)")
+    run.add_argument("--profile", choices=["quick", "full"], default="full",
+                     help="quick: fewer epochs and samples (from each task's [profiles.quick])")
+    run.add_argument("--threads", type=_positive_int, default=None,
+                     help="CPU threads for every backend alike (default: all cores available)")
+    run.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
+    run.add_argument("--memory-limit", type=_positive_int, default=None, metavar="MB",
+                     help="address-space limit per cell process, in MiB")
+    run.add_argument("--out", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the latest run in --out: skip cells that already have an ok record")
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="dataset cache (default: $FWBENCH_DATA_DIR or ~/.cache/fwbench/data)")
+    run.add_argument("--executor", default="local", help="how cells are run (default: local; see plugins)")
+    run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.set_defaults(handler=cmd_run)
+
+    lst = sub.add_parser("list", help="list backends, tasks or datasets")
+    lst.add_argument("what", nargs="?", choices=["backends", "tasks", "datasets"], default="backends")
+    lst.set_defaults(handler=cmd_list)
+
+    info = sub.add_parser("info", help="this machine: CPU, threads, BLAS, frameworks")
+    info.set_defaults(handler=cmd_info)
+
+    data = sub.add_parser("data", help="manage datasets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=ArgumentParser, required=True)
+    fetch = data_sub.add_parser("fetch", help="download and verify a dataset into the cache")
+    fetch.add_argument("name", help="dataset name (see `bench list datasets`)")
+    fetch.add_argument("--data-dir", type=Path, default=None, help="cache folder")
+    fetch.add_argument("--force", action="store_true", help="download again even if cached")
+    fetch.set_defaults(handler=cmd_data_fetch)
+
+    get_plugin_manager().hook.fwbench_register_commands(subparsers=sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+
+def _console():
+    from .display import make_console
+
+    return make_console()
+
+
+def cmd_list(args) -> int:
+    from rich.table import Table
+
+    from .plugins import get_registry
+
+    registry = get_registry()
+    table = Table(header_style="bold")
+    if args.what == "backends":
+        table.add_column("backend")
+        table.add_column("status")
+        table.add_column("description")
+        for name, backend in sorted(registry.backends.items()):
+            avail = backend.availability()
+            table.add_row(name, f"[green]{avail}[/]" if avail.ok else f"[yellow]{avail}[/]", backend.description)
+        from .plugins import BROKEN_PLUGINS
+
+        for name, reason in sorted(BROKEN_PLUGINS.items()):
+            table.add_row(f"(plugin {name})", f"[red]broken: {reason}[/]", "reinstall or remove the package")
+    elif args.what == "tasks":
+        from .spec import read_toml
+
+        table.add_column("task")
+        table.add_column("dataset")
+        table.add_column("description")
+        table.add_column("file")
+        for name, path in sorted(registry.task_files.items()):
+            raw = read_toml(path)
+            table.add_row(name, str(raw.get("dataset", {}).get("name", "?")),
+                          str(raw.get("task", {}).get("description", "")), str(path))
+    else:
+        from .datasets.base import default_data_dir
+
+        data_dir = default_data_dir()
+        table.add_column("dataset")
+        table.add_column("shape")
+        table.add_column("where")
+        table.add_column("description")
+        for name, ds in sorted(registry.datasets.items()):
+            where = "ships in a package (offline)" if ds.offline else (
+                "cached" if ds.is_cached(data_dir) else f"download: bench data fetch {name}")
+            table.add_row(name, "x".join(map(str, ds.input_shape)), where, ds.description)
+    _console().print(table)
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    import json
+
+    from .environment import collect
+    from .plugins import get_registry
+
+    env = collect(os.cpu_count())
+    env["backends"] = {name: str(b.availability()) for name, b in sorted(get_registry().backends.items())}
+    _console().print_json(json.dumps(env, default=str))
+    return EXIT_OK
+
+
+def cmd_data_fetch(args) -> int:
+    from .datasets.base import default_data_dir
+    from .plugins import get_registry
+
+    dataset = get_registry().get_dataset(args.name)
+    data_dir = args.data_dir or default_data_dir()
+    if dataset.offline:
+        _console().print(f"{dataset.name} ships inside an installed package; nothing to download.")
+        return EXIT_OK
+    import inspect
+
+    takes_force = "force" in inspect.signature(dataset.fetch).parameters
+    where = dataset.fetch(data_dir, progress=True, **({"force": args.force} if takes_force else {}))
+    _console().print(f"{dataset.name}: ready in {where}")
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from .matrix import plan_run, run_planned
+
+    plan = plan_run(args)
+    return run_planned(plan, args)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return EXIT_OK if not argv else EXIT_USAGE
+        return int(args.handler(args) or 0)
+    except UsageError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FwbenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_CELL_FAILED
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished records are kept (continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

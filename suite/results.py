@@ -1,0 +1,164 @@
+"""Result records: one immutable JSON file per cell, written atomically; loaded into pandas.
+
+Layout: ``<out>/<run_id>/<cell_id>.json`` plus ``<out>/<run_id>/run.json`` (the run's manifest).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "skipped", "timeout")
+
+#: Columns of `load_results` besides the flattened metrics.
+INDEX_COLUMNS = ("run_id", "cell_id", "backend", "task", "device", "dataset", "status")
+
+
+class RecordWarning(UserWarning):
+    """A results file that could not be read (corrupt, truncated, unknown schema)."""
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def _finite(obj):
+    """JSON has no NaN/Infinity: store them as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(_finite(json.loads(json.dumps(record, default=_json_default))), indent=1,
+                      sort_keys=False)
+
+
+def write_record(record: dict[str, Any], directory: str | Path) -> Path:
+    """Write ``record`` as ``<directory>/<cell_id>.json`` atomically, never over an existing file.
+
+    The text goes to a temporary file in the same folder, is flushed to disk, then hard-linked
+    into place (which fails rather than clobbering); a second record for the same cell gets a
+    numbered name. On any error (disk full...) the temporary file is removed and nothing partial
+    is left behind.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    text = dumps(record)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        base = safe_name(record.get("cell_id") or "cell")
+        for attempt in range(1000):
+            final = directory / (f"{base}.json" if attempt == 0 else f"{base}.{attempt}.json")
+            try:
+                os.link(tmp, final)
+                return final
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"too many records named {base} in {directory}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def safe_name(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in text)
+    return keep.strip("._")[:180] or "cell"
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """One record, or None (with a `RecordWarning` naming the file) if it is unreadable."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.warn(f"skipping {path}: not a readable record ({exc.__class__.__name__}: {exc})",
+                      RecordWarning, stacklevel=2)
+        return None
+    if not isinstance(record, dict) or "schema_version" not in record or "status" not in record:
+        warnings.warn(f"skipping {path}: not an fwbench record (no schema_version/status)",
+                      RecordWarning, stacklevel=2)
+        return None
+    if record["schema_version"] > SCHEMA_VERSION:
+        warnings.warn(f"skipping {path}: schema_version {record['schema_version']} is newer than this "
+                      f"fwbench understands ({SCHEMA_VERSION}); upgrade fwbench", RecordWarning, stacklevel=2)
+        return None
+    record["_path"] = str(path)
+    return record
+
+
+def record_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders (recursively) into their ``*.json`` records, skipping run manifests."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*.json")
+                            if q.name != "run.json" and not q.name.startswith(".tmp-")
+                            and "asv" not in q.relative_to(p).parts[:1])
+        elif p.exists():
+            found.append(p)
+        else:
+            warnings.warn(f"skipping {p}: no such file or folder", RecordWarning, stacklevel=2)
+    return found
+
+
+def load_records(paths: Iterable[str | Path] | str | Path = "results") -> list[dict[str, Any]]:
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    return [r for r in map(read_record, record_paths(paths)) if r is not None]
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """One row: identity columns, scalar metrics, step-time stats, a few env facts."""
+    metrics = record.get("metrics") or {}
+    row = {k: record.get(k) for k in INDEX_COLUMNS}
+    row.update(params=record.get("params"), error=record.get("error"),
+               backend_version=record.get("backend_version"),
+               overrides=json.dumps(record.get("overrides") or {}, sort_keys=True),
+               profile=record.get("profile"), synthetic_data=record.get("synthetic_data"),
+               warnings=len(record.get("warnings") or []), wall_s=record.get("wall_s"),
+               finished_at=record.get("finished_at"))
+    for key, value in metrics.items():
+        if isinstance(value, int | float | str | bool) or value is None:
+            row[key] = value
+    for key, value in (metrics.get("step_time_s") or {}).items():
+        if key != "raw" and isinstance(value, int | float):
+            row[f"step_time_{key}"] = value
+    env = record.get("env") or {}
+    row["threads"] = env.get("threads")
+    row["cpu"] = (env.get("cpu") or {}).get("model")
+    row["path"] = record.get("_path")
+    return row
+
+
+def load_results(paths: Iterable[str | Path] | str | Path = "results"):
+    """All readable records under ``paths`` as a pandas DataFrame, one row per cell.
+
+    Unreadable files are skipped with a `RecordWarning` naming them.
+    """
+    import pandas as pd
+
+    return pd.DataFrame([flatten(r) for r in load_records(paths)])

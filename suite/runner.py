@@ -1,0 +1,228 @@
+"""The driver: a matrix of cells, each run in its own process, each record written as it ends.
+
+A crash, hang, kill or exception inside a cell becomes a failed record and the run goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .results import SCHEMA_VERSION, now_iso, read_record, safe_name, write_record
+
+#: Environment variables that pin a native library's thread pool; set for every cell alike.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (backend, task, device, overrides) combination of a run."""
+
+    run_id: str
+    backend: str
+    task: str
+    task_path: str
+    device: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    profile: str | None = None
+    threads: int = 1
+    timeout_s: float = 3600.0
+    data_dir: str | None = None
+    memory_limit_mb: int | None = None
+    peak_flops: float | None = None
+
+    @property
+    def cell_id(self) -> str:
+        parts = [self.backend, self.task, self.device]
+        parts += [f"{k}={v}" for k, v in sorted(self.overrides.items())]
+        return safe_name("__".join(str(p) for p in parts))
+
+    @property
+    def label(self) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return f"{self.backend} · {self.task} · {self.device}" + (f" · {extra}" if extra else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cell_id": self.cell_id}
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def failed_record(cell: Cell, status: str, error: str, **extra) -> dict[str, Any]:
+    """The record for a cell whose process never produced one (killed, hung, crashed)."""
+    return {"schema_version": SCHEMA_VERSION, "run_id": cell.run_id, "cell_id": cell.cell_id,
+            "backend": cell.backend, "backend_version": None, "task": cell.task, "device": cell.device,
+            "dataset": None, "synthetic_data": None, "overrides": cell.overrides, "profile": cell.profile,
+            "status": status, "error": error, "warnings": [], "params": None, "metrics": {},
+            "config": {}, "env": {}, "finished_at": now_iso(), **extra}
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _limit_memory(megabytes: int | None):
+    if not megabytes:
+        return None
+
+    def apply():  # runs in the child between fork and exec
+        import resource
+
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def run_cell_subprocess(cell: Cell, run_dir: Path, on_output: Callable[[str], None] | None = None) -> dict:
+    """Run one cell in a fresh interpreter; always returns a record (never raises for the cell)."""
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{cell.cell_id}.log"
+    env = dict(os.environ)
+    env.update({name: str(cell.threads) for name in THREAD_ENV})
+    env["PYTHONUNBUFFERED"] = "1"
+    with tempfile.TemporaryDirectory(prefix="fwbench-cell-") as tmp:
+        cell_file, result_file = Path(tmp) / "cell.json", Path(tmp) / "result.json"
+        cell_file.write_text(json.dumps(cell.to_dict()))
+        started = time.perf_counter()
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "fwbench.worker", str(cell_file), str(result_file)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True, preexec_fn=_limit_memory(cell.memory_limit_mb))
+            timed_out = False
+            while proc.poll() is None:
+                if time.perf_counter() - started > cell.timeout_s:
+                    timed_out = True
+                    _kill_group(proc)
+                    break
+                if on_output:
+                    on_output(_last_line(_tail(log_path, 400)))
+                time.sleep(0.2)
+            proc.wait()
+        wall = time.perf_counter() - started
+        tail = _tail(log_path)
+        if timed_out:
+            return failed_record(cell, "timeout", f"timed out after {cell.timeout_s:g} s and was killed "
+                                 f"(raise --timeout); last output: {_last_line(tail) or '(none)'}",
+                                 wall_s=wall, log=str(log_path))
+        if result_file.exists():
+            try:
+                record = json.loads(result_file.read_text())
+                record["log"] = str(log_path)
+                return record
+            except (OSError, json.JSONDecodeError) as exc:
+                reason = f"the cell's result file was unreadable ({exc})"
+        elif proc.returncode < 0:
+            sig = signal.Signals(-proc.returncode).name
+            hint = " (out of memory?)" if sig == "SIGKILL" else ""
+            reason = f"the cell's process was killed by {sig}{hint}"
+        else:
+            reason = f"the cell's process exited with code {proc.returncode} without a result"
+        last = _last_line(tail)
+        if "MemoryError" in tail:
+            reason += "; MemoryError (over the memory limit?)"
+        return failed_record(cell, "failed", f"{reason}; last output: {last or '(none)'}",
+                             wall_s=wall, log=str(log_path), output_tail=tail[-2000:])
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+class LocalExecutor:
+    """One cell at a time, each in its own process, so cells never share cores while timing."""
+
+    name = "local"
+
+    def __init__(self, **_options):
+        pass
+
+    def run(self, cells: list[Cell], run_dir: Path, on_record: Callable[[Cell, dict], None],
+            on_start: Callable[[Cell], None], on_output: Callable[[str], None]) -> None:
+        for cell in cells:
+            on_start(cell)
+            on_record(cell, run_cell_subprocess(cell, run_dir, on_output))
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs: manifest, resume, writing
+# ----------------------------------------------------------------------------------------------
+
+def latest_run_dir(out_dir: Path) -> Path | None:
+    runs = sorted((p.parent for p in out_dir.glob("*/run.json")), key=lambda p: p.stat().st_mtime)
+    return runs[-1] if runs else None
+
+
+def finished_cell_ids(run_dir: Path) -> set[str]:
+    done = set()
+    for path in run_dir.glob("*.json"):
+        if path.name == "run.json":
+            continue
+        record = read_record(path)
+        if record and record.get("status") in ("ok", "skipped"):
+            done.add(record["cell_id"])
+    return done
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    records: list[dict] = field(default_factory=list)
+    skipped_as_done: int = 0
+
+
+def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable[str] = (),
+            display=None, manifest: dict | None = None) -> RunOutcome:
+    """Run ``cells`` with ``executor``; write each record the moment it arrives; call hooks."""
+    from .plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = run_dir / "run.json"
+    if not manifest_path.exists():
+        manifest_path.write_text(json.dumps({**(manifest or {}), "created_at": now_iso(),
+                                             "cells": [c.to_dict() for c in cells]}, indent=1))
+    done = set(resume_done)
+    todo = [c for c in cells if c.cell_id not in done]
+    outcome = RunOutcome(run_dir, skipped_as_done=len(cells) - len(todo))
+
+    def on_record(cell: Cell, record: dict) -> None:
+        path = write_record(record, run_dir)
+        record["_path"] = str(path)
+        outcome.records.append(record)
+        pm.hook.fwbench_result_recorded(record=record, path=str(path))
+        if display:
+            display.finished(cell, record)
+
+    executor.run(todo, run_dir, on_record,
+                 on_start=display.started if display else (lambda cell: None),
+                 on_output=display.output if display else (lambda line: None))
+    pm.hook.fwbench_session_finished(records=outcome.records, out_dir=str(run_dir))
+    return outcome

@@ -1,0 +1,67 @@
+"""Statistics of repeated timings, and the warnings that say when a number cannot be trusted."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+UNSTABLE_CV = 0.05  # coefficient of variation above which a timing is flagged unstable
+TOO_SHORT_S = 1e-3  # a timed unit shorter than this is dominated by timer and call overhead
+
+
+def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Bootstrap (percentile) CI of the median; the t interval of the mean below 10 values."""
+    n = len(values)
+    if n < 2:
+        return (float(values[0]), float(values[0])) if n else (math.nan, math.nan)
+    if n < 10:
+        from scipy import stats
+
+        half = stats.t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+        return float(values.mean() - half), float(values.mean() + half)
+    rng = np.random.default_rng(0)
+    samples = rng.choice(values, size=(1000, n), replace=True)
+    medians = np.median(samples, axis=1)
+    lo, hi = np.quantile(medians, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def summarize(values, *, keep_raw: bool = True, max_raw: int = 2000) -> dict[str, Any]:
+    """Median, mean, IQR, 95% CI, CV (std/mean), min/max and (a thinned copy of) the raw values."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0}
+    q1, median, q3 = np.quantile(arr, [0.25, 0.5, 0.75])
+    mean = float(arr.mean())
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    lo, hi = confidence_interval(arr)
+    out: dict[str, Any] = {
+        "n": int(arr.size), "median": float(median), "mean": mean, "std": std,
+        "iqr": float(q3 - q1), "q1": float(q1), "q3": float(q3),
+        "ci95_low": lo, "ci95_high": hi, "cv": std / mean if mean > 0 else math.nan,
+        "min": float(arr.min()), "max": float(arr.max()),
+    }
+    if keep_raw:
+        step = max(1, math.ceil(arr.size / max_raw))
+        out["raw"] = arr[::step].tolist()
+        out["raw_stride"] = step
+    return out
+
+
+def timing_warnings(stats: dict[str, Any], *, what: str, flops: float | None = None,
+                    peak_flops: float | None = None) -> list[str]:
+    """Human-readable warnings for one timing summary (stored in the record and printed)."""
+    warnings = []
+    if stats.get("n", 0) == 0:
+        return [f"{what}: nothing was timed"]
+    cv, median = stats.get("cv", 0.0), stats["median"]
+    if cv is not None and not math.isnan(cv) and cv > UNSTABLE_CV:
+        warnings.append(f"{what}: unstable (CV {cv:.1%} > {UNSTABLE_CV:.0%}); close other programs or add repeats")
+    if median < TOO_SHORT_S:
+        warnings.append(f"{what}: too short to time reliably ({median * 1e3:.3f} ms < 1 ms per unit); "
+                        "use a larger batch or more inner steps")
+    if flops and peak_flops and median > 0 and flops / median > peak_flops:
+        warnings.append(f"{what}: too fast to be real ({flops / median / 1e9:.1f} GFLOP/s > measured peak "
+                        f"{peak_flops / 1e9:.1f} GFLOP/s); a missing device sync?")
+    return warnings

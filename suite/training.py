@@ -1,0 +1,184 @@
+"""The training loop every backend is driven by: epochs, schedule, timing, evaluation, early stopping.
+
+Timing rules: only ``train_step`` + ``sync`` sit between two clock reads; batches are made and
+moved to the device before the epoch's clock starts. The first step (tracing, compilation,
+allocator warm-up) is reported apart and excluded from steady-state statistics.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backend import Trainer
+from .data import Prepared, epoch_batches, eval_batches
+from .model import ModelInfo
+from .schedules import make_schedule
+from .spec import TaskSpec
+from .timing import summarize, timing_warnings
+
+
+@dataclass
+class EarlyStopper:
+    """Keras-style early stopping on a validation metric, keeping the best weights."""
+
+    monitor: str
+    patience: int
+    min_delta: float
+    best: float = math.inf
+    best_epoch: int = -1
+    wait: int = 0
+    best_weights: dict[str, np.ndarray] | None = None
+
+    def _score(self, value: float) -> float:  # lower is better internally
+        return -value if self.monitor == "val_accuracy" else value
+
+    def update(self, epoch: int, value: float, get_weights) -> bool:
+        """Record one epoch's metric; True when training should stop."""
+        score = self._score(value)
+        if score < self.best - self.min_delta:
+            self.best, self.best_epoch, self.wait = score, epoch, 0
+            self.best_weights = get_weights()
+            return False
+        self.wait += 1
+        return bool(self.patience) and self.wait >= self.patience
+
+
+def cross_entropy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-sample softmax cross-entropy from logits ``(N, K)`` and labels ``(N,)``, in float64."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return log_norm - z[np.arange(len(y)), y]
+
+
+def evaluate(trainer: Trainer, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """Loss, accuracy and predictions on a split, computed by the suite from the backend's logits."""
+    if len(x) == 0:
+        return {"loss": math.nan, "accuracy": math.nan, "pred": np.zeros(0, dtype=np.int64)}
+    logits = np.concatenate([trainer.predict(trainer.to_device(xb, yb))
+                             for xb, yb in eval_batches(x, y, batch_size)])
+    pred = logits.argmax(axis=1)
+    return {"loss": float(cross_entropy(logits, y).mean()), "accuracy": float((pred == y).mean()),
+            "pred": pred}
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    final_weights: dict[str, np.ndarray] | None = None
+
+
+def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
+          peak_flops: float | None = None, on_epoch=None) -> TrainResult:
+    """Train ``trainer`` on ``data`` as ``task`` says; return metrics for the record."""
+    tr = task.training
+    bs = tr.batch_size
+    steps_per_epoch = len(data.x_train) // bs
+    schedule = make_schedule(task.schedule, task.optimizer.lr, steps_per_epoch, steps_per_epoch * tr.epochs)
+    es = tr.early_stopping
+    stopper = EarlyStopper(es.monitor, es.patience, es.min_delta)
+    warnings: list[str] = []
+    history: list[dict[str, Any]] = []
+    step_times: list[float] = []
+    first_step_s = math.nan
+    step, train_clock, host_copy_s, stopped_early = 0, 0.0, 0.0, False
+    time_to_accuracy = None
+
+    for epoch in range(tr.epochs):
+        t_copy = time.perf_counter()
+        batches = [trainer.to_device(xb, yb) for xb, yb in
+                   epoch_batches(data.x_train, data.y_train, bs, tr.seed, epoch, task.dataset.augment)]
+        trainer.sync()
+        host_copy_s += time.perf_counter() - t_copy
+        handles, epoch_clock, lr = [], 0.0, task.optimizer.lr
+        for batch in batches:
+            lr = schedule(step)
+            t0 = time.perf_counter()
+            handle = trainer.train_step(batch, lr)
+            trainer.sync(handle)
+            elapsed = time.perf_counter() - t0
+            if step == 0:
+                first_step_s = elapsed
+            else:
+                step_times.append(elapsed)
+            epoch_clock += elapsed
+            handles.append(handle)
+            step += 1
+        train_clock += epoch_clock
+        per_step = trainer.fetch(handles)
+        val = evaluate(trainer, data.x_val, data.y_val, tr.eval_batch_size)
+        row = {"epoch": epoch + 1, "train_loss": float(per_step[:, 0].mean()),
+               "train_accuracy": float(per_step[:, 1].sum() / (len(batches) * bs)),
+               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": lr,
+               "train_time_s": train_clock}
+        history.append(row)
+        if on_epoch:
+            on_epoch(row)
+        if not math.isfinite(row["train_loss"]):
+            warnings.append(f"training diverged at epoch {epoch + 1} (loss {row['train_loss']}); "
+                            "lower optimizer.lr or add clipping")
+            break
+        if tr.target_accuracy and time_to_accuracy is None and val["accuracy"] >= tr.target_accuracy:
+            time_to_accuracy = train_clock
+        if len(data.x_val) and stopper.update(epoch + 1, val[es.monitor.removeprefix("val_")],
+                                              trainer.get_weights):
+            stopped_early = True
+            break
+
+    restored = False
+    if es.restore_best and stopper.best_weights is not None and stopper.best_epoch != len(history):
+        trainer.set_weights(stopper.best_weights)
+        restored = True
+    test = evaluate(trainer, data.x_test, data.y_test, tr.eval_batch_size)
+    stats = summarize(step_times)
+    flops_per_step = 3 * info.forward_flops * bs  # forward + backward ≈ 3x forward
+    warnings += timing_warnings(stats, what="train step", flops=flops_per_step, peak_flops=peak_flops)
+    if data.synthetic:
+        warnings.append("synthetic data: accuracy is meaningless, throughput only")
+
+    median = stats.get("median", math.nan)
+    steady = float(np.sum(step_times)) if step_times else math.nan
+    n_classes = int(max(data.y_test.max(initial=0), test["pred"].max(initial=0)) + 1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (data.y_test, test["pred"]), 1)
+    compile_s = trainer.compile_info.get("compile_s")
+    if compile_s is None and step_times:
+        compile_s = max(0.0, first_step_s - median)
+    metrics = {
+        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        "best_val": {"epoch": stopper.best_epoch, es.monitor: _unscore(stopper, es.monitor)},
+        # headline: batch / median step time (robust); the CI comes from the median's CI
+        "throughput_samples_per_s": bs / median if step_times else math.nan,
+        "throughput_mean_samples_per_s": bs * len(step_times) / steady if step_times else math.nan,
+        "throughput_ci95": [bs / stats["ci95_high"], bs / stats["ci95_low"]] if step_times else None,
+        "step_time_s": stats,
+        "first_step_s": first_step_s,
+        "compile_s": compile_s,
+        "train_time_s": train_clock,
+        "host_copy_s": host_copy_s,
+        "time_to_accuracy_s": time_to_accuracy,
+        "target_accuracy": tr.target_accuracy,
+        "epochs_run": len(history),
+        "steps": step,
+        "history": history,
+        "early_stopping": {"stopped_early": stopped_early, "best_epoch": stopper.best_epoch,
+                           "restored_best": restored, "monitor": es.monitor, "patience": es.patience},
+        "flops_per_step": flops_per_step,
+        "achieved_gflops": flops_per_step / median / 1e9 if step_times and median > 0 else None,
+        "percent_of_peak": (100 * flops_per_step / median / peak_flops
+                            if step_times and peak_flops and median > 0 else None),
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(data.class_names),
+    }
+    return TrainResult(metrics, warnings, trainer.get_weights())
+
+
+def _unscore(stopper: EarlyStopper, monitor: str) -> float | None:
+    if stopper.best_epoch < 0:
+        return None
+    return -stopper.best if monitor == "val_accuracy" else stopper.best

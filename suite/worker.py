@@ -1,0 +1,205 @@
+"""One cell, in its own process: ``python -m fwbench.worker CELL.json RESULT.json``.
+
+Never raises: every outcome, errors included, becomes a record written to RESULT.json. The driver
+(`fwbench.runner`) turns a process that dies without writing one into a failed record itself.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .errors import DeviceError, UsageError
+from .results import SCHEMA_VERSION, now_iso
+
+
+def pin_threads(threads: int) -> None:
+    """Cap every library at ``threads`` cores the same way: CPU affinity (what really limits JAX
+    and XLA) on top of the OMP/MKL/OpenBLAS variables the driver already set."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if threads < len(cores):
+            os.sched_setaffinity(0, cores[:threads])
+
+
+def memory_status() -> dict[str, int]:
+    """VmRSS / VmHWM of this process in bytes (Linux); ru_maxrss as a fallback for the peak."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) * 1024
+    except OSError:
+        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return out
+
+
+def resolve_device(backend, requested: str) -> str:
+    if requested == "cpu":
+        return "cpu"
+    has_gpu = backend.gpu_available()
+    if requested == "auto":
+        return "gpu" if has_gpu else "cpu"
+    if not has_gpu:
+        checked = getattr(backend, "gpu_check", "the framework's device list")
+        raise DeviceError(f"--device gpu: backend {backend.name!r} sees no GPU (checked {checked}); "
+                          "use --device cpu, or --device auto to fall back to the CPU")
+    return "gpu"
+
+
+def progress(message: str) -> None:
+    """One line for the driver's progress display (it reads the last line of our output)."""
+    print(f"[fwbench] {message}", flush=True)
+
+
+def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """Run one cell to a record. Exceptions become ``status: failed`` with the reason."""
+    from .plugins import get_plugin_manager, get_registry
+
+    started, t0 = now_iso(), time.perf_counter()
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "run_id": cell["run_id"], "cell_id": cell["cell_id"],
+        "backend": cell["backend"], "backend_version": None, "task": cell["task"],
+        "device": cell["device"], "dataset": None, "synthetic_data": None,
+        "overrides": cell.get("overrides") or {}, "profile": cell.get("profile"),
+        "status": "failed", "error": None, "warnings": [], "params": None, "params_expected": None,
+        "metrics": {}, "config": {}, "env": {}, "compile_info": {}, "started_at": started,
+    }
+    threads = int(cell["threads"])
+    try:
+        pin_threads(threads)
+        registry = get_registry()
+        backend = registry.get_backend(cell["backend"])
+        availability = backend.availability()
+        if not availability.ok:
+            record.update(status="skipped", error=str(availability))
+            return record
+        record["env"] = _environment(threads, get_plugin_manager())
+        _train_cell(cell, record, backend, registry, threads)
+        record["status"] = "ok"
+    except UsageError as exc:
+        record["error"] = str(exc)
+    except BaseException as exc:  # noqa: BLE001 - a crash in a backend is data, not a crash of the run
+        record["error"] = f"{type(exc).__name__}: {exc}".strip()
+        record["traceback"] = traceback.format_exc(limit=20)
+    finally:
+        record["finished_at"] = now_iso()
+        record["wall_s"] = time.perf_counter() - t0
+    return record
+
+
+def _environment(threads: int, pm) -> dict[str, Any]:
+    from .environment import collect
+
+    env = collect(threads)
+    extra = {}
+    for item in pm.hook.fwbench_environment():
+        if item:
+            extra.update(item)
+    env["plugins"] = extra
+    return env
+
+
+def _train_cell(cell, record, backend, registry, threads) -> None:
+    from .backend import BuildRequest
+    from .data import prepare
+    from .datasets.base import default_data_dir
+    from .datasets.packaged import Synthetic
+    from .model import analyze, initial_weights
+    from .spec import load_task, spec_to_dict
+    from .training import train
+
+    task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
+    record["config"] = spec_to_dict(task)
+    dataset = registry.get_dataset(task.dataset.name)
+    if isinstance(dataset, Synthetic) and task.dataset.shape:
+        dataset = Synthetic(input_shape=task.dataset.shape)
+    record["dataset"] = dataset.name
+    data_dir = Path(cell.get("data_dir") or default_data_dir())
+    progress(f"loading {dataset.name}")
+    arrays = dataset.load(data_dir)
+    data = prepare(arrays, dataset, task.dataset, task.training.seed, task.training.dtype)
+    record["synthetic_data"] = data.synthetic
+    record["data"] = {"train": len(data.x_train), "val": len(data.x_val), "test": len(data.x_test),
+                      "input_shape": list(data.input_shape), "normalization": data.normalization}
+    info = analyze(task.model, data.input_shape, dataset.num_classes, task.source)
+    record["params_expected"] = info.trainable_count
+    if task.training.batch_size > len(data.x_train):
+        raise UsageError(f"{task.source} [training.batch_size]: {task.training.batch_size} is larger than "
+                         f"the {len(data.x_train)} training samples; lower it or use more data")
+
+    device = resolve_device(backend, cell["device"])
+    record["device"] = device
+    progress(f"configuring {backend.name} on {device}")
+    record["env"]["backend"] = backend.configure(device=device, threads=threads)
+    record["backend_version"] = backend.version()
+    baseline = memory_status().get("VmRSS", 0)
+
+    weights = initial_weights(task.model, info, task.training.seed, task.training.dtype)
+    t_build = time.perf_counter()
+    trainer = backend.build(BuildRequest(task, info, weights, device, dataset.num_classes))
+    build_s = time.perf_counter() - t_build
+    record["params"] = trainer.num_trainable()
+    if record["params"] != info.trainable_count:
+        record["warnings"].append(f"parameter count {record['params']} differs from the spec's "
+                                  f"{info.trainable_count}: the backend builds a different model")
+    epochs = task.training.epochs
+    result = train(task, trainer, data, info, peak_flops=cell.get("peak_flops"),
+                   on_epoch=lambda row: progress(
+                       f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} "
+                       f"val_acc {row['val_accuracy']:.4f}"))
+    memory = memory_status()
+    result.metrics.update(
+        build_s=build_s,
+        peak_host_bytes=memory.get("VmHWM"),
+        host_baseline_bytes=baseline,
+        peak_host_above_baseline_bytes=max(0, memory.get("VmHWM", 0) - baseline),
+        peak_device_bytes=trainer.peak_device_memory(),
+        analytic_memory_bytes=_analytic_memory(info, task),
+    )
+    filters = _first_layer_filters(info, result.final_weights)
+    if filters is not None:
+        result.metrics["first_layer_filters"] = filters
+    record["metrics"] = result.metrics
+    record["warnings"] += result.warnings
+    record["compile_info"] = dict(trainer.compile_info)
+
+
+def _analytic_memory(info, task) -> dict[str, int]:
+    itemsize = 8 if task.training.dtype == "float64" else 4
+    params = sum(math.prod(p.shape) for p in info.params)
+    return {"params": params * itemsize,
+            "activations_per_batch": info.activation_floats * task.training.batch_size * itemsize}
+
+
+def _first_layer_filters(info, weights) -> list | None:
+    """The first conv layer's weights (for the report's filter images), if small enough."""
+    for layer in info.walk():
+        if layer.layer.kind == "conv2d":
+            w = weights.get(f"{layer.path}.weight") if weights else None
+            return w.tolist() if w is not None and w.size <= 4096 else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    cell_path, out_path = map(Path, argv)
+    cell = json.loads(cell_path.read_text())
+    record = run_cell(cell)
+    from .results import dumps
+
+    tmp = out_path.with_suffix(".tmp")
+    tmp.write_text(dumps(record))
+    os.replace(tmp, out_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tests of the PyTorch backend (skipped where torch is not installed)."""
