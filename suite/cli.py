@@ -93,6 +93,14 @@ def build_parser() -> ArgumentParser:
     fetch.add_argument("--force", action="store_true", help="download again even if cached")
     fetch.set_defaults(handler=cmd_data_fetch)
 
+    check = sub.add_parser("check", help="conformance: every backend against the NumPy float64 reference",
+                           description="From identical weights and batches, compare logits, loss, every "
+                                       "gradient, 3 steps of every optimizer and a 20-step loss curve with the "
+                                       "NumPy backend in float64. Each backend runs in its own process.")
+    check.add_argument("--backend", "-b", type=_csv, default=None, help="backends to check (default: all available)")
+    check.add_argument("--task", "-t", type=_csv, default=None, help="tasks (default: every shipped training task)")
+    check.set_defaults(handler=cmd_check)
+
     get_plugin_manager().hook.fwbench_register_commands(subparsers=sub)
     return parser
 
@@ -179,6 +187,23 @@ def cmd_data_fetch(args) -> int:
     where = dataset.fetch(data_dir, progress=True, **({"force": args.force} if takes_force else {}))
     _console().print(f"{dataset.name}: ready in {where}")
     return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .conformance import REFERENCE, run_checks, summary_table
+    from .matrix import _pick_backends
+    from .plugins import get_registry
+
+    registry = get_registry()
+    backends = _pick_backends(registry, args.backend)
+    _pick_backends(registry, [REFERENCE])  # the reference must be available too
+    for task in args.task or []:
+        registry.get_task_file(task)
+    checks = run_checks(backends, args.task)
+    _console().print(summary_table(checks))
+    failed = [c for c in checks if not c.passed]
+    _console().print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    return EXIT_CELL_FAILED if failed else EXIT_OK
 
 
 def cmd_run(args) -> int:

@@ -1,0 +1,229 @@
+"""Cross-backend conformance: same weights + same batch → same logits, loss, gradients and updates.
+
+The reference is the NumPy backend in float64; the backend under test runs in float32 (the NumPy
+backend in float32 is checked against its own float64 path). Dropout is switched off (rate 0) so
+train-mode passes are deterministic; BatchNorm runs on batch statistics. Checks per task:
+
+* ``logits``: eval-mode predictions from the canonical initial weights;
+* ``loss`` and ``grad:<name>``: one train-mode forward/backward (`Trainer.loss_and_grads`);
+* ``step:<optimizer>``: every parameter (and BN state) after 3 steps of each optimizer, with L2 /
+  decoupled weight decay on, both sides in float64 (see `check_task`); ``step:clip-norm``,
+  ``step:clip-value`` and ``step:lr-per-step`` (the schedule's lr is the one applied) likewise;
+* ``curve``: the loss of 20 training steps with the task's own optimizer and schedule
+  (relative tolerance 1e-3), and the eval logits after them (1e-2 relative, 1e-3 absolute).
+
+Each backend is checked in its own process (``python -m fwbench.conformance BACKEND``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backend import BuildRequest
+from .layers import Dropout, Layer, Residual
+from .model import analyze, initial_weights
+from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
+
+RTOL, ATOL = 1e-4, 1e-5  # float32 against the float64 reference
+CURVE_RTOL = 1e-3
+STEP_RTOL, STEP_ATOL = 1e-6, 1e-6  # float64 against float64; a wrong rule is off by ~lr
+BATCH = 8
+STEPS = 3
+CURVE_STEPS = 20
+REFERENCE = "numpy"
+TASK_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist_5k": (1, 28, 28),
+               "digits": (1, 8, 8), "cifar10": (3, 32, 32), "synthetic": (3, 32, 32)}
+
+
+@dataclass
+class Check:
+    backend: str
+    task: str
+    quantity: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+    note: str = ""
+
+
+def _no_dropout(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    out = []
+    for layer in layers:
+        if isinstance(layer, Dropout):
+            layer = dataclasses.replace(layer, rate=0.0)
+        elif isinstance(layer, Residual):
+            layer = dataclasses.replace(layer, layers=_no_dropout(layer.layers))
+        out.append(layer)
+    return tuple(out)
+
+
+def deterministic(task: TaskSpec, dtype: str, **changes) -> TaskSpec:
+    model = dataclasses.replace(task.model, layers=_no_dropout(task.model.layers))
+    training = dataclasses.replace(task.training, dtype=dtype, batch_size=BATCH)
+    return dataclasses.replace(task, model=model, training=training, **changes)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, atol: float = ATOL):
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        return np.inf, np.inf, False
+    diff = np.abs(reference - candidate)
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = float((diff / np.maximum(np.abs(reference), 1e-12)).max(initial=0.0))
+    return max_abs, max_rel, bool(np.all(diff <= atol + rtol * np.abs(reference)))
+
+
+class Side:
+    """One backend at one dtype, able to build fresh trainers for variants of a task."""
+
+    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str):
+        self.backend, self.task, self.shape, self.num_classes, self.dtype = backend, task, shape, num_classes, dtype
+
+    def build(self, **changes):
+        task = deterministic(self.task, self.dtype, **changes)
+        info = analyze(task.model, self.shape, self.num_classes, task.source)
+        weights = initial_weights(task.model, info, task.training.seed, self.dtype)
+        return self.backend.build(BuildRequest(task, info, weights, "cpu", self.num_classes))
+
+
+def batches(shape, num_classes: int, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(BATCH, *shape)), rng.integers(0, num_classes, BATCH)) for _ in range(n)]
+
+
+def _put(trainer, batch, dtype):
+    x, y = batch
+    return trainer.to_device(x.astype(dtype), y.astype(np.int64))
+
+
+def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) -> list[Check]:
+    shape = TASK_SHAPES.get(task.dataset.name, (3, 32, 32))
+    classes = 10
+    ref = Side(reference_backend, task, shape, classes, "float64")
+    cand = Side(candidate_backend, task, shape, classes, "float32")
+    data = batches(shape, classes, max(STEPS, CURVE_STEPS))
+    checks: list[Check] = []
+
+    def add(quantity, a, b, rtol=RTOL, atol=ATOL):
+        max_abs, max_rel, ok = compare(a, b, rtol, atol)
+        checks.append(Check(candidate_backend.name, name, quantity, max_abs, max_rel, ok))
+
+    r, c = ref.build(), cand.build()
+    add("logits", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")))
+    r_logits, r_loss, r_grads = r.loss_and_grads(_put(r, data[0], "float64"))
+    c_logits, c_loss, c_grads = c.loss_and_grads(_put(c, data[0], "float32"))
+    add("train logits", r_logits, c_logits)
+    add("loss", np.array([r_loss]), np.array([c_loss]))
+    for key in sorted(r_grads):
+        add(f"grad:{key}", r_grads[key], c_grads.get(key, np.full(1, np.nan)))
+
+    # Update rules are checked in float64 on both sides: adaptive rules divide by sqrt(v), so in
+    # float32 a gradient of pure rounding noise (1e-9) can become a full-size step of either sign
+    # and hide what is being tested. In float64 the rule itself must agree to 1e-6.
+    variants = {f"step:{opt}": {"optimizer": OptimizerSpec(name=opt, lr=0.01, weight_decay=0.01)}
+                for opt in OPTIMIZERS}
+    variants["step:clip-norm"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="norm", max=0.05)}
+    variants["step:clip-value"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="value", max=1e-3)}
+    variants["step:lr-per-step"] = {"optimizer": OptimizerSpec(name="momentum", lr=0.1), "lrs": (0.1, 0.03, 0.001)}
+    ref64, cand64 = Side(reference_backend, task, shape, classes, "float64"), Side(candidate_backend, task, shape, classes, "float64")
+    for quantity, changes in variants.items():
+        lrs = changes.pop("lrs", (changes["optimizer"].lr,) * STEPS)
+        r, c = ref64.build(**changes), cand64.build(**changes)
+        for batch, step_lr in zip(data[:STEPS], lrs):
+            r.sync(r.train_step(_put(r, batch, "float64"), step_lr))
+            c.sync(c.train_step(_put(c, batch, "float64"), step_lr))
+        rw, cw = r.get_weights(), c.get_weights()
+        worst = max((compare(rw[k], cw.get(k, np.full(1, np.nan)), STEP_RTOL, STEP_ATOL) for k in rw),
+                    key=lambda t: (not t[2], t[0]))
+        checks.append(Check(candidate_backend.name, name, quantity, *worst))
+
+    from .schedules import make_schedule
+
+    r, c = ref.build(), cand.build()
+    lr = make_schedule(task.schedule, task.optimizer.lr, CURVE_STEPS, CURVE_STEPS)
+    r_handles = [r.train_step(_put(r, b, "float64"), lr(i)) for i, b in enumerate(data[:CURVE_STEPS])]
+    c_handles = [c.train_step(_put(c, b, "float32"), lr(i)) for i, b in enumerate(data[:CURVE_STEPS])]
+    c.sync()
+    add("curve", r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], rtol=CURVE_RTOL, atol=0.0)
+    add("logits after curve", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")),
+        rtol=10 * CURVE_RTOL, atol=1e-3)  # after 20 steps + BN running stats: looser
+    return checks
+
+
+def check_backend(backend_name: str, task_names: list[str] | None = None) -> list[Check]:
+    """Run every check for one backend in this process (use `run_checks` for process isolation)."""
+    from .plugins import get_registry
+    from .spec import load_task
+
+    registry = get_registry()
+    candidate = registry.get_backend(backend_name)
+    reference = registry.get_backend(REFERENCE)
+    candidate.configure(device="cpu", threads=1)
+    if reference is not candidate:
+        reference.configure(device="cpu", threads=1)
+    checks = []
+    for name in task_names or sorted(registry.task_files):
+        task = load_task(registry.get_task_file(name))
+        if task.task.family != "train":
+            continue
+        try:
+            checks += check_task(name, task, candidate, reference)
+        except NotImplementedError as exc:
+            checks.append(Check(backend_name, name, "loss_and_grads", np.nan, np.nan, False,
+                                f"not implemented: {exc}"))
+    return checks
+
+
+def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800) -> list[Check]:
+    """Each backend in its own process; a crash becomes one failed check naming the reason."""
+    results = []
+    for backend in backends:
+        cmd = [sys.executable, "-m", "fwbench.conformance", backend, *(tasks or [])]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            rows = json.loads(proc.stdout.strip().splitlines()[-1])
+            results += [Check(**row) for row in rows]
+        except (IndexError, json.JSONDecodeError, TypeError):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            results.append(Check(backend, "*", "run", np.nan, np.nan, False,
+                                 f"check process failed (exit {proc.returncode}): {tail[0]}"))
+    return results
+
+
+def summary_table(checks: list[Check]):
+    """One row per (backend, task, quantity group): the largest errors and pass/fail."""
+    from rich.table import Table
+
+    groups: dict[tuple[str, str, str], list[Check]] = {}
+    for check in checks:
+        group = check.quantity.split(":")[0] if check.quantity.startswith("grad:") else check.quantity
+        groups.setdefault((check.backend, check.task, group), []).append(check)
+    table = Table(title="Conformance against the NumPy float64 reference", header_style="bold")
+    for col in ("backend", "task", "quantity", "max abs err", "max rel err", "result"):
+        table.add_column(col, justify="right" if "err" in col else "left")
+    for (backend, task, group), items in groups.items():
+        ok = all(c.passed for c in items)
+        worst = max(items, key=lambda c: (c.passed, -(c.max_abs if np.isfinite(c.max_abs) else np.inf)))
+        label = f"{group} ({len(items)})" if len(items) > 1 else group
+        note = "" if ok else f" {worst.quantity} {worst.note}".rstrip()
+        table.add_row(backend, task, label, f"{max(c.max_abs for c in items):.2e}",
+                      f"{max(c.max_rel for c in items):.2e}",
+                      "[green]pass[/]" if ok else f"[red]FAIL[/]{note}")
+    return table
+
+
+def main(argv: list[str]) -> int:
+    backend, *tasks = argv
+    rows = [dataclasses.asdict(c) for c in check_backend(backend, tasks or None)]
+    print(json.dumps(rows, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
