@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from fwbench.backend import BuildRequest
 from fwbench.model import analyze, initial_weights
 from fwbench.spec import task_from_dict

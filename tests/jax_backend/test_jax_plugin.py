@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("jax")
 pytest.importorskip("optax")
 
-from fwbench.registry import Registry  # noqa: E402
+from fwbench.registry import Registry
 
 
 def _run(code: str, env: dict | None = None) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
                          env={**clean, **(env or {})})
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
@@ -53,7 +53,7 @@ def test_configure_single_thread_cpu_sets_env_before_jax_import():
             "facts['precision'] = str(jax.config.jax_default_matmul_precision)\n"
             "print(json.dumps(facts))")
     facts = json.loads(_run(code, env={"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}))
-    assert facts["jax_imported_before_configure"] is False
+    assert facts["jax_initialized_before_configure"] is False
     assert facts["env"]["JAX_PLATFORMS"] == "cpu"
     assert facts["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     flags = facts["env"]["XLA_FLAGS"].split()
@@ -63,6 +63,16 @@ def test_configure_single_thread_cpu_sets_env_before_jax_import():
     assert facts["threads"] == 1 and "affinity" in facts["thread_cap"]
     assert facts["precision"] == "highest"
     assert facts["jaxlib"] == importlib.metadata.version("jaxlib")
+
+
+def test_configure_reports_when_jax_started_too_early():
+    code = ("import json, jax\n"
+            "jax.devices()\n"
+            "from fwbench_jax.backend import JaxBackend\n"
+            "print(json.dumps(JaxBackend().configure(device='cpu', threads=2)))")
+    facts = json.loads(_run(code))
+    assert facts["jax_initialized_before_configure"] is True
+    assert facts["XLA_FLAGS"] == "" and facts["threads"] == 2
 
 
 def test_xla_flags_only_pin_threads_for_a_single_thread():

@@ -1,0 +1,174 @@
+"""`JaxTrainer`: one jitted train step over an explicit state pytree, driven by the suite.
+
+The whole training state is one pytree, `TrainState` (params, BatchNorm statistics, optax state,
+PRNG key). ``train_step`` is a single ``jax.jit`` function with
+the state donated: forward, fused softmax cross-entropy, gradients, clipping, update, and the
+``(loss, correct)`` device scalars, with no host round-trip. The learning rate is a traced scalar
+argument, so a schedule never recompiles.
+
+Compilation is ahead of time (``.lower(...).compile()``) at the first step of each batch shape
+(the suite reports that step apart); its seconds are summed in ``compile_info["compile_s"]``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from fwbench.backend import BuildRequest, Trainer
+from fwbench.errors import DeviceError, SpecError
+
+from .layout import resolve_layout, to_numpy_canonical
+from .model import Model, count_params, split_weights
+from .optim import Optimizer
+
+
+class TrainState(NamedTuple):
+    """Everything a train step reads and replaces."""
+
+    params: dict[str, jax.Array]
+    bn: dict[str, jax.Array]
+    opt: Any
+    key: jax.Array
+
+
+def _compile_mode(options: dict, source: str) -> bool:
+    value = options.get("compile", True)
+    if isinstance(value, bool):
+        return value
+    raise SpecError(source, "backend.compile",
+                    f"the JAX backend takes compile = true (jax.jit) or false (no jit), got {value!r}")
+
+
+class JaxTrainer(Trainer):
+    """Model + optax optimizer on one JAX device. Batches are ``(x, y)`` device arrays."""
+
+    def __init__(self, request: BuildRequest):
+        task = request.task
+        self.task = task
+        self.dtype = np.dtype(task.training.dtype)
+        if self.dtype == np.float64 and not jax.config.jax_enable_x64:
+            jax.config.update("jax_enable_x64", True)  # process-wide; float32 models stay float32
+        self.layout = resolve_layout(task.backend, task.source)
+        self.jit = _compile_mode(task.backend, task.source)
+        self.info = request.info
+        self.model = Model(request.info, self.layout)
+        platform = "gpu" if request.device == "gpu" else "cpu"
+        try:
+            self.device = jax.devices(platform)[0]
+        except RuntimeError as exc:
+            raise DeviceError(f"JAX sees no {platform} device ({exc}); install a CUDA build of jax "
+                              "(pip install 'jax[cuda12]') or run with --device cpu") from None
+        self.optimizer = Optimizer(task.optimizer, task.clip)
+
+        params, bn = split_weights(request.info, request.weights, self.layout, task.training.dtype)
+        with jax.default_device(self.device):
+            state = TrainState(params, bn, self.optimizer.init(params),
+                               jax.random.key(task.training.seed))
+        self._state: TrainState = jax.device_put(state, self.device)
+
+        #: How often the train step was traced (a changing learning rate must not add any).
+        self.traces = 0
+        self._compiled: dict[tuple, Any] = {}
+        if self.jit:
+            self._step = jax.jit(self._train_step, donate_argnums=0)
+            self._eval = jax.jit(self._eval_logits)
+            self._grads = jax.jit(self._loss_and_grads)
+        else:
+            self._step, self._eval, self._grads = self._train_step, self._eval_logits, self._loss_and_grads
+        self.compile_info = {"mode": "jit" if self.jit else "eager", "layout": self.layout.name,
+                             "donate_state": self.jit, "compile_s": 0.0, "compilations": 0}
+
+    # -- pure functions (traced by jax.jit) ------------------------------------------------------
+    def _loss(self, params, bn, x, y, key):
+        logits, new_bn = self.model.apply(params, bn, x, train=True, key=key)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, (logits, new_bn)
+
+    def _train_step(self, state: TrainState, x, y, lr):
+        self.traces += 1  # runs at trace time only under jit
+        key, dropout_key = self._split(state.key)
+        (loss, (logits, bn)), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            state.params, state.bn, x, y, dropout_key)
+        updates, opt = self.optimizer.update(grads, state.opt, state.params, lr)
+        params = optax.apply_updates(state.params, updates)
+        correct = jnp.sum(jnp.argmax(logits, axis=-1) == y)
+        return TrainState(params, bn, opt, key), (loss, correct)
+
+    def _split(self, key):
+        """``(next key, this step's dropout key)``; no PRNG work for a model without dropout."""
+        return tuple(jax.random.split(key)) if self.model.has_dropout else (key, None)
+
+    def _eval_logits(self, params, bn, x):
+        return self.model.apply(params, bn, x, train=False)[0]
+
+    def _loss_and_grads(self, params, bn, x, y, key):
+        (loss, (logits, _)), grads = jax.value_and_grad(self._loss, has_aux=True)(params, bn, x, y, key)
+        return logits, loss, grads
+
+    # -- the suite's calls -----------------------------------------------------------------------
+    def to_device(self, x: np.ndarray, y: np.ndarray):
+        """``(x, y)`` on the device: x in the model's layout and dtype, y int32."""
+        x = np.ascontiguousarray(self.layout.images_in(np.asarray(x, dtype=self.dtype)))
+        return jax.device_put((x, np.asarray(y, dtype=np.int32)), self.device)
+
+    def _executable(self, x, y):
+        """The AOT-compiled step for this batch shape; compiles (timed) on first sight."""
+        # x64 changes the type of the Python-float lr argument: it is part of the signature
+        signature = (x.shape, x.dtype, y.shape, y.dtype, jax.config.jax_enable_x64)
+        executable = self._compiled.get(signature)
+        if executable is None:
+            start = time.perf_counter()
+            # lr as a Python float: a weak-typed scalar, the cheapest argument to pass per call
+            executable = self._step.lower(self._state, x, y, 0.0).compile()
+            self.compile_info["compile_s"] += time.perf_counter() - start
+            self.compile_info["compilations"] += 1
+            self._compiled[signature] = executable
+        return executable
+
+    def train_step(self, batch, lr: float):
+        x, y = batch
+        step = self._executable(x, y) if self.jit else self._step
+        self._state, handle = step(self._state, x, y, float(lr))
+        return handle
+
+    def sync(self, handle: Any = None) -> None:
+        jax.block_until_ready(self._state if handle is None else handle)
+
+    def fetch(self, handles: list[Any]) -> np.ndarray:
+        values = jax.device_get(handles)  # one transfer for the whole epoch
+        return np.asarray(values, dtype=np.float64).reshape(len(handles), 2)
+
+    def predict(self, batch) -> np.ndarray:
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        logits = self._eval(self._state.params, self._state.bn, x)
+        return np.asarray(jax.device_get(logits))
+
+    def loss_and_grads(self, batch):
+        x, y = batch
+        dropout_key = self._split(self._state.key)[1]  # the key the next step would use
+        logits, loss, grads = self._grads(self._state.params, self._state.bn, x, y, dropout_key)
+        logits, loss, grads = jax.device_get((logits, loss, grads))
+        return np.asarray(logits), float(loss), to_numpy_canonical(self.layout, grads)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        params, bn = jax.device_get((self._state.params, self._state.bn))
+        return to_numpy_canonical(self.layout, {**params, **bn})
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        params, bn = split_weights(self.info, weights, self.layout, self.dtype.name)
+        params, bn = jax.device_put((params, bn), self.device)
+        self._state = self._state._replace(params=params, bn=bn)
+
+    def num_trainable(self) -> int:
+        return count_params(self._state.params)
+
+    def peak_device_memory(self) -> int | None:
+        if self.device.platform == "cpu":
+            return None
+        stats = self.device.memory_stats() or {}
+        peak = stats.get("peak_bytes_in_use")
+        return int(peak) if peak is not None else None

@@ -1,0 +1,128 @@
+"""`NumpyTrainer`: one model and optimizer, driven step by step by the suite."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fwbench.backend import BuildRequest, Trainer
+
+from .losses import SoftmaxCrossEntropy
+from .model import NumpyModel
+from .optim import clip_by_global_norm, clip_by_value, make_optimizer
+
+#: Evaluation splits large batches into chunks whose forward needs at most about this much memory.
+EVAL_CHUNK_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class NumpyBatch:
+    """A batch in the model's internal layout (see `NumpyModel.to_internal`) and its labels."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class NumpyTrainer(Trainer):
+    """Forward, fused loss, hand-written backward, clipping and an optimizer step, all in NumPy.
+
+    Args:
+        request: the suite's build request; ``request.weights`` are loaded as initial weights.
+    """
+
+    def __init__(self, request: BuildRequest):
+        task = request.task
+        self.task = task
+        self.dtype = np.dtype(task.training.dtype)
+        self.model = NumpyModel(request.info, self.dtype, seed=task.training.seed)
+        self.model.set_weights(request.weights)
+        self.optimizer = make_optimizer(task.optimizer, [self.model.flat_params],
+                                        [self.model.flat_grads])
+        self.loss = SoftmaxCrossEntropy(self.dtype)
+        self.clip = task.clip
+        #: predict() runs at most this many samples at once: what fits EVAL_CHUNK_BYTES, but never
+        #: fewer than a training batch (whose buffers exist anyway).
+        self.eval_chunk = max(task.training.batch_size,
+                              EVAL_CHUNK_BYTES // max(1, self.model.bytes_per_sample()))
+        self.compile_info = {"mode": "eager", "dtype": self.dtype.name,
+                             "layout": "CHWN" if self.model.input_layout == "image" else "NF"}
+
+    # -- data ------------------------------------------------------------------------------------
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> NumpyBatch:
+        """Convert once (untimed): images to ``(C, H, W, N)`` in the model dtype, labels to int64."""
+        labels = np.ascontiguousarray(y, dtype=np.int64)
+        classes = self.model.info.output_shape[0]
+        if labels.shape != (len(x),) or (labels.size and not 0 <= labels.min() <= labels.max() < classes):
+            raise ValueError(f"labels must be {len(x)} integers in [0, {classes}); got shape "
+                             f"{labels.shape}, range [{labels.min()}, {labels.max()}]")
+        return NumpyBatch(self.model.to_internal(x), labels)
+
+    def _batch(self, batch: Any) -> NumpyBatch:
+        if isinstance(batch, NumpyBatch):
+            return batch
+        if isinstance(batch, tuple) and len(batch) == 2:
+            return self.to_device(*batch)
+        raise TypeError(f"expected a batch from to_device(x, y), got {type(batch).__name__}")
+
+    # -- training --------------------------------------------------------------------------------
+    def _forward_backward(self, batch: NumpyBatch) -> tuple[float, int, np.ndarray]:
+        logits = self.model.forward(batch.x, training=True)
+        loss, correct, dlogits = self.loss(logits, batch.y)
+        self.model.backward(dlogits)
+        return loss, correct, logits
+
+    def _clip(self) -> None:
+        kind = self.clip.kind
+        if kind == "norm":
+            clip_by_global_norm([self.model.flat_grads], self.clip.max)
+        elif kind == "value":
+            clip_by_value([self.model.flat_grads], self.clip.max)
+
+    def train_step(self, batch: Any, lr: float) -> tuple[float, float]:
+        """One step; returns ``(mean loss, number correct)`` as Python floats (already computed:
+        `sync` has nothing to wait for)."""
+        batch = self._batch(batch)
+        loss, correct, _ = self._forward_backward(batch)
+        self._clip()
+        self.optimizer.step(lr)
+        return loss, float(correct)
+
+    def loss_and_grads(self, batch: Any) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        """Logits, mean loss and raw (unclipped) gradients in train mode; nothing is updated
+        (BatchNorm running statistics are restored afterwards)."""
+        batch = self._batch(batch)
+        saved = {name: a.copy() for name, a in self.model.state.items()}
+        try:
+            loss, _, logits = self._forward_backward(batch)
+            logits = logits.copy()
+        finally:
+            for name, a in saved.items():
+                self.model.state[name][...] = a
+        grads = {name: g.copy() for name, g in self.model.grads.items()}
+        return logits, loss, grads
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def predict(self, batch: Any) -> np.ndarray:
+        """Logits ``(N, classes)`` in eval mode, in chunks of at most ``eval_chunk`` samples.
+
+        Accepts a batch from `to_device` or a canonical ``x`` array.
+        """
+        x = batch.x if isinstance(batch, NumpyBatch) else self.model.to_internal(batch)
+        n = self.model.batch_size_of(x)
+        if n <= self.eval_chunk:
+            return self.model.forward(x, training=False).copy()
+        out = np.empty((n, self.model.info.output_shape[0]), self.dtype)
+        for start in range(0, n, self.eval_chunk):
+            stop = min(n, start + self.eval_chunk)
+            out[start:stop] = self.model.forward(self.model.slice_batch(x, start, stop), training=False)
+        return out
+
+    # -- weights ---------------------------------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.model.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.model.set_weights(weights)
+
+    def num_trainable(self) -> int:
+        return self.model.num_trainable()
