@@ -15,6 +15,15 @@ def fwbench_register_datasets(register):
 
 @hookimpl
 def fwbench_register_executors(register):
+    from .dask_executor import DaskExecutor
     from .runner import LocalExecutor
 
     register.executor("local", LocalExecutor)
+    register.executor("dask", DaskExecutor)
+
+
+@hookimpl
+def fwbench_register_commands(subparsers):
+    from .report.commands import add_commands
+
+    add_commands(subparsers)

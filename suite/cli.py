@@ -74,7 +74,12 @@ def build_parser() -> ArgumentParser:
                      help="continue the latest run in --out: skip cells that already have an ok record")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="dataset cache (default: $FWBENCH_DATA_DIR or ~/.cache/fwbench/data)")
-    run.add_argument("--executor", default="local", help="how cells are run (default: local; see plugins)")
+    run.add_argument("--executor", default="local",
+                     help="how cells are run: local (default, one process per cell) or dask (or a plugin's)")
+    run.add_argument("--workers", type=_positive_int, default=None,
+                     help="with --executor dask: start a local Dask cluster of N single-threaded workers")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="with --executor dask: use a running scheduler, e.g. tcp://HOST:8786")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     run.set_defaults(handler=cmd_run)
 

@@ -56,6 +56,8 @@ def plan_run(args) -> Plan:
         from .errors import UnknownNameError
 
         raise UnknownNameError("executor", args.executor, list(registry.executors))
+    if args.executor == "local" and (getattr(args, "workers", None) or getattr(args, "scheduler", None)):
+        raise UsageError("--workers/--scheduler only apply to --executor dask; add --executor dask or drop them")
     backends = _pick_backends(registry, args.backend)
     for device in args.device:
         if device not in ("cpu", "gpu", "auto"):

@@ -196,6 +196,7 @@ class RunOutcome:
     run_dir: Path
     records: list[dict] = field(default_factory=list)
     skipped_as_done: int = 0
+    write_errors: list[str] = field(default_factory=list)
 
 
 def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable[str] = (),
@@ -214,10 +215,18 @@ def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable
     outcome = RunOutcome(run_dir, skipped_as_done=len(cells) - len(todo))
 
     def on_record(cell: Cell, record: dict) -> None:
-        path = write_record(record, run_dir)
-        record["_path"] = str(path)
+        try:
+            path = write_record(record, run_dir)
+        except OSError as exc:  # disk full, permissions...: report it, keep going, lose nothing else
+            message = (f"could not write the record of {cell.cell_id} into {run_dir}: {exc.strerror or exc}; "
+                       "earlier records are intact")
+            outcome.write_errors.append(message)
+            record = {**record, "status": "failed", "error": message}
+            print(f"bench: error: {message}", file=sys.stderr)
+        else:
+            record["_path"] = str(path)
+            pm.hook.fwbench_result_recorded(record=record, path=str(path))
         outcome.records.append(record)
-        pm.hook.fwbench_result_recorded(record=record, path=str(path))
         if display:
             display.finished(cell, record)
 

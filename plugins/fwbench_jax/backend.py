@@ -47,6 +47,8 @@ class JaxBackend(Backend):
         return importlib.metadata.version("jax")
 
     def gpu_available(self) -> bool:
+        # asked before `configure` when --device is auto/gpu: never let this first import grab 75 % of a GPU
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         import jax
 
         try:

@@ -1,0 +1,152 @@
+"""Example records with the real schema, for tests, demos and report previews (no training needed).
+
+    from fwbench.report.samples import example_records
+    write_report(example_records(), "preview.html")   # every section of the report has data
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..results import SCHEMA_VERSION
+from ..timing import summarize
+
+RUN_ID = "20260101-120000-c0ffee"
+UNSTABLE = "train step: unstable (CV 12.0% > 5%); close other programs or add repeats"
+
+
+def _env(backend: str, threads: int = 2) -> dict[str, Any]:
+    return {
+        "fwbench": "0.1.0", "git": {"commit": "0123456789abcdef", "dirty": False}, "python": "3.11.7",
+        "implementation": "CPython", "os": "Linux 6.1", "platform": "Linux-6.1-x86_64", "hostname": "example-host",
+        "cpu": {"model": "Example CPU 3000", "machine": "x86_64", "logical_cores": 8, "affinity": threads,
+                "flags": ["avx", "avx2", "fma"]},
+        "threads": threads,
+        "blas": [{"user_api": "blas", "internal_api": "openblas", "version": "0.3.27", "num_threads": threads,
+                  "threading_layer": "pthreads", "architecture": "Haswell"}],
+        "numpy": "2.0.0", "env_vars": {"OMP_NUM_THREADS": str(threads)}, "argv": [], "plugins": {},
+        "backend": {"framework": backend, f"{backend}_version": "1.0", "threads": threads},
+    }
+
+
+def example_record(backend: str = "torch", task: str = "mlp_mnist", *, dataset: str = "digits",
+                   device: str = "cpu", overrides: dict | None = None, status: str = "ok",
+                   error: str | None = None, step_time: float = 0.01, noise: float = 0.0003,
+                   n_steps: int = 40, seed: int = 0, accuracy: float = 0.9, params: int = 9610,
+                   peak_host_bytes: int = 400 * 2**20, compile_s: float | None = 0.5, epochs: int = 3,
+                   batch_size: int = 64, conv: bool | None = None, run_id: str = RUN_ID,
+                   warnings: list[str] | None = None, family: str = "train") -> dict[str, Any]:
+    """One record as `fwbench.worker` writes it. ``step_time ± noise`` gives the raw step times."""
+    overrides = {"dataset.name": dataset, **(overrides or {})}
+    conv = task.startswith("cnn") if conv is None else conv
+    cell_id = "__".join([backend, task, device] + [f"{k}={v}" for k, v in sorted(overrides.items())])
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id, "cell_id": cell_id, "backend": backend,
+        "backend_version": "1.0", "task": task, "device": device, "dataset": dataset, "synthetic_data": False,
+        "overrides": overrides, "profile": "quick", "status": status, "error": error,
+        "warnings": list(warnings or []), "params": None, "params_expected": params, "metrics": {},
+        "config": {"task": {"name": task, "description": "example", "family": family},
+                   "model": {"layers": [{"type": "conv2d", "filters": 8, "kernel": 3}] if conv
+                             else [{"type": "dense", "units": 10}]},
+                   "optimizer": {"name": "adam", "lr": 0.001},
+                   "training": {"batch_size": batch_size, "epochs": epochs}},
+        "env": {}, "compile_info": {}, "started_at": "2026-01-01T12:00:00+00:00",
+        "finished_at": "2026-01-01T12:00:10+00:00", "wall_s": 10.0,
+    }
+    if status != "ok":
+        record["error"] = error or f"example {status} cell"
+        return record
+    rng = np.random.default_rng(seed)
+    raw = step_time + noise * rng.standard_normal(n_steps)
+    stats = summarize(np.abs(raw))
+    history = []
+    for epoch in range(1, epochs + 1):
+        frac = epoch / epochs
+        history.append({"epoch": epoch, "train_loss": 2.3 * math.exp(-1.5 * frac),
+                        "train_accuracy": accuracy * frac * 0.95,
+                        "val_loss": 2.0 * math.exp(-1.4 * frac), "val_accuracy": accuracy * (0.6 + 0.4 * frac),
+                        "lr": 0.001, "train_time_s": epoch * n_steps * step_time / epochs})
+    n_classes = 10
+    per_class = 36
+    confusion = np.zeros((n_classes, n_classes), dtype=int)
+    for k in range(n_classes):
+        right = round(per_class * accuracy)
+        confusion[k, k] = right
+        confusion[k, (k + 1) % n_classes] = per_class - right
+    metrics: dict[str, Any] = {
+        "test_accuracy": accuracy, "test_loss": 0.3, "best_val": {"epoch": epochs, "val_loss": history[-1]["val_loss"]},
+        "throughput_samples_per_s": batch_size / stats["median"],
+        "throughput_ci95": [batch_size / stats["ci95_high"], batch_size / stats["ci95_low"]],
+        "step_time_s": stats, "first_step_s": (compile_s or 0) + step_time, "compile_s": compile_s,
+        "epochs_run": epochs, "steps": n_steps + 1, "history": history,
+        "early_stopping": {"stopped_early": False, "best_epoch": epochs, "restored_best": False,
+                           "monitor": "val_loss", "patience": 3},
+        "confusion_matrix": confusion.tolist(), "class_names": [str(k) for k in range(n_classes)],
+        "peak_host_bytes": peak_host_bytes, "peak_device_bytes": None,
+    }
+    if conv:
+        metrics["first_layer_filters"] = rng.standard_normal((8, 1, 3, 3)).round(4).tolist()
+    record.update(params=params, metrics=metrics, env=_env(backend),
+                  compile_info={"mode": "jit" if backend == "jax" else "eager"},
+                  data={"train": 1293, "val": 144, "test": 360, "input_shape": [1, 8, 8]})
+    return record
+
+
+def conv2d_record(backend: str, speed: float = 1.0) -> dict[str, Any]:
+    """A conv2d sweep record: GFLOP/s per shape and pass, and the machine's peak."""
+    record = example_record(backend, "conv2d_sweep", family="conv2d", accuracy=0.0)
+    cases = []
+    for i, shape in enumerate(["32x3x32x32 k3 f16", "32x16x16x16 k3 f32", "8x64x8x8 k3 f64"]):
+        for j, p in enumerate(["forward", "backward"]):
+            g = speed * (20 + 15 * i) / (1 + j)
+            cases.append({"shape": shape, "pass": p, "median_s": 0.5 / g, "gflops": g, "ci95": [0.9 * g, 1.1 * g]})
+    record["metrics"] = {"cases": cases, "peak_gflops": 120.0}
+    record["params"] = None
+    return record
+
+
+def optimizer_record(backend: str, speed: float = 1.0) -> dict[str, Any]:
+    """An optimizer benchmark record: update time per parameter count, convergence per optimizer."""
+    record = example_record(backend, "optimizers", family="optimizer", accuracy=0.0)
+    names = ["sgd", "momentum", "adam", "rmsprop"]
+    cases = [{"optimizer": o, "params": p, "median_s": (1 + k) * p * 2e-9 / speed}
+             for k, o in enumerate(names) for p in (10_000, 100_000, 1_000_000)]
+    convergence = {o: [2.3 * math.exp(-(0.05 + 0.02 * k) * s) for s in range(60)] for k, o in enumerate(names)}
+    record["metrics"] = {"cases": cases, "convergence": convergence}
+    record["params"] = None
+    return record
+
+
+def scaling_record(backend: str, speed: float = 1.0) -> dict[str, Any]:
+    """A parameter-scaling record: params and step time per input size, MLP and CNN."""
+    record = example_record(backend, "param_scaling", family="scaling", accuracy=0.0)
+    cases = []
+    for size in (8, 16, 28, 56):
+        cases.append({"model": "mlp", "input": size, "params": size * size * 128 + 128 * 10 + 138,
+                      "median_s": size * size * 4e-7 / speed})
+        cases.append({"model": "cnn", "input": size, "params": 21386 + 64 * 10 * (size // 4) ** 2,
+                      "median_s": size * size * 2e-6 / speed})
+    record["metrics"] = {"cases": cases}
+    record["params"] = None
+    return record
+
+
+def example_records() -> list[dict[str, Any]]:
+    """Records that give every section of the report some data (two backends, a sweep, failures)."""
+    records = []
+    for backend, speed, acc in (("torch", 1.0, 0.90), ("jax", 2.0, 0.91)):
+        records.append(example_record(backend, "mlp_mnist", step_time=0.002 / speed, accuracy=acc, seed=1))
+        records.append(example_record(backend, "cnn_mnist", step_time=0.02 / speed, accuracy=acc + 0.03,
+                                      params=21386, seed=2, warnings=[UNSTABLE]))
+        for lr, delta in ((0.1, -0.05), (0.01, 0.04)):
+            records.append(example_record(backend, "mlp_mnist", overrides={"optimizer.lr": lr},
+                                          step_time=0.002 / speed, accuracy=acc + delta, seed=3))
+        records.append(conv2d_record(backend, speed))
+        records.append(optimizer_record(backend, speed))
+        records.append(scaling_record(backend, speed))
+    records.append(example_record("tensorflow", "mlp_mnist", status="failed",
+                                  error="RuntimeError: example failure"))
+    records.append(example_record("numpy", "cnn_mnist", status="skipped", error="numpy is not installed"))
+    return records
