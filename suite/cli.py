@@ -81,6 +81,8 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="with --executor dask: use a running scheduler, e.g. tcp://HOST:8786")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE",
+                     help="write the HTML report when the run ends (default FILE: <run folder>/report.html)")
     run.set_defaults(handler=cmd_run)
 
     lst = sub.add_parser("list", help="list backends, tasks or datasets")

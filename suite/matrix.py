@@ -125,5 +125,11 @@ def run_planned(plan: Plan, args) -> int:
     for line in results_notes(records):
         out.print(line)
     out.print(f"records: {plan.run_dir}")
+    if getattr(args, "report", None) is not None:
+        from .report import write_report
+
+        report_path = Path(args.report) if args.report else plan.run_dir / "report.html"
+        write_report(records, report_path)
+        out.print(f"report: {report_path}")
     failed = [r for r in outcome.records if r.get("status") in ("failed", "timeout")]
     return 1 if failed else 0

@@ -50,16 +50,21 @@ def summarize(values, *, keep_raw: bool = True, max_raw: int = 2000) -> dict[str
 
 
 def timing_warnings(stats: dict[str, Any], *, what: str, flops: float | None = None,
-                    peak_flops: float | None = None) -> list[str]:
-    """Human-readable warnings for one timing summary (stored in the record and printed)."""
+                    peak_flops: float | None = None, unit_s: float | None = None) -> list[str]:
+    """Human-readable warnings for one timing summary (stored in the record and printed).
+
+    ``stats`` are per call (seconds); ``unit_s`` is the length of one timed unit when several
+    calls were timed together (default: the median call).
+    """
     warnings = []
     if stats.get("n", 0) == 0:
         return [f"{what}: nothing was timed"]
     cv, median = stats.get("cv", 0.0), stats["median"]
     if cv is not None and not math.isnan(cv) and cv > UNSTABLE_CV:
         warnings.append(f"{what}: unstable (CV {cv:.1%} > {UNSTABLE_CV:.0%}); close other programs or add repeats")
-    if median < TOO_SHORT_S:
-        warnings.append(f"{what}: too short to time reliably ({median * 1e3:.3f} ms < 1 ms per unit); "
+    unit = median if unit_s is None else unit_s
+    if unit < TOO_SHORT_S:
+        warnings.append(f"{what}: too short to time reliably ({unit * 1e3:.3f} ms < 1 ms per timed unit); "
                         "use a larger batch or more inner steps")
     if flops and peak_flops and median > 0 and flops / median > peak_flops:
         warnings.append(f"{what}: too fast to be real ({flops / median / 1e9:.1f} GFLOP/s > measured peak "

@@ -1,8 +1,9 @@
 """The training loop every backend is driven by: epochs, schedule, timing, evaluation, early stopping.
 
-Timing rules: only ``train_step`` + ``sync`` sit between two clock reads; batches are made and
-moved to the device before the epoch's clock starts. The first step (tracing, compilation,
-allocator warm-up) is reported apart and excluded from steady-state statistics.
+Timing rules: only ``train_step`` calls + one ``sync`` sit between two clock reads; batches are
+made and moved to the device before the epoch's clock starts. The first step (tracing,
+compilation, allocator warm-up) is reported apart and excluded from steady-state statistics, and
+short steps are timed in windows of at least 1 ms (`StepTimer`).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .data import Prepared, epoch_batches, eval_batches
 from .model import ModelInfo
 from .schedules import make_schedule
 from .spec import TaskSpec
-from .timing import summarize, timing_warnings
+from .timing import TOO_SHORT_S, summarize, timing_warnings
 
 
 @dataclass
@@ -67,6 +68,61 @@ def evaluate(trainer: Trainer, x: np.ndarray, y: np.ndarray, batch_size: int) ->
 
 
 @dataclass
+class StepTimer:
+    """Times train steps in units of at least ``min_unit_s``, with one device sync per unit.
+
+    The first step is timed alone (tracing, compilation, allocation: ``first_step_s``); the next
+    ``calibration`` steps are timed one by one (warm-up, not in the statistics) to pick a window of
+    ``ceil(min_unit_s / median)`` steps; every later unit of ``window`` steps gives one sample: its
+    time divided by its steps. Units never cross an epoch (`flush`).
+    """
+
+    trainer: Trainer
+    min_unit_s: float = TOO_SHORT_S
+    calibration: int = 5
+    first_step_s: float = math.nan
+    window: int = 1
+    samples: list[float] = field(default_factory=list)  # seconds per step, one per steady unit
+    warmup: list[float] = field(default_factory=list)
+    total_s: float = 0.0
+    _pending: int = 0
+    _t0: float = 0.0
+
+    def step(self, batch: Any, lr: float) -> Any:
+        if not self._pending:
+            self._t0 = time.perf_counter()
+        handle = self.trainer.train_step(batch, lr)
+        self._pending += 1
+        if self._pending >= self.window:
+            self._close(handle)
+        return handle
+
+    def flush(self, handle: Any) -> None:
+        if self._pending:
+            self._close(handle)
+
+    def _close(self, handle: Any) -> None:
+        self.trainer.sync(handle)
+        elapsed = time.perf_counter() - self._t0
+        self.total_s += elapsed
+        per_step, self._pending = elapsed / self._pending, 0
+        if math.isnan(self.first_step_s):
+            self.first_step_s = elapsed
+        elif len(self.warmup) < self.calibration:
+            self.warmup.append(per_step)
+            if len(self.warmup) == self.calibration:
+                median = float(np.median(self.warmup))
+                self.window = max(1, math.ceil(self.min_unit_s / median)) if median > 0 else 1
+        else:
+            self.samples.append(per_step)
+
+    @property
+    def steady(self) -> list[float]:
+        """Per-step seconds of the steady state (the warm-up ones if training was too short)."""
+        return self.samples or self.warmup
+
+
+@dataclass
 class TrainResult:
     metrics: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
@@ -84,9 +140,8 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
     stopper = EarlyStopper(es.monitor, es.patience, es.min_delta)
     warnings: list[str] = []
     history: list[dict[str, Any]] = []
-    step_times: list[float] = []
-    first_step_s = math.nan
-    step, train_clock, host_copy_s, stopped_early = 0, 0.0, 0.0, False
+    timer = StepTimer(trainer)
+    step, host_copy_s, stopped_early = 0, 0.0, False
     time_to_accuracy = None
 
     for epoch in range(tr.epochs):
@@ -95,21 +150,14 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
                    epoch_batches(data.x_train, data.y_train, bs, tr.seed, epoch, task.dataset.augment)]
         trainer.sync()
         host_copy_s += time.perf_counter() - t_copy
-        handles, epoch_clock, lr = [], 0.0, task.optimizer.lr
+        handles, lr = [], task.optimizer.lr
         for batch in batches:
             lr = schedule(step)
-            t0 = time.perf_counter()
-            handle = trainer.train_step(batch, lr)
-            trainer.sync(handle)
-            elapsed = time.perf_counter() - t0
-            if step == 0:
-                first_step_s = elapsed
-            else:
-                step_times.append(elapsed)
-            epoch_clock += elapsed
-            handles.append(handle)
+            handles.append(timer.step(batch, lr))
             step += 1
-        train_clock += epoch_clock
+        if handles:
+            timer.flush(handles[-1])
+        train_clock = timer.total_s
         per_step = trainer.fetch(handles)
         val = evaluate(trainer, data.x_val, data.y_val, tr.eval_batch_size)
         row = {"epoch": epoch + 1, "train_loss": float(per_step[:, 0].mean()),
@@ -135,14 +183,17 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
         trainer.set_weights(stopper.best_weights)
         restored = True
     test = evaluate(trainer, data.x_test, data.y_test, tr.eval_batch_size)
+    step_times, first_step_s, train_clock = timer.steady, timer.first_step_s, timer.total_s
     stats = summarize(step_times)
+    stats["steps_per_unit"] = timer.window
     flops_per_step = 3 * info.forward_flops * bs  # forward + backward ≈ 3x forward
-    warnings += timing_warnings(stats, what="train step", flops=flops_per_step, peak_flops=peak_flops)
+    warnings += timing_warnings(stats, what="train step", flops=flops_per_step, peak_flops=peak_flops,
+                                unit_s=stats.get("median", 0.0) * timer.window)
     if data.synthetic:
         warnings.append("synthetic data: accuracy is meaningless, throughput only")
 
     median = stats.get("median", math.nan)
-    steady = float(np.sum(step_times)) if step_times else math.nan
+    steady = float(np.sum(step_times)) if step_times else math.nan  # per-step averages
     n_classes = int(max(data.y_test.max(initial=0), test["pred"].max(initial=0)) + 1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (data.y_test, test["pred"]), 1)

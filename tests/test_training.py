@@ -108,15 +108,25 @@ def test_patience_zero_runs_every_epoch():
     assert result.metrics["epochs_run"] == 3 and not result.metrics["early_stopping"]["stopped_early"]
 
 
-def test_steady_state_excludes_first_step_and_counts_steps():
+def test_steady_state_excludes_first_step_and_warmup():
     task = make_task(epochs=2)
-    trainer = ScriptedTrainer()
+    trainer = ScriptedTrainer(step_seconds=0.002)  # 2 ms steps: timed one by one
     data = make_data(40)
     result = train(task, trainer, data, analyze(task.model, (1, 2, 2), 3))
     m = result.metrics
     assert m["steps"] == 2 * (40 // 4) == trainer.steps
-    assert m["step_time_s"]["n"] == m["steps"] - 1 and m["first_step_s"] >= 0
+    assert m["step_time_s"]["steps_per_unit"] == 1
+    assert m["step_time_s"]["n"] == m["steps"] - 1 - 5  # first step and 5 calibration steps excluded
+    assert 0.002 <= m["step_time_s"]["median"] < 0.05 and m["first_step_s"] >= 0.002
     assert len(m["history"]) == 2 and m["history"][1]["train_time_s"] >= m["history"][0]["train_time_s"]
+
+
+def test_short_steps_are_timed_in_windows_of_at_least_1ms():
+    task = make_task(epochs=3)
+    result = train(task, ScriptedTrainer(), make_data(200), analyze(task.model, (1, 2, 2), 3))
+    stats = result.metrics["step_time_s"]
+    assert stats["steps_per_unit"] > 1 and stats["median"] * stats["steps_per_unit"] >= 0.5e-3
+    assert not any("too short" in w for w in result.warnings)
 
 
 def test_a_step_that_skips_its_sync_is_flagged_too_fast():
