@@ -1,4 +1,5 @@
 """Skip this whole folder where torch is not installed."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,10 +1,10 @@
 """Build a `TorchTrainer` from a few lines of spec, as the suite would."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
-
 from fwbench.backend import BuildRequest
 from fwbench.model import ModelInfo, analyze, initial_weights
 from fwbench.spec import task_from_dict
@@ -12,12 +12,18 @@ from fwbench_torch.backend import TorchBackend
 from fwbench_torch.trainer import TorchTrainer
 
 
-def make_trainer(layers: list[dict[str, Any]], input_shape: tuple[int, ...], *,
-                 optimizer: dict[str, Any] | None = None, clip: dict[str, Any] | None = None,
-                 dtype: str = "float32", backend: dict[str, Any] | None = None,
-                 weights: dict[str, np.ndarray] | None = None, seed: int = 0,
-                 ) -> tuple[TorchTrainer, dict[str, np.ndarray], ModelInfo]:
-    """A CPU trainer for ``layers`` on inputs of ``input_shape``, its initial weights, its analysis."""
+def make_trainer(
+    layers: list[dict[str, Any]],
+    input_shape: tuple[int, ...],
+    *,
+    optimizer: dict[str, Any] | None = None,
+    clip: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    backend: dict[str, Any] | None = None,
+    weights: dict[str, np.ndarray] | None = None,
+    seed: int = 0,
+) -> tuple[TorchTrainer, dict[str, np.ndarray], ModelInfo]:
+    """A CPU trainer for ``layers`` on ``input_shape`` inputs, its initial weights, its analysis."""
     raw: dict[str, Any] = {
         "dataset": {"name": "synthetic"},
         "model": {"layers": layers},
