@@ -23,13 +23,16 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adam
 SCHEDULES = ("constant", "step", "exponential", "cosine")
 LOSSES = ("cross_entropy",)
 DTYPES = ("float32", "float64")
+#: ``[task] family``: "train" is a training task (`TaskSpec`); the others are microbenchmarks
+#: (`fwbench.bench_spec.BenchSpec`, with ``[bench]`` settings and ``[[cases]]``).
+FAMILIES = ("train", "conv2d", "dense", "pooling", "batchnorm", "optim_step", "param_scaling")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TaskInfo:
     name: str = ""
     description: str = ""
-    family: str = field(default="train", metadata={"choices": ("train",)})
+    family: str = field(default="train", metadata={"choices": FAMILIES})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +108,12 @@ class ScheduleSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ClipSpec:
+    """Gradient clipping on the raw gradients, before weight decay.
+
+    norm: ``g *= min(1, max / (norm + 1e-6))`` with ``norm`` the global L2 norm over every trainable
+    array (PyTorch's ``clip_grad_norm_``); value: ``g = clip(g, -max, max)``.
+    """
+
     kind: str = field(default="none", metadata={"choices": ("none", "norm", "value")})
     max: float = field(default=1.0, metadata={"gt": 0.0})
 
@@ -359,26 +368,67 @@ def read_toml(path: Path) -> dict:
         raise SpecError(str(path), "", f"cannot read: {exc.strerror}") from None
 
 
-def load_task(path: str | Path, overrides: dict[str, Any] | None = None, profile: str | None = None) -> TaskSpec:
-    """Read, override and validate a task spec. Raises `SpecError` naming file, key and fix."""
+def load_task(path: str | Path, overrides: dict[str, Any] | None = None, profile: str | None = None):
+    """Read, override and validate a task spec. Raises `SpecError` naming file, key and fix.
+
+    Returns a `TaskSpec` for ``[task] family = "train"`` (the default), else a microbenchmark
+    `fwbench.bench_spec.BenchSpec`; tell them apart with `is_bench_spec` or ``spec.task.family``.
+    """
     path = Path(path)
     source = str(path)
     raw = read_toml(path)
+    if task_family(raw, source) != "train":
+        from .bench_spec import bench_from_dict
+
+        return bench_from_dict(raw, source, overrides, profile, default_name=path.stem)
     return task_from_dict(raw, source, overrides, profile, default_name=path.stem)
 
 
-def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profile: str | None = None,
-                   default_name: str = "") -> TaskSpec:
+def task_family(raw: dict, source: str) -> str:
+    """The validated ``[task] family`` of a raw spec table ("train" when absent)."""
+    info = raw.get("task", {})
+    family = info.get("family", "train") if isinstance(info, dict) else "train"
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise SpecError(source, "task.family", f"unknown value {family!r}; {_suggest(str(family), FAMILIES)}")
+    return family
+
+
+def is_bench_spec(spec) -> bool:
+    """Whether a loaded spec is a microbenchmark (anything but a training `TaskSpec`)."""
+    return spec.task.family != "train"
+
+
+def resolve_raw(raw: dict, source: str, overrides: dict | None, profile: str | None,
+                default_name: str = "", aliases: dict[str, str] | None = None) -> dict:
+    """A copy of ``raw`` with the profile's and then the command line's overrides applied.
+
+    ``aliases`` map short override keys before the global `ALIASES` do (a microbenchmark's
+    ``dtype`` is ``bench.dtype``, not ``training.dtype``).
+    """
     raw = copy.deepcopy(raw)
+
+    def local(items: dict) -> dict:
+        return {(aliases or {}).get(k, k): v for k, v in items.items()}
+
     profiles = raw.get("profiles", {})
     if profile and profile != "full":
         if not isinstance(profiles, dict) or profile not in profiles:
             known = ["full", *(profiles if isinstance(profiles, dict) else [])]
             raise SpecError(source, "profiles", f"no profile {profile!r}; {_suggest(profile, known)}")
-        raw = apply_overrides(raw, profiles[profile], source)
+        if not isinstance(profiles[profile], dict):
+            raise SpecError(source, f"profiles.{profile}", "expected a table of KEY = VALUE overrides")
+        raw = apply_overrides(raw, local(profiles[profile]), source)
     if overrides:
-        raw = apply_overrides(raw, overrides, source)
-    raw.setdefault("task", {}).setdefault("name", default_name)
+        raw = apply_overrides(raw, local(overrides), source)
+    if not isinstance(raw.setdefault("task", {}), dict):
+        raise SpecError(source, "task", f"expected a table, got {raw['task']!r}")
+    raw["task"].setdefault("name", default_name)
+    return raw
+
+
+def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profile: str | None = None,
+                   default_name: str = "") -> TaskSpec:
+    raw = resolve_raw(raw, source, overrides, profile, default_name)
     spec = build(TaskSpec, raw, source)
     spec = dataclasses.replace(spec, source=source)
     _check_consistency(spec)

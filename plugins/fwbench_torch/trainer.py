@@ -1,0 +1,236 @@
+"""`TorchTrainer`: one model + optimizer on one device, driven step by step by the suite.
+
+A training step never waits for the device: it returns the detached ``(loss, correct)`` tensors
+and the suite calls `TorchTrainer.sync` before it reads the clock. `TorchTrainer.fetch` stacks
+an epoch's handles and copies them to the host once.
+
+Backend options (``[backend]`` in the task, or ``--set backend.KEY=VALUE``):
+
+* ``compile``: ``false`` (default, eager) | ``true`` (``torch.compile``, inductor, mode "default")
+  | a ``torch.compile`` mode name ("default", "reduce-overhead", "max-autotune",
+  "max-autotune-no-cudagraphs"). The compiled region is the forward pass + loss + accuracy count
+  (``fullgraph=True``, static shapes); AOTAutograd compiles the matching backward, which
+  ``loss.backward()`` runs. Clipping and the (fused) optimizer stay eager: they are single
+  multi-tensor kernels already. ``predict`` and ``loss_and_grads`` run eager.
+* ``optimizer_impl``: "auto" (default: fused where torch has it for the device, else foreach) |
+  "fused" | "foreach" | "forloop".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fwbench.backend import BuildRequest, Trainer
+from fwbench.errors import FwbenchError, UsageError
+
+from .model import CanonicalMap, build_module
+from .optim import make_optimizer
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: Modes that replay CUDA graphs: their outputs are overwritten by the next replay.
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Handle = tuple[torch.Tensor, torch.Tensor]
+
+
+class TorchCompileError(FwbenchError):
+    """``torch.compile`` could not compile the training step."""
+
+
+def compile_mode(task_backend: dict[str, Any]) -> str | None:
+    """The ``torch.compile`` mode asked for by ``task.backend["compile"]``; None = eager.
+
+    Raises:
+        UsageError: a value that is neither a bool nor a torch.compile mode.
+    """
+    value = task_backend.get("compile", False)
+    if value is False or value == "eager":
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise UsageError(
+        f"backend.compile = {value!r} is not a torch option; use false (eager), true "
+        f"(torch.compile) or one of the torch.compile modes: {', '.join(COMPILE_MODES)}"
+    )
+
+
+def find_cxx() -> str | None:
+    """The C++ compiler inductor will use on CPU (``$CXX`` or inductor's candidates), or None."""
+    from torch._inductor import config
+
+    for name in (os.environ.get("CXX"), *config.cpp.cxx):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+class TorchTrainer(Trainer):
+    """Built by `fwbench_torch.backend.TorchBackend.build` from a `BuildRequest`."""
+
+    def __init__(self, request: BuildRequest):
+        task = request.task
+        self.device = torch.device("cuda" if request.device == "gpu" else "cpu")
+        self.dtype = DTYPES[task.training.dtype]
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        torch.manual_seed(task.training.seed)  # dropout masks; weights come from the suite
+
+        self.model = build_module(request.info).to(device=self.device, dtype=self.dtype)
+        self.model.train()
+        self.canonical = CanonicalMap(self.model, request.info)
+        self.canonical.set(request.weights)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+        self.optimizer, impl = make_optimizer(
+            task.optimizer,
+            self.params,
+            self.device.type,
+            task.backend.get("optimizer_impl", "auto"),
+        )
+        self._groups = self.optimizer.param_groups
+        self._clip_kind, self._clip_max = task.clip.kind, task.clip.max
+
+        mode = compile_mode(task.backend)
+        self._clone_outputs = mode in CUDAGRAPH_MODES and self.device.type == "cuda"
+        self._compile_pending = mode is not None  # the first step compiles
+        if mode is None:
+            self._loss_fn = self._forward_loss
+            self.compile_info = {"mode": "eager", "optimizer": impl}
+        else:
+            if self.device.type == "cpu" and find_cxx() is None:
+                raise TorchCompileError(
+                    "torch.compile on CPU needs a C++ compiler (inductor) and "
+                    "none was found; install g++ or set $CXX, or run eager "
+                    "with --set backend.compile=false"
+                )
+            self._loss_fn = torch.compile(
+                self._forward_loss, mode=mode, fullgraph=True, dynamic=False
+            )
+            self.compile_info = {
+                "mode": "torch.compile",
+                "backend": "inductor",
+                "compile_mode": mode,
+                "fullgraph": True,
+                "dynamic": False,
+                "scope": "forward+loss (backward via AOTAutograd)",
+                "optimizer": impl,
+                "predict": "eager",
+            }
+
+    # -- the step --------------------------------------------------------------------------------
+    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> Handle:
+        """Mean softmax cross-entropy from logits and the number of correct predictions."""
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        correct = (logits.detach().argmax(dim=1) == y).sum()
+        return loss, correct
+
+    def _clip(self) -> None:
+        if self._clip_kind == "norm":
+            torch.nn.utils.clip_grad_norm_(self.params, self._clip_max, foreach=True)
+        elif self._clip_kind == "value":
+            torch.nn.utils.clip_grad_value_(self.params, self._clip_max, foreach=True)
+
+    def train_step(self, batch: Batch, lr: float) -> Handle:
+        if self._compile_pending:
+            return self._first_compiled_step(batch, lr)
+        x, y = batch
+        for group in self._groups:
+            group["lr"] = lr
+        loss, correct = self._loss_fn(x, y)
+        loss.backward()
+        if self._clip_kind != "none":
+            self._clip()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._clone_outputs:
+            return loss.detach().clone(), correct.clone()
+        return loss.detach(), correct
+
+    def _first_compiled_step(self, batch: Batch, lr: float) -> Handle:
+        """The first step under torch.compile: compiles forward and backward."""
+        self._compile_pending = False
+        try:
+            return self.train_step(batch, lr)
+        except Exception as exc:  # dynamo/inductor raise many types
+            self._compile_pending = True
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise TorchCompileError(
+                f"torch.compile failed on {self.device.type} ({type(exc).__name__}: {first_line}); "
+                "run eager with --set backend.compile=false"
+            ) from exc
+
+    # -- data movement and synchronisation ---------------------------------------------------------
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        """``x`` ``(N, C, H, W)`` (or ``(N, F)``) float -> model dtype; ``y`` ``(N,)`` -> int64."""
+        return self._tensor(x, self.dtype), self._tensor(y, torch.int64)
+
+    def _tensor(self, a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, dtype, non_blocking=True)
+        return t.to(dtype=dtype, copy=True)  # own the memory: the suite may reuse its buffers
+
+    def sync(self, handle: Any = None) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def fetch(self, handles: list[Handle]) -> np.ndarray:
+        if not handles:
+            return np.zeros((0, 2), dtype=np.float64)
+        losses = torch.stack([h[0] for h in handles]).to(torch.float64)
+        correct = torch.stack([h[1] for h in handles]).to(torch.float64)
+        return torch.stack([losses, correct], dim=1).cpu().numpy()
+
+    # -- evaluation and state -------------------------------------------------------------------
+    def predict(self, batch: Batch | torch.Tensor) -> np.ndarray:
+        """Logits ``(N, classes)`` in eval mode (dropout off, BatchNorm running statistics)."""
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                logits = self.model(x)
+        finally:
+            self.model.train()
+        return logits.cpu().numpy()
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.canonical.get()
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.canonical.set(weights)
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def loss_and_grads(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
+        """Eager forward + backward in train mode; parameters, optimizer and BatchNorm running
+        statistics are left exactly as they were."""
+        x, y = batch
+        buffers = [b.clone() for b in self.model.buffers()]
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            grads = self.canonical.grads()
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, saved in zip(self.model.buffers(), buffers, strict=True):
+                    b.copy_(saved)
+        return logits.detach().cpu().numpy(), loss.item(), grads
+
+    def peak_device_memory(self) -> int | None:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return None
