@@ -29,7 +29,7 @@ def test_outside_plugin_is_listed_and_runs(bench, tmp_path):
     assert record["params"] == record["params_expected"] == 64 * 128 + 128 + 128 * 10 + 10
     m = record["metrics"]
     assert m["epochs_run"] == 2 and len(m["history"]) == 2 and 0.0 <= m["test_accuracy"] <= 1.0
-    assert m["throughput_samples_per_s"] > 0 and m["step_time_s"]["n"] > 10
+    assert m["throughput_samples_per_s"] > 0 and m["step_time_s"]["n"] >= 1 and m["steps"] > 10
     assert record["env"]["threads"] >= 1 and record["env"]["blas"]
     assert record["config"]["optimizer"]["name"] == "adam"
     assert "toy" in result.stdout and "Results of run" in result.stdout
