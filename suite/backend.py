@@ -8,9 +8,16 @@ the comparison fair: every backend is timed by the same code around the same cal
 Data handed to a trainer is always the canonical layout (see `fwbench.layers`): images
 ``x`` float ``(N, C, H, W)``, labels ``y`` int64 ``(N,)``. A backend that prefers NHWC converts
 inside `Trainer.to_device`, which the suite calls outside every timed region.
+
+Microbenchmarks (conv2d, dense, pooling, batchnorm and optimizer-step tasks) use a third object,
+`fwbench.ops.Ops`: single operations prepared outside the timed region. A backend provides it
+without touching this contract: put a module ``ops.py`` next to the backend's module (in the same
+package) with ``make_ops(backend, device, dtype, options=None) -> Ops``; `Backend.ops` finds it.
+Override `Backend.ops` instead if the module lives elsewhere.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .model import ModelInfo
+    from .ops import Ops
     from .spec import TaskSpec
 
 
@@ -129,3 +137,31 @@ class Backend(ABC):
     @abstractmethod
     def build(self, request: BuildRequest) -> Trainer:
         """Build model and optimizer from ``request.task``, loaded with ``request.weights``."""
+
+    def ops(self, device: str, dtype: str, options: dict[str, Any] | None = None) -> Ops:
+        """Single-operation microbenchmarks (`fwbench.ops.Ops`) on ``device`` in ``dtype``.
+
+        Called after `configure`. The default imports the module ``ops`` of this backend's own
+        package (``type(self).__module__`` minus its last part, + ``.ops``) and returns its
+        ``make_ops(self, device, dtype, options=options)``; ``options`` is the task's
+        ``[backend]`` table (``compile``...).
+
+        Raises:
+            NotImplementedError: the backend has no such module.
+        """
+        module_name = type(self).__module__
+        package = module_name.rpartition(".")[0] or module_name
+        target = f"{package}.ops"
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (target, package):
+                raise  # ops.py exists but imports something missing: show that error
+            raise NotImplementedError(
+                f"backend {self.name!r} has no microbenchmark ops; add an ops.py with "
+                f"make_ops(backend, device, dtype, options=None) to the package {package!r} "
+                "(see fwbench.ops)") from None
+        if not hasattr(module, "make_ops"):
+            raise NotImplementedError(f"backend {self.name!r}: {target} has no make_ops(backend, device, "
+                                      "dtype, options=None); add it (see fwbench.ops)")
+        return module.make_ops(self, device, dtype, options=dict(options or {}))

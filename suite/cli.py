@@ -81,6 +81,9 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="with --executor dask: use a running scheduler, e.g. tcp://HOST:8786")
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    run.add_argument("--peak", default="auto", metavar="auto|off|GFLOPS",
+                     help="the machine's peak for %%-of-peak and 'too fast' checks: auto (cached, or "
+                          "measured with this run's backends; see `bench info --peak`), off, or a number")
     run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE",
                      help="write the HTML report when the run ends (default FILE: <run folder>/report.html)")
     run.set_defaults(handler=cmd_run)
@@ -90,6 +93,11 @@ def build_parser() -> ArgumentParser:
     lst.set_defaults(handler=cmd_list)
 
     info = sub.add_parser("info", help="this machine: CPU, threads, BLAS, frameworks")
+    info.add_argument("--peak", action="store_true",
+                      help="measure the float32 matmul peak (each backend's own matmul, in its own process) "
+                           "and the memory bandwidth; cached for `bench run`")
+    info.add_argument("--threads", type=_positive_int, default=None,
+                      help="threads for --peak (default: all cores available, as `bench run`)")
     info.set_defaults(handler=cmd_info)
 
     data = sub.add_parser("data", help="manage datasets")
@@ -149,7 +157,9 @@ def cmd_list(args) -> int:
         table.add_column("file")
         for name, path in sorted(registry.task_files.items()):
             raw = read_toml(path)
-            table.add_row(name, str(raw.get("dataset", {}).get("name", "?")),
+            family = (raw.get("task") or {}).get("family", "train")
+            dataset = raw.get("dataset", {}).get("name", "?") if family == "train" else f"— ({family})"
+            table.add_row(name, str(dataset),
                           str(raw.get("task", {}).get("description", "")), str(path))
     else:
         from .datasets.base import default_data_dir
@@ -175,7 +185,47 @@ def cmd_info(args) -> int:
 
     env = collect(os.cpu_count())
     env["backends"] = {name: str(b.availability()) for name, b in sorted(get_registry().backends.items())}
+    if getattr(args, "peak", False):
+        return _print_peak(args, env)
     _console().print_json(json.dumps(env, default=str))
+    return EXIT_OK
+
+
+def _print_peak(args, env) -> int:
+    import json
+
+    from rich.table import Table
+
+    from .matrix import default_threads
+    from .peak import cache_path, resolve_peak
+    from .plugins import get_registry
+
+    threads = args.threads or default_threads()
+    if threads > default_threads():
+        raise UsageError(f"--threads {threads} is more than the {default_threads()} cores this process may use")
+    available = [n for n, b in sorted(get_registry().backends.items()) if b.availability().ok]
+    console = _console()
+    peak = resolve_peak(available, available, threads, refresh=True,
+                        progress=lambda m: console.print(m, style="dim"))
+    if peak is None:
+        console.print("no backend could measure a matmul peak (see the errors above)")
+        return EXIT_CELL_FAILED
+    table = Table(title=f"Machine peak, {threads} thread(s), float32 ({env['cpu']['model']})", header_style="bold",
+                  title_justify="left")
+    for column in ("backend", "version", "GFLOP/s (best)", "GFLOP/s (median)", "matrix", "note"):
+        table.add_column(column, justify="left" if column in ("backend", "version", "note") else "right")
+    for name, v in peak["per_backend"].items():
+        best = v.get("gflops")
+        table.add_row(name, str(v.get("version") or ""), f"{best:,.1f}" if best else "—",
+                      f"{v['gflops_median']:,.1f}" if v.get("gflops_median") else "—",
+                      f"{v['n']}²" if v.get("n") else "", v.get("error") or ("peak" if name == peak["best_backend"] else ""))
+    console.print(table)
+    bw = peak.get("bandwidth") or {}
+    console.print(f"peak: {peak['gflops']:,.1f} GFLOP/s ({peak['best_backend']}); memory bandwidth: "
+                  f"{bw.get('gbps', float('nan')):,.1f} GB/s (copy {bw.get('copy_gbps', float('nan')):,.1f}, "
+                  f"add {bw.get('add_gbps', float('nan')):,.1f}; NumPy, {bw.get('threads')} thread(s))")
+    console.print(f"cached in {cache_path()} for `bench run`")
+    print(json.dumps({k: peak[k] for k in ("gflops", "best_backend", "bandwidth_gbps", "threads")}))
     return EXIT_OK
 
 

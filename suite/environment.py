@@ -59,6 +59,20 @@ def git_commit() -> dict[str, Any]:
     return {"commit": head, "dirty": bool(dirty)} if head else {}
 
 
+def gpu_info() -> list[dict[str, str]] | None:
+    """Name, driver, memory and compute capability of each NVIDIA GPU (``nvidia-smi``), or None."""
+    fields = ("name", "driver_version", "memory.total", "compute_cap", "pci.bus_id")
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    rows = [[part.strip() for part in line.split(",")] for line in out.stdout.strip().splitlines()]
+    return [dict(zip(fields, row, strict=False)) for row in rows if row and row[0]]
+
+
 def collect(threads: int | None = None) -> dict[str, Any]:
     """Facts about this process's machine and Python (frameworks add theirs via `configure`)."""
     from . import __version__

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
 
 def plan_run(args) -> Plan:
     from .plugins import get_registry
-    from .spec import load_task, parse_overrides
+    from .spec import is_bench_spec, load_task, parse_overrides
 
     registry = get_registry()
     if args.executor not in registry.executors:
@@ -77,16 +77,18 @@ def plan_run(args) -> Plan:
     for task_name in args.task:
         path = registry.get_task_file(task_name)
         native = load_task(path, profile=profile)  # validates the file itself first
+        bench = is_bench_spec(native)  # a microbenchmark: no dataset, --dataset does not apply
         for overrides in grid:
             overrides = dict(overrides)
-            if args.dataset:
+            if args.dataset and not bench:
                 overrides["dataset.name"] = args.dataset
                 if args.dataset == "synthetic" and "dataset.shape" not in overrides:
                     native_ds = registry.datasets.get(native.dataset.name)
                     if native_ds is not None:
                         overrides["dataset.shape"] = list(native_ds.input_shape)
             task = load_task(path, overrides, profile)
-            datasets.add(task.dataset.name)
+            if not bench:
+                datasets.add(task.dataset.name)
             label = path.stem if task_name == str(path) else task_name
             for backend in backends:
                 for device in args.device:
@@ -96,9 +98,45 @@ def plan_run(args) -> Plan:
                                       data_dir=str(args.data_dir) if args.data_dir else None))
     for name in sorted(datasets):
         _ensure_dataset(registry, name, args.data_dir)
+    peak = _machine_peak(registry, getattr(args, "peak", "off"), threads, backends)
+    if peak:
+        info = {k: peak.get(k) for k in ("gflops", "best_backend", "bandwidth_gbps", "source",
+                                          "measured_at", "key", "threads")}
+        info["per_backend_gflops"] = {name: v.get("gflops") for name, v in (peak.get("per_backend") or {}).items()}
+        cells = [replace(c, peak_flops=peak["gflops"] * 1e9, peak_info=info) for c in cells]
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
                 {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads})
+
+
+def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict[str, Any] | None:
+    """``--peak``: "off" (none), a number (GFLOP/s, given), or "auto" (cached or measured once,
+    with every available backend that has microbenchmark ops; see `fwbench.peak`)."""
+    if mode in (None, "off"):
+        return None
+    if mode != "auto":
+        try:
+            gflops = float(mode)
+        except ValueError:
+            raise UsageError(f"--peak {mode!r}: expected auto, off or a number of GFLOP/s (e.g. --peak 150)") from None
+        if gflops <= 0:
+            raise UsageError(f"--peak {mode!r}: the peak must be > 0 GFLOP/s")
+        return {"gflops": gflops, "source": "command line", "per_backend": {}}
+    from .display import make_console
+    from .peak import resolve_peak
+
+    console = make_console(stderr=True)
+    available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]
+    peak = resolve_peak(run_backends, available, threads, progress=lambda m: console.print(m, style="dim"))
+    if peak is None:
+        console.print("machine peak: could not be measured (no backend has a matmul op); "
+                      "records carry no percent_of_peak", style="yellow")
+        return None
+    console.print(f"machine peak: {peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak.get('best_backend')}), "
+                  f"{peak.get('bandwidth_gbps') or float('nan'):,.1f} GB/s; {peak['source']}"
+                  + (f"; not measured yet: {', '.join(peak['not_measured'])}" if peak.get("not_measured") else "")
+                  + " (measure all again: bench info --peak)", style="dim")
+    return peak
 
 
 def run_planned(plan: Plan, args) -> int:
@@ -122,6 +160,10 @@ def run_planned(plan: Plan, args) -> int:
     records = [r for r in load_records(plan.run_dir) if r.get("cell_id") in {c.cell_id for c in plan.cells}]
     out = make_console()
     out.print(results_table(records, title=f"Results of run {plan.run_dir.name}"))
+    from .bench_display import cases_tables
+
+    for table in cases_tables(records):
+        out.print(table)
     for line in results_notes(records):
         out.print(line)
     out.print(f"records: {plan.run_dir}")

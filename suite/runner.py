@@ -39,7 +39,8 @@ class Cell:
     timeout_s: float = 3600.0
     data_dir: str | None = None
     memory_limit_mb: int | None = None
-    peak_flops: float | None = None
+    peak_flops: float | None = None  # the machine's measured peak (FLOP/s), see fwbench.peak
+    peak_info: dict[str, Any] = field(default_factory=dict)  # its details (bandwidth, per backend)
 
     @property
     def cell_id(self) -> str:

@@ -49,9 +49,23 @@ class DatasetSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
+    """The layers, their initial weights and which of them train.
+
+    ``init_from``: a checkpoint (`fwbench.checkpoints`) to start from: every array whose canonical
+    name and shape match is loaded, the rest keeps the canonical init; a relative path is resolved
+    against the spec file's folder, then the current directory (stored resolved, absolute).
+
+    ``frozen``: layer types (``"conv2d"``) and/or layer paths (``"0"``, ``"3.body.0"``; a path
+    freezes everything inside it) whose parameters do not train: no gradient step, no weight
+    decay, no optimizer state, not counted as trainable. BatchNorm follows PyTorch: a frozen
+    BatchNorm keeps ``gamma``/``beta`` fixed but its running statistics still update in train mode.
+    """
+
     layers: tuple[Layer, ...]
     init: str = field(default="xavier_uniform", metadata={"choices": INITS})
     init_scale: float = field(default=0.05, metadata={"gt": 0.0})  # std / bound of normal / uniform
+    init_from: str | None = None
+    frozen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,13 +142,25 @@ class EarlyStoppingSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainingSpec:
+    """The training loop. ``epochs = 0`` evaluates the initial (or ``model.init_from``) weights only.
+
+    ``record_grad_norms``: at the end of every epoch (outside the timed region) the suite computes
+    the L2 norm of each layer's weight gradient on a fixed training batch (`Trainer.loss_and_grads`)
+    into the history row's ``grad_norms`` ``{layer path: norm}``.
+    ``eval_train``: also evaluate the training split in eval mode after every epoch (history rows get
+    ``train_eval_loss``/``train_eval_accuracy``, metrics ``train_eval_accuracy``), outside the timed
+    region: the honest train accuracy for a train-validation gap (the train-mode one has dropout on).
+    """
+
     batch_size: int = field(metadata={"min": 1})
-    epochs: int = field(metadata={"min": 1})
+    epochs: int = field(metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
     eval_batch_size: int = field(default=1000, metadata={"min": 1})
     target_accuracy: float | None = field(default=None, metadata={"gt": 0.0, "max": 1.0})
     early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
+    record_grad_norms: bool = False
+    eval_train: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -432,6 +458,11 @@ def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profil
     spec = build(TaskSpec, raw, source)
     spec = dataclasses.replace(spec, source=source)
     _check_consistency(spec)
+    if spec.model.init_from:
+        from .checkpoints import resolve_init_from
+
+        path = resolve_init_from(spec.model.init_from, source)
+        spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, init_from=str(path)))
     return spec
 
 

@@ -73,7 +73,7 @@ class StepTimer:
 
     The first step is timed alone (tracing, compilation, allocation: ``first_step_s``); the next
     ``calibration`` steps are timed one by one (warm-up, not in the statistics) to pick a window of
-    ``ceil(min_unit_s / median)`` steps; every later unit of ``window`` steps gives one sample: its
+    ``ceil(2 * min_unit_s / median)`` steps; every later unit of ``window`` steps gives one sample: its
     time divided by its steps. Units never cross an epoch (`flush`).
     """
 
@@ -112,7 +112,8 @@ class StepTimer:
             self.warmup.append(per_step)
             if len(self.warmup) == self.calibration:
                 median = float(np.median(self.warmup))
-                self.window = max(1, math.ceil(self.min_unit_s / median)) if median > 0 else 1
+                # aim at twice the minimum: warm-up steps can be faster than the steady state
+                self.window = max(1, math.ceil(2 * self.min_unit_s / median)) if median > 0 else 1
         else:
             self.samples.append(per_step)
 

@@ -82,7 +82,15 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             record.update(status="skipped", error=str(availability))
             return record
         record["env"] = _environment(threads, get_plugin_manager())
-        _train_cell(cell, record, backend, registry, threads)
+        _add_peak(cell, record)
+        from .spec import is_bench_spec, load_task
+
+        spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
+        if is_bench_spec(spec):
+            _bench_cell(cell, record, backend, spec, threads)
+        else:
+            _train_cell(cell, record, backend, registry, threads)
+        _complete_environment(record)
         record["status"] = "ok"
     except UsageError as exc:
         record["error"] = str(exc)
@@ -170,6 +178,61 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     record["metrics"] = result.metrics
     record["warnings"] += result.warnings
     record["compile_info"] = dict(trainer.compile_info)
+
+
+def _add_peak(cell: dict[str, Any], record: dict[str, Any]) -> None:
+    """The machine's measured peak (`fwbench.peak`) the run passed down, for every record."""
+    info = dict(cell.get("peak_info") or {})
+    if cell.get("peak_flops"):
+        info.setdefault("gflops", cell["peak_flops"] / 1e9)
+    record["env"]["peak"] = info or None
+    record["env"]["peak_gflops"] = info.get("gflops")
+
+
+def _complete_environment(record: dict[str, Any]) -> None:
+    """Facts known only once the backend ran: dtype, compile mode, BLAS libraries then loaded
+    (frameworks bring their own), the GPU and its driver."""
+    from .environment import blas_info, gpu_info
+
+    env, config = record["env"], record.get("config") or {}
+    env["dtype"] = ((config.get("training") or config.get("bench") or {}).get("dtype"))
+    env["compile"] = dict(record.get("compile_info") or {})
+    try:
+        env["blas_loaded"] = blas_info()
+    except Exception:  # noqa: BLE001 - a fact, never a failure
+        env["blas_loaded"] = None
+    if record.get("device") == "gpu":
+        env["gpu"] = gpu_info()
+
+
+def _bench_cell(cell, record, backend, spec, threads) -> None:
+    """A microbenchmark cell (`fwbench.bench_families`): configure, run every case, record."""
+    from .bench_families import run_bench
+    from .spec import spec_to_dict
+
+    record["config"] = spec_to_dict(spec)
+    record["synthetic_data"] = True
+    device = resolve_device(backend, cell["device"])
+    record["device"] = device
+    progress(f"configuring {backend.name} on {device}")
+    record["env"]["backend"] = backend.configure(device=device, threads=threads)
+    record["backend_version"] = backend.version()
+    baseline = memory_status().get("VmRSS", 0)
+    peak_bandwidth = (cell.get("peak_info") or {}).get("bandwidth_gbps")
+    result = run_bench(spec, backend, device, peak_flops=cell.get("peak_flops"),
+                       peak_bandwidth=peak_bandwidth * 1e9 if peak_bandwidth else None, progress=progress)
+    memory = memory_status()
+    host_peak = max(memory.get("VmHWM", 0), result.metrics.pop("peak_host_bytes_seen", None) or 0)
+    device_peaks = [c.get("peak_device_bytes") for c in result.metrics["cases"] if c.get("peak_device_bytes")]
+    result.metrics.update(
+        peak_host_bytes=host_peak,
+        host_baseline_bytes=baseline,
+        peak_host_above_baseline_bytes=max(0, host_peak - baseline),
+        peak_device_bytes=max(device_peaks) if device_peaks else None,
+    )
+    record["metrics"] = result.metrics
+    record["warnings"] += result.warnings
+    record["compile_info"] = result.compile_info
 
 
 def _analytic_memory(info, task) -> dict[str, int]:
