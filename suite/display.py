@@ -10,6 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
+#: Overrides already shown elsewhere in the table (the dataset column) or set by the suite itself.
+HIDDEN_OVERRIDES = ("dataset.name", "dataset.shape")
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "timeout": "bold red", "skipped": "yellow"}
 
 
@@ -78,7 +80,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
             thr += f" ({ci[0]:,.0f}–{ci[1]:,.0f})"
         step = (m.get("step_time_s") or {}).get("median")
         overrides = " ".join(f"{k}={v}" for k, v in sorted((r.get("overrides") or {}).items())
-                             if k != "dataset.name")
+                             if k not in HIDDEN_OVERRIDES)
         where = f"{r.get('task', '?')} · {r.get('dataset') or '?'}"
         where += " (synthetic)" if r.get("synthetic_data") else ""
         where += f" · {r.get('device', '?')}" + (f" [{overrides}]" if overrides else "")

@@ -45,7 +45,7 @@ class Cell:
     @property
     def cell_id(self) -> str:
         parts = [self.backend, self.task, self.device]
-        parts += [f"{k}={v}" for k, v in sorted(self.overrides.items())]
+        parts += [f"{k}={v}" for k, v in sorted(self.overrides.items()) if k != "dataset.shape"]
         return safe_name("__".join(str(p) for p in parts))
 
     @property

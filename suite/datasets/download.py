@@ -30,7 +30,8 @@ from ..errors import DatasetError
 MIRRORS_ENV_PREFIX = "FWBENCH_MIRRORS_"
 #: Named by every "cannot get the data" error: real data that ships inside installed packages.
 OFFLINE_ALTERNATIVES = (
-    "use real data that ships in installed packages: --dataset mnist_5k or --dataset digits"
+    "use real data that ships in installed packages: --dataset mnist_5k or --dataset digits "
+    "(or --dataset synthetic to measure throughput only)"
 )
 USER_AGENT = f"fwbench/{__version__} (dataset download; Python-urllib)"
 DEFAULT_TIMEOUT = 30.0  # seconds, for the connection and for each read
