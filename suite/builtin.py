@@ -25,5 +25,7 @@ def fwbench_register_executors(register):
 @hookimpl
 def fwbench_register_commands(subparsers):
     from .report.commands import add_commands
+    from .study_runner import add_study_command
 
     add_commands(subparsers)
+    add_study_command(subparsers)

@@ -86,10 +86,13 @@ def build_parser() -> ArgumentParser:
                           "measured with this run's backends; see `bench info --peak`), off, or a number")
     run.add_argument("--report", nargs="?", const="", default=None, metavar="FILE",
                      help="write the HTML report when the run ends (default FILE: <run folder>/report.html)")
+    run.add_argument("--save-weights", type=Path, default=None, metavar="DIR",
+                     help="write each cell's final weights to DIR/<cell_id>.npz (a framework-neutral "
+                          "checkpoint; start another run from it with --set model.init_from=PATH)")
     run.set_defaults(handler=cmd_run)
 
     lst = sub.add_parser("list", help="list backends, tasks or datasets")
-    lst.add_argument("what", nargs="?", choices=["backends", "tasks", "datasets"], default="backends")
+    lst.add_argument("what", nargs="?", choices=["backends", "tasks", "datasets", "studies"], default="backends")
     lst.set_defaults(handler=cmd_list)
 
     info = sub.add_parser("info", help="this machine: CPU, threads, BLAS, frameworks")
@@ -161,6 +164,13 @@ def cmd_list(args) -> int:
             dataset = raw.get("dataset", {}).get("name", "?") if family == "train" else f"— ({family})"
             table.add_row(name, str(dataset),
                           str(raw.get("task", {}).get("description", "")), str(path))
+    elif args.what == "studies":
+        from .study import list_rows
+
+        for column in ("study", "kind", "cells", "title", "file"):
+            table.add_column(column)
+        for row in list_rows(registry):
+            table.add_row(*row)
     else:
         from .datasets.base import default_data_dir
 

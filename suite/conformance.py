@@ -104,7 +104,7 @@ def _put(trainer, batch, dtype):
 
 def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) -> list[Check]:
     shape = TASK_SHAPES.get(task.dataset.name, (3, 32, 32))
-    classes = 10
+    classes = len(task.dataset.classes) or 10  # `dataset.classes`: a subset, relabelled 0..k-1
     ref = Side(reference_backend, task, shape, classes, "float64")
     cand = Side(candidate_backend, task, shape, classes, "float32")
     data = batches(shape, classes, max(STEPS, CURVE_STEPS))

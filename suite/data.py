@@ -49,6 +49,8 @@ def prepare(arrays: Arrays, dataset: Dataset, spec: DatasetSpec, seed: int, dtyp
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[train_idx], y_train[train_idx]
 
+    if spec.label_noise:
+        y_train = noisy_labels(y_train, spec.label_noise, dataset.num_classes, seed)
     x_train, x_val, x_test = (a.astype(np.float64) for a in (x_train, x_val, x_test))
     norm: dict = {"method": spec.normalize}
     if spec.normalize == "scale":
@@ -64,6 +66,16 @@ def prepare(arrays: Arrays, dataset: Dataset, spec: DatasetSpec, seed: int, dtyp
     cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
     return Prepared(cast(x_train), y_train.astype(np.int64), cast(x_val), y_val.astype(np.int64),
                     cast(x_test), y_test.astype(np.int64), arrays.class_names, arrays.synthetic, norm)
+
+
+def noisy_labels(y: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """A copy of ``y`` with ``round(fraction * N)`` labels (chosen at random, seeded) replaced by a
+    different class, uniformly among the ``num_classes - 1`` others."""
+    rng = np.random.default_rng([seed, 2024])
+    y = np.array(y, copy=True)
+    flip = rng.permutation(len(y))[:round(fraction * len(y))]
+    y[flip] = (y[flip] + rng.integers(1, num_classes, len(flip))) % num_classes
+    return y
 
 
 def augment(x: np.ndarray, ops: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:

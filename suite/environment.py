@@ -64,13 +64,72 @@ def gpu_info() -> list[dict[str, str]] | None:
     fields = ("name", "driver_version", "memory.total", "compute_cap", "pci.bus_id")
     try:
         out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+                             check=False, capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
         return None
     rows = [[part.strip() for part in line.split(",")] for line in out.stdout.strip().splitlines()]
     return [dict(zip(fields, row, strict=False)) for row in rows if row and row[0]]
+
+
+def framework_kernels() -> dict[str, Any]:
+    """Which math libraries the frameworks already imported in this process dispatch to (BLAS,
+    oneDNN, CPU capability), read without importing anything new."""
+    out: dict[str, Any] = {}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            lines = [ln.strip(" -") for ln in torch.__config__.show().splitlines()]
+            keep = ("Math Kernel Library", "MKL-DNN", "OpenMP", "CPU capability")
+            settings = next((ln for ln in lines if ln.startswith("Build settings:")), "")
+            info = {k: v for k, _, v in (part.strip().partition("=") for part in settings.split(","))
+                    if k in ("BLAS_INFO", "LAPACK_INFO", "USE_MKLDNN", "USE_OPENMP")}
+            out["torch"] = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "libraries": [ln for ln in lines if any(k in ln for k in keep)], **info}
+        except Exception as exc:  # noqa: BLE001 - a fact, never a failure
+            out["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if "tensorflow" in sys.modules:
+        out["tensorflow"] = {"onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 CPUs)"),
+                             "TF_XLA_FLAGS": os.environ.get("TF_XLA_FLAGS", "")}
+    if "jax" in sys.modules:
+        out["jax"] = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "cpu": "XLA:CPU (its own dot/conv emitters)"}
+    return out
+
+
+def summarize(record: dict[str, Any]) -> dict[str, Any]:
+    """The comparable facts of a finished cell in one place, whatever the backend reported:
+    dtype, threads, BLAS (library, kernel, threads), compile mode, XLA flags, TF32, versions,
+    CPU, GPU and driver, OS, git commit."""
+    env = record.get("env") or {}
+    facts = env.get("backend") or {}
+    backend = record.get("backend")
+    blas = [f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture') or '?'}, "
+            f"{b.get('num_threads')} threads)" for b in env.get("blas_loaded") or env.get("blas") or []
+            if b.get("user_api") == "blas"]
+    if backend == "torch":
+        tf32 = bool(facts.get("matmul_allow_tf32") or facts.get("cudnn_allow_tf32"))
+    elif backend == "tensorflow":
+        tf32 = facts.get("tf32")
+    elif backend == "jax":
+        tf32 = facts.get("matmul_precision") not in ("highest", "float32", None)
+    else:
+        tf32 = None  # no TensorFloat-32 path
+    cpu = env.get("cpu") or {}
+    return {
+        "backend": backend, "framework_version": record.get("backend_version"),
+        "device": record.get("device"), "dtype": env.get("dtype"),
+        "compile_mode": (env.get("compile") or {}).get("mode"),
+        "threads": {"requested": env.get("threads"),
+                    "intra_op": facts.get("threads", facts.get("intra_op_threads")),
+                    "inter_op": facts.get("interop_threads", facts.get("inter_op_threads")),
+                    "cpu_affinity": cpu.get("affinity")},
+        "blas": blas, "kernels": (env.get("kernels") or {}).get(backend),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "tf_xla_flags": os.environ.get("TF_XLA_FLAGS", ""),
+        "tf32": tf32, "cpu": cpu.get("model"), "cpu_flags": cpu.get("flags"),
+        "gpu": env.get("gpu"), "os": env.get("os"), "git_commit": (env.get("git") or {}).get("commit"),
+        "git_dirty": (env.get("git") or {}).get("dirty"),
+    }
 
 
 def collect(threads: int | None = None) -> dict[str, Any]:

@@ -33,6 +33,11 @@ def fwbench_register_tasks(register: Registry) -> None:
 
 
 @hookspec
+def fwbench_register_studies(register: Registry) -> None:
+    """Called once at start-up: ``register.study_file(path)`` or ``register.study_dir(dir)``."""
+
+
+@hookspec
 def fwbench_register_datasets(register: Registry) -> None:
     """Called once at start-up: ``register.dataset(DatasetSubclass())`` for each dataset offered."""
 

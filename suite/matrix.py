@@ -95,7 +95,8 @@ def plan_run(args) -> Plan:
                     cells.append(Cell(run_id=run_id, backend=backend, task=label, task_path=str(path.resolve()),
                                       device=device, overrides=overrides, profile=profile, threads=threads,
                                       timeout_s=args.timeout, memory_limit_mb=args.memory_limit,
-                                      data_dir=str(args.data_dir) if args.data_dir else None))
+                                      data_dir=str(args.data_dir) if args.data_dir else None,
+                                      save_weights=_save_weights_dir(args)))
     for name in sorted(datasets):
         _ensure_dataset(registry, name, args.data_dir)
     peak = _machine_peak(registry, getattr(args, "peak", "off"), threads, backends)
@@ -107,6 +108,12 @@ def plan_run(args) -> Plan:
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
                 {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads})
+
+
+def _save_weights_dir(args) -> str | None:
+    """``--save-weights DIR`` as an absolute folder (cells run in their own processes)."""
+    folder = getattr(args, "save_weights", None)
+    return str(Path(folder).resolve()) if folder else None
 
 
 def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ builds it, so backends can be checked against it and all start from identical we
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,9 +18,14 @@ from .spec import ModelSpec
 Shape = tuple[int, ...]
 
 
+#: Roles of state arrays (updated by the forward pass, never by the optimizer).
+STATE_ROLES = ("running_mean", "running_var")
+
+
 @dataclass(frozen=True)
 class ParamInfo:
-    """One named array. ``trainable`` False marks state (BatchNorm running statistics)."""
+    """One named array. ``trainable`` False marks state (BatchNorm running statistics, see
+    `is_state`) and parameters of frozen layers (``frozen``, from ``model.frozen``)."""
 
     name: str
     shape: Shape
@@ -28,6 +33,12 @@ class ParamInfo:
     fan_in: int = 0
     fan_out: int = 0
     role: str = "weight"  # weight | bias | gamma | beta | running_mean | running_var
+    frozen: bool = False
+
+    @property
+    def is_state(self) -> bool:
+        """A running statistic (not a parameter, frozen or not)."""
+        return self.role in STATE_ROLES
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,43 @@ def analyze(model: ModelSpec, input_shape: Shape, num_classes: int | None = None
         raise SpecError(source, f"model.layers[{len(infos) - 1}]",
                         f"the model outputs {shape} but the dataset has {num_classes} classes; "
                         f"end with a dense layer of {num_classes} units")
+    if getattr(model, "frozen", ()):
+        infos = _freeze(infos, model.frozen, source)
     return ModelInfo(tuple(infos), tuple(input_shape), shape)
+
+
+def _freeze(infos: list[LayerInfo], frozen: tuple[str, ...], source: str) -> list[LayerInfo]:
+    """Mark the parameters of the layers named by ``model.frozen`` (types or paths) non-trainable."""
+    from .layers import LAYER_TYPES
+
+    def walk(items):
+        for info in items:
+            yield info
+            yield from walk(info.children)
+
+    paths = [info.path for info in walk(infos)]
+    kinds = {info.layer.kind for info in walk(infos)}
+    for i, entry in enumerate(frozen):
+        if entry in LAYER_TYPES and entry not in kinds:
+            raise SpecError(source, f"model.frozen[{i}]", f"the model has no {entry} layer to freeze; "
+                            f"use one of its layer types ({', '.join(sorted(kinds))}) or a path")
+        if entry not in LAYER_TYPES and entry not in paths:
+            raise SpecError(source, f"model.frozen[{i}]", f"{entry!r} is neither a layer type nor a layer "
+                            f"path of this model; use a type ({', '.join(sorted(kinds))}) or a path "
+                            f"({', '.join(paths[:6])}{', ...' if len(paths) > 6 else ''})")
+
+    def mark(info: LayerInfo, inherited: bool) -> LayerInfo:
+        hit = inherited or info.layer.kind in frozen or info.path in frozen
+        params = tuple(replace(p, trainable=False, frozen=True) if hit and not p.is_state else p
+                       for p in info.params)
+        children = tuple(mark(child, hit) for child in info.children)
+        return replace(info, params=params, children=children)
+
+    marked = [mark(info, False) for info in infos]
+    if not any(p.trainable for info in walk(marked) for p in info.params):
+        raise SpecError(source, "model.frozen", "every parameter of the model is frozen: nothing would "
+                        "train; unfreeze at least one layer (e.g. the last dense layer)")
+    return marked
 
 
 def _layer_init(info: LayerInfo, model: ModelSpec) -> str:

@@ -54,7 +54,7 @@ def build_registry(pm: pluggy.PluginManager | None = None) -> Registry:
     """Ask every plugin to register; each hook runs with ``registry.current_plugin`` set for errors."""
     pm = pm or get_plugin_manager()
     registry = Registry()
-    for hook_name in ("fwbench_register_backends", "fwbench_register_tasks",
+    for hook_name in ("fwbench_register_backends", "fwbench_register_tasks", "fwbench_register_studies",
                       "fwbench_register_datasets", "fwbench_register_executors"):
         hook = getattr(pm.hook, hook_name)
         for impl in reversed(hook.get_hookimpls()):  # registration order = load order

@@ -1,4 +1,4 @@
-"""What plugins register: backends, tasks, datasets, executors. Validates what it is given."""
+"""What plugins register: backends, tasks, studies, datasets, executors. Validates what it is given."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,6 +23,7 @@ class Registry:
 
     backends: dict[str, Backend] = field(default_factory=dict)
     task_files: dict[str, Path] = field(default_factory=dict)
+    study_files: dict[str, Path] = field(default_factory=dict)
     datasets: dict[str, Dataset] = field(default_factory=dict)
     executors: dict[str, Callable[..., Any]] = field(default_factory=dict)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -52,6 +53,16 @@ class Registry:
         for path in sorted(Path(directory).glob("*.toml")):
             self.task_file(path)
 
+    def study_file(self, path: str | Path) -> None:
+        """A study (``[study]`` + ``[[cells]]`` TOML, see `fwbench.study`), named by its file stem."""
+        path = Path(path)
+        self._claim("study", path.stem)
+        self.study_files[path.stem] = path
+
+    def study_dir(self, directory: str | Path) -> None:
+        for path in sorted(Path(directory).glob("*.toml")):
+            self.study_file(path)
+
     def dataset(self, dataset: Dataset) -> None:
         self._claim("dataset", dataset.name)
         self.datasets[dataset.name] = dataset
@@ -70,6 +81,17 @@ class Registry:
         if name not in self.datasets:
             raise UnknownNameError("dataset", name, list(self.datasets), "see `bench list datasets`")
         return self.datasets[name]
+
+    def get_study_file(self, name: str) -> Path:
+        if name.endswith(".toml") or "/" in name:
+            path = Path(name)
+            if not path.is_file():
+                raise UnknownNameError("study file", name, [], "give an existing .toml path or a study name "
+                                       "from `bench list studies`")
+            return path
+        if name not in self.study_files:
+            raise UnknownNameError("study", name, list(self.study_files), "see `bench list studies`")
+        return self.study_files[name]
 
     def get_task_file(self, name: str) -> Path:
         if name.endswith(".toml") or "/" in name:

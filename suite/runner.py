@@ -41,6 +41,7 @@ class Cell:
     memory_limit_mb: int | None = None
     peak_flops: float | None = None  # the machine's measured peak (FLOP/s), see fwbench.peak
     peak_info: dict[str, Any] = field(default_factory=dict)  # its details (bandwidth, per backend)
+    save_weights: str | None = None  # a folder: the cell writes <folder>/<cell_id>.npz (fwbench.checkpoints)
 
     @property
     def cell_id(self) -> str:

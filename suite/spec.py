@@ -43,6 +43,12 @@ class DatasetSpec:
     augment: tuple[str, ...] = field(default=(), metadata={"items": ("hflip", "crop")})
     train_limit: int | None = field(default=None, metadata={"min": 1})
     test_limit: int | None = field(default=None, metadata={"min": 1})
+    #: Fraction of the *training* split's labels replaced by a different, random class (seeded);
+    #: validation and test labels stay clean. Makes memorisation visible (regularization study).
+    label_noise: float = field(default=0.0, metadata={"min": 0.0, "lt": 1.0})
+    #: Keep only these class labels (train and test), relabelled 0..k-1 in this order; the model
+    #: then needs k outputs (`fwbench.datasets.subset`). Empty: every class.
+    classes: tuple[int, ...] = ()
     #: Only for ``name = "synthetic"``: sample shape (C, H, W); default: the task's own dataset's.
     shape: tuple[int, ...] = ()
 
@@ -148,8 +154,9 @@ class TrainingSpec:
     the L2 norm of each layer's weight gradient on a fixed training batch (`Trainer.loss_and_grads`)
     into the history row's ``grad_norms`` ``{layer path: norm}``.
     ``eval_train``: also evaluate the training split in eval mode after every epoch (history rows get
-    ``train_eval_loss``/``train_eval_accuracy``, metrics ``train_eval_accuracy``), outside the timed
-    region: the honest train accuracy for a train-validation gap (the train-mode one has dropout on).
+    ``train_eval_loss``/``train_eval_accuracy``; metrics ``final_train_accuracy`` and
+    ``final_val_accuracy`` of the final weights), outside the timed region: the honest train
+    accuracy for a train-validation gap (the train-mode one is averaged over the epoch, dropout on).
     """
 
     batch_size: int = field(metadata={"min": 1})

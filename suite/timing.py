@@ -19,7 +19,8 @@ def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
         from scipy import stats
 
         half = stats.t.ppf((1 + level) / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-        return float(values.mean() - half), float(values.mean() + half)
+        # a time is never below the fastest or above the slowest value seen
+        return float(max(values.mean() - half, values.min())), float(min(values.mean() + half, values.max()))
     rng = np.random.default_rng(0)
     samples = rng.choice(values, size=(1000, n), replace=True)
     medians = np.median(samples, axis=1)

@@ -130,6 +130,38 @@ class TrainResult:
     final_weights: dict[str, np.ndarray] | None = None
 
 
+def layer_grad_norms(grads: dict[str, np.ndarray]) -> dict[str, float]:
+    """L2 norm of each layer's weight gradient, keyed by layer path (``"3"``, ``"4.shortcut"``).
+
+    ``grads`` are `Trainer.loss_and_grads` gradients by canonical name; only ``*.weight`` arrays
+    count (biases and BatchNorm vectors are left out), so frozen layers (no gradient) are absent.
+    """
+    return {name.removesuffix(".weight"): float(np.linalg.norm(np.asarray(g, dtype=np.float64)))
+            for name, g in grads.items() if name.endswith(".weight")}
+
+
+class GradNormProbe:
+    """Per-layer weight-gradient norms on one fixed training batch (the first ``batch_size``
+    samples of the training split, unshuffled), taken between epochs, outside the timed region."""
+
+    def __init__(self, trainer: Trainer, data: Prepared, batch_size: int):
+        n = min(batch_size, len(data.x_train))
+        self.trainer = trainer
+        self.batch = trainer.to_device(data.x_train[:n], data.y_train[:n])
+        self.failed: str | None = None
+
+    def __call__(self) -> dict[str, float] | None:
+        if self.failed:
+            return None
+        try:
+            _, _, grads = self.trainer.loss_and_grads(self.batch)
+        except NotImplementedError:
+            self.failed = ("training.record_grad_norms: this backend does not implement "
+                           "Trainer.loss_and_grads; no gradient norms were recorded")
+            return None
+        return layer_grad_norms(grads)
+
+
 def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
           peak_flops: float | None = None, on_epoch=None) -> TrainResult:
     """Train ``trainer`` on ``data`` as ``task`` says; return metrics for the record."""
@@ -144,6 +176,7 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
     timer = StepTimer(trainer)
     step, host_copy_s, stopped_early = 0, 0.0, False
     time_to_accuracy = None
+    probe = GradNormProbe(trainer, data, bs) if tr.record_grad_norms else None
 
     for epoch in range(tr.epochs):
         t_copy = time.perf_counter()
@@ -165,6 +198,11 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
                "train_accuracy": float(per_step[:, 1].sum() / (len(batches) * bs)),
                "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": lr,
                "train_time_s": train_clock}
+        if tr.eval_train:  # eval mode on the training split: the honest side of the gap
+            seen = evaluate(trainer, data.x_train, data.y_train, tr.eval_batch_size)
+            row.update(train_eval_loss=seen["loss"], train_eval_accuracy=seen["accuracy"])
+        if probe is not None and (norms := probe()) is not None:
+            row["grad_norms"] = norms
         history.append(row)
         if on_epoch:
             on_epoch(row)
@@ -188,8 +226,13 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
     stats = summarize(step_times)
     stats["steps_per_unit"] = timer.window
     flops_per_step = 3 * info.forward_flops * bs  # forward + backward ≈ 3x forward
-    warnings += timing_warnings(stats, what="train step", flops=flops_per_step, peak_flops=peak_flops,
-                                unit_s=stats.get("median", 0.0) * timer.window)
+    if tr.epochs:
+        warnings += timing_warnings(stats, what="train step", flops=flops_per_step, peak_flops=peak_flops,
+                                    unit_s=stats.get("median", 0.0) * timer.window)
+    else:
+        warnings.append("training.epochs = 0: evaluation only, nothing was trained or timed")
+    if probe is not None and probe.failed:
+        warnings.append(probe.failed)
     if data.synthetic:
         warnings.append("synthetic data: accuracy is meaningless, throughput only")
 
@@ -227,6 +270,11 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
         "confusion_matrix": confusion.tolist(),
         "class_names": list(data.class_names),
     }
+    if tr.eval_train:  # the final (restored) weights in eval mode: the train-validation gap
+        seen = evaluate(trainer, data.x_train, data.y_train, tr.eval_batch_size)
+        held = evaluate(trainer, data.x_val, data.y_val, tr.eval_batch_size)
+        metrics.update(final_train_accuracy=seen["accuracy"], final_train_loss=seen["loss"],
+                       final_val_accuracy=held["accuracy"], final_val_loss=held["loss"])
     return TrainResult(metrics, warnings, trainer.get_weights())
 
 

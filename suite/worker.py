@@ -129,6 +129,10 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     dataset = registry.get_dataset(task.dataset.name)
     if isinstance(dataset, Synthetic) and task.dataset.shape:
         dataset = Synthetic(input_shape=task.dataset.shape)
+    if task.dataset.classes:  # a subset of the classes, relabelled 0..k-1
+        from .datasets.subset import ClassSubset
+
+        dataset = ClassSubset(dataset, task.dataset.classes, task.source)
     record["dataset"] = dataset.name
     data_dir = Path(cell.get("data_dir") or default_data_dir())
     progress(f"loading {dataset.name}")
@@ -146,11 +150,19 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     device = resolve_device(backend, cell["device"])
     record["device"] = device
     progress(f"configuring {backend.name} on {device}")
+    t_configure = time.perf_counter()
     record["env"]["backend"] = backend.configure(device=device, threads=threads)
+    record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
     record["backend_version"] = backend.version()
     baseline = memory_status().get("VmRSS", 0)
 
     weights = initial_weights(task.model, info, task.training.seed, task.training.dtype)
+    if task.model.init_from:  # a checkpoint: matching arrays replace the canonical init
+        from .checkpoints import apply_init_from
+
+        weights, record["init_from"] = apply_init_from(task.model.init_from, weights, task.source)
+        if record["init_from"].get("warning"):
+            record["warnings"].append(record["init_from"]["warning"])
     t_build = time.perf_counter()
     trainer = backend.build(BuildRequest(task, info, weights, device, dataset.num_classes))
     build_s = time.perf_counter() - t_build
@@ -178,6 +190,14 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     record["metrics"] = result.metrics
     record["warnings"] += result.warnings
     record["compile_info"] = dict(trainer.compile_info)
+    if cell.get("save_weights"):  # the final weights (early stopping's best, if restored)
+        from .checkpoints import save_checkpoint
+
+        record["weights_path"] = str(save_checkpoint(
+            Path(cell["save_weights"]) / f"{cell['cell_id']}.npz", result.final_weights,
+            backend=backend.name, task=cell["task"], config=record["config"], dtype=task.training.dtype,
+            input_shape=data.input_shape, num_classes=dataset.num_classes, dataset=dataset.name,
+            cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get("test_accuracy")))
 
 
 def _add_peak(cell: dict[str, Any], record: dict[str, Any]) -> None:
@@ -192,7 +212,7 @@ def _add_peak(cell: dict[str, Any], record: dict[str, Any]) -> None:
 def _complete_environment(record: dict[str, Any]) -> None:
     """Facts known only once the backend ran: dtype, compile mode, BLAS libraries then loaded
     (frameworks bring their own), the GPU and its driver."""
-    from .environment import blas_info, gpu_info
+    from .environment import blas_info, framework_kernels, gpu_info, summarize
 
     env, config = record["env"], record.get("config") or {}
     env["dtype"] = ((config.get("training") or config.get("bench") or {}).get("dtype"))
@@ -201,8 +221,10 @@ def _complete_environment(record: dict[str, Any]) -> None:
         env["blas_loaded"] = blas_info()
     except Exception:  # noqa: BLE001 - a fact, never a failure
         env["blas_loaded"] = None
+    env["kernels"] = framework_kernels()
     if record.get("device") == "gpu":
         env["gpu"] = gpu_info()
+    env["summary"] = summarize(record)
 
 
 def _bench_cell(cell, record, backend, spec, threads) -> None:
@@ -211,11 +233,13 @@ def _bench_cell(cell, record, backend, spec, threads) -> None:
     from .spec import spec_to_dict
 
     record["config"] = spec_to_dict(spec)
-    record["synthetic_data"] = True
+    record["dataset"], record["synthetic_data"] = "synthetic", True
     device = resolve_device(backend, cell["device"])
     record["device"] = device
     progress(f"configuring {backend.name} on {device}")
+    t_configure = time.perf_counter()
     record["env"]["backend"] = backend.configure(device=device, threads=threads)
+    record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
     record["backend_version"] = backend.version()
     baseline = memory_status().get("VmRSS", 0)
     peak_bandwidth = (cell.get("peak_info") or {}).get("bandwidth_gbps")

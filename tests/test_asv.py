@@ -23,5 +23,5 @@ def test_asv_quick_dry_run_of_the_numpy_cells(tmp_path):
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     ran = [line for line in out.splitlines() if line.rstrip().endswith((" ok", " failed"))]
-    assert len(ran) == 4 and all(line.rstrip().endswith(" ok") for line in ran), out[-3000:]
+    assert len(ran) == 5 and all(line.rstrip().endswith(" ok") for line in ran), out[-3000:]
     assert "n/a" not in out and "failed" not in out

@@ -1,7 +1,8 @@
 """The model as pure functions over plain pytrees: ``{canonical name: array}`` dictionaries.
 
-``params`` holds the trainable arrays, ``state`` the BatchNorm running statistics; both are keyed
-by the suite's canonical names (``"1.weight"``, ``"3.body.0.weight"``, ``"3.shortcut.bias"``...).
+``params`` holds the trainable arrays, ``state`` the BatchNorm running statistics and the
+parameters of frozen layers (``model.frozen``: partitioned out of ``params``, so they get no
+gradient, no update and no optimizer state); both are keyed by the suite's canonical names (``"1.weight"``, ``"3.body.0.weight"``, ``"3.shortcut.bias"``...).
 Convolution kernels and image batches follow the `Layout` chosen at build time; everything else
 is in the canonical layout. `Model.apply` is traced once by ``jax.jit``: the Python walk over the
 layer specs below runs at trace time only.
@@ -43,6 +44,8 @@ PRECISION = lax.Precision.HIGHEST
 def split_weights(info: ModelInfo, weights: dict[str, np.ndarray], layout: Layout,
                   dtype: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Canonical weights -> ``(params, state)`` NumPy dicts in ``layout`` and ``dtype``.
+
+    ``params`` are the trainable arrays; ``state`` the BatchNorm statistics and frozen parameters.
 
     Raises:
         ValueError: a name is missing or has the wrong shape (the message names it).
@@ -107,7 +110,7 @@ class Model:
 
         Args:
             params: trainable arrays by canonical name (kernels in ``self.layout``).
-            state: BatchNorm running statistics by canonical name.
+            state: BatchNorm running statistics and frozen parameters by canonical name.
             x: a batch in ``self.layout`` (images ``(N, H, W, C)`` for NHWC) or ``(N, features)``.
             train: batch statistics, running-stat updates and dropout when True.
             key: a PRNG key, needed when training a model with dropout.
@@ -115,7 +118,7 @@ class Model:
         if train and self.has_dropout and key is None:
             raise ValueError("training a model with dropout needs a PRNG key; pass key=...")
         updates: dict[str, jax.Array] = {}
-        ctx = _Context(params, state, updates, train, key)
+        ctx = _Context({**state, **params}, state, updates, train, key)  # frozen params live in state
         last = len(self.info.layers) - 1
         for i, li in enumerate(self.info.layers):
             x = self._layer(li, x, ctx, logits=(i == last))

@@ -30,7 +30,7 @@ class TrainState(NamedTuple):
     """Everything a train step reads and replaces."""
 
     params: dict[str, jax.Array]
-    bn: dict[str, jax.Array]
+    bn: dict[str, jax.Array]  # BatchNorm statistics and frozen parameters (no grads, no updates)
     opt: Any
     key: jax.Array
 

@@ -11,6 +11,9 @@
 * every trainable array lives in one flat buffer (``flat_params``) and every gradient in another
   (``flat_grads``); layers hold reshaped views into them. The optimizer and gradient clipping
   then work on two arrays, whatever the number of layers.
+* parameters of frozen layers (``model.frozen``) live outside the flat buffers (``frozen``): the
+  optimizer, weight decay and clipping never see them, and a frozen prefix of the model is not
+  back-propagated at all. Their BatchNorm running statistics still update in train mode.
 """
 from __future__ import annotations
 
@@ -76,22 +79,23 @@ def _fold_final_softmax(layers: list[L.Layer]) -> list[L.Layer]:
     return layers
 
 
-def _has_params(layer: L.Layer) -> bool:
-    return any(sub.params for sub in L.walk([layer]))
+def _has_params(layer: L.Layer, frozen: frozenset[str] = frozenset()) -> bool:
+    """Whether ``layer`` (or a layer inside it) has a parameter that trains."""
+    return any(f"{sub.path}.{name}" not in frozen for sub in L.walk([layer]) for name in sub.params)
 
 
-def _mark_input_grads(layers: list[L.Layer], needed: bool) -> bool:
-    """Set ``needs_input_grad``: False until the first layer with parameters (their input
-    gradients feed nothing). Returns whether the layer after these needs its input gradient."""
+def _mark_input_grads(layers: list[L.Layer], needed: bool, frozen: frozenset[str] = frozenset()) -> bool:
+    """Set ``needs_input_grad``: False until the first layer with trainable parameters (their
+    input gradients feed nothing). Returns whether the layer after these needs its input gradient."""
     for layer in layers:
         layer.needs_input_grad = needed
         if isinstance(layer, L.Residual):
-            _mark_input_grads(layer.body, needed)
+            _mark_input_grads(layer.body, needed, frozen)
             if layer.shortcut is not None:
                 layer.shortcut.needs_input_grad = needed
             if layer.activation is not None:  # feeds body and shortcut: always needed
                 layer.activation.needs_input_grad = True
-        needed = needed or _has_params(layer)
+        needed = needed or _has_params(layer, frozen)
     return needed
 
 
@@ -110,7 +114,7 @@ class NumpyModel:
         self.rng = np.random.default_rng(seed)
         built = [layer for li in info.layers for layer in build_layer(li, self.dtype, self.rng)]
         self.layers = _fold_final_softmax(built)
-        _mark_input_grads(self.layers, False)
+        _mark_input_grads(self.layers, False, frozenset(p.name for p in info.params if p.frozen))
         first = info.layers[0].layer
         flat_first = isinstance(first, spec_layers.Flatten | spec_layers.Dense)
         #: "flat": batches become (N, features); "image": (C, H, W, N).
@@ -123,13 +127,17 @@ class NumpyModel:
         owners = {f"{layer.path}.{name}": (layer, name)
                   for layer in L.walk(self.layers) for name in layer.params}
         order = [p.name for p in self.info.params if p.trainable]
+        frozen = [p.name for p in self.info.params if p.frozen]
         state = {f"{layer.path}.{name}": arr
                  for layer in L.walk(self.layers) for name, arr in layer.state.items()}
-        expected_state = {p.name for p in self.info.params if not p.trainable}
-        if set(owners) != set(order) or set(state) != expected_state:
+        expected_state = {p.name for p in self.info.params if p.is_state}
+        if set(owners) != set(order) | set(frozen) or set(state) != expected_state:
             raise RuntimeError(  # a bug in build_layer, not in the spec
                 f"numpy model parameters {sorted(owners) + sorted(state)} do not match the spec's "
-                f"{sorted(order) + sorted(expected_state)}")
+                f"{sorted(order) + sorted(frozen) + sorted(expected_state)}")
+        #: Parameters of frozen layers: their own arrays, outside the optimizer's flat buffers.
+        self.frozen: dict[str, np.ndarray] = {name: owners[name][0].params[owners[name][1]]
+                                              for name in frozen}
         offsets, total = {}, 0
         for name in order:
             layer, local = owners[name]
@@ -148,7 +156,13 @@ class NumpyModel:
             layer.params[local] = self.params[name] = view
             layer.grads[local] = self.grads[name] = self.flat_grads[start:stop].reshape(shape)
         self.state: dict[str, np.ndarray] = {p.name: state[p.name] for p in self.info.params
-                                             if not p.trainable}
+                                             if p.is_state}
+
+    def _array(self, p) -> np.ndarray:
+        """The live array of canonical parameter ``p`` (a `ParamInfo`)."""
+        if p.trainable:
+            return self.params[p.name]
+        return self.frozen[p.name] if p.frozen else self.state[p.name]
 
     def num_trainable(self) -> int:
         """Trainable parameters, counted from the arrays themselves (alignment gaps excluded)."""
@@ -156,10 +170,7 @@ class NumpyModel:
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and state array, canonical names, layouts and order."""
-        out = {}
-        for p in self.info.params:
-            out[p.name] = (self.params if p.trainable else self.state)[p.name].copy()
-        return out
+        return {p.name: self._array(p).copy() for p in self.info.params}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Copy canonical weights into the model (cast to its dtype). Every name must be given."""
@@ -174,8 +185,7 @@ class NumpyModel:
             if value.shape != p.shape:
                 raise ValueError(f"weight {name!r} has shape {value.shape}, expected {p.shape} "
                                  "(canonical layout, see fwbench.layers)")
-            target = self.params[name] if p.trainable else self.state[name]
-            np.copyto(target, value, casting="unsafe")
+            np.copyto(self._array(p), value, casting="unsafe")
 
     # -- computation -----------------------------------------------------------------------------
     def to_internal(self, x: np.ndarray) -> np.ndarray:

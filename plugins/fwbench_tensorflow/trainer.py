@@ -9,6 +9,11 @@ traced once, a new learning rate never retraces, and XLA compiles once per batch
 suite's training batch size is constant; the evaluation batch size and a partial last evaluation
 batch add one compilation each).
 
+Frozen layers (``model.frozen``): their variables are created with ``trainable=False``, so they
+are left out of ``trainable_variables``: no gradient is taken, no optimizer slot made, no weight
+decay applied. A frozen BatchNorm still updates its running statistics in train mode (PyTorch's
+semantics, unlike Keras' ``layer.trainable = False``, which also switches BN to inference mode).
+
 Handles: `train_step` returns one ``(2,)`` device tensor ``[mean loss, correct]`` in the model's
 dtype. `sync` reads it back to the host (``handle.numpy()``): a tf.function returns only after all
 its stateful ops (the variable updates) have run or, on a GPU, been queued on the compute stream

@@ -186,6 +186,7 @@ class Entry:
     tensor: torch.Tensor
     transpose: bool
     trainable: bool
+    frozen: bool = False
 
 
 class CanonicalMap:
@@ -219,7 +220,7 @@ class CanonicalMap:
                         f"torch tensor for {p.name} has shape {tuple(tensor.shape)}, "
                         f"expected {expected}: the torch model builder is out of date"
                     )
-                self.entries.append(Entry(p.name, tensor, transpose, p.trainable))
+                self.entries.append(Entry(p.name, tensor, transpose, p.trainable, p.frozen))
         if tensors:
             raise RuntimeError(
                 f"torch tensors without a canonical name: {sorted(tensors)}; "

@@ -14,6 +14,9 @@ Backend options (``[backend]`` in the task, or ``--set backend.KEY=VALUE``):
   multi-tensor kernels already. ``predict`` and ``loss_and_grads`` run eager.
 * ``optimizer_impl``: "auto" (default: fused where torch has it for the device, else foreach) |
   "fused" | "foreach" | "forloop".
+
+Frozen layers (``model.frozen``) get ``requires_grad = False`` and stay out of the optimizer; a
+frozen BatchNorm still updates its running statistics in train mode (PyTorch's own semantics).
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class TorchTrainer(Trainer):
         self.model.train()
         self.canonical = CanonicalMap(self.model, request.info)
         self.canonical.set(request.weights)
+        for entry in self.canonical.entries:  # model.frozen: no grad, no optimizer state, no decay
+            if entry.frozen:
+                entry.tensor.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
 
         self.optimizer, impl = make_optimizer(

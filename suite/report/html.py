@@ -12,6 +12,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..results import dumps
 from . import figures, microbench_figures, tables
+from .studies import study_blocks
 from .cells import (
     backend_color,
     backend_order,
@@ -26,6 +27,7 @@ from .cells import (
 #: (id, heading) of every section, in order. Every report has all of them.
 SECTIONS = (
     ("summary", "Summary"),
+    ("studies", "Studies"),
     ("performance", "Throughput, accuracy and memory"),
     ("learning-curves", "Learning curves"),
     ("conv2d", "conv2d sweep"),
@@ -41,6 +43,8 @@ SECTION_IDS = tuple(sid for sid, _ in SECTIONS)
 INTROS = {
     "summary": "One row per cell, grouped by task · dataset · device. Bold green = best of its group "
                "(accuracy and throughput: highest; time and memory: lowest).",
+    "studies": "Named experiments run with `bench study`: what each one shows, its cells per backend "
+               "(test accuracy, and what matters for the study underneath), and the plot that makes its point.",
     "performance": "Each bar is one cell; cells with the same settings sit side by side.",
     "learning-curves": "Loss and accuracy per epoch, one colour per backend.",
     "conv2d": "Convolution kernels alone: achieved GFLOP/s per input shape and pass.",
@@ -54,6 +58,8 @@ INTROS = {
 
 EMPTY = {
     "summary": "No records were found; `bench run` writes them (one JSON file per cell).",
+    "studies": "No study in these results; `bench study lr_sweep --profile quick` runs one "
+               "(`bench list studies` shows them all).",
     "performance": "No successful training cell; `bench run --task mlp_mnist` measures throughput, "
                    "accuracy and memory.",
     "learning-curves": "No record has a per-epoch history; training cells from `bench run` record one "
@@ -171,15 +177,17 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
     warnings = tables.warning_list(records, load_warnings)
     sweep_tables = _sweep_tables(records)
     conv2d_rows = _conv2d_table(records)
+    studies = study_blocks(records)
     has_data = {
         "summary": bool(summary), "environment": bool(environment["rows"]), "warnings": bool(warnings),
+        "studies": bool(studies),
         **{k: bool(v) for k, v in figs.items()},
     }
     sections = [{"id": sid, "title": title, "intro": INTROS[sid], "figures": figs.get(sid, []),
                  "empty": None if has_data[sid] else EMPTY[sid]} for sid, title in SECTIONS]
     return {"header": _header(records), "sections": sections, "summary": summary, "columns": tables.COLUMNS,
             "environment": environment, "warnings": warnings, "sweep_tables": sweep_tables,
-            "conv2d_rows": conv2d_rows, "data": _embedded(records), "version": __version__,
+            "conv2d_rows": conv2d_rows, "studies": studies, "data": _embedded(records), "version": __version__,
             "section_titles": dict(SECTIONS),
             "warning_kinds": sorted(Counter(w["kind"] for w in warnings).items())}
 

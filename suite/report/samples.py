@@ -133,8 +133,29 @@ def scaling_record(backend: str, speed: float = 1.0) -> dict[str, Any]:
     return record
 
 
+def study_records() -> list[dict[str, Any]]:
+    """A small `regularization` study run (`fwbench.study`): two variants on two backends."""
+    out = []
+    for backend, speed in (("torch", 1.0), ("jax", 2.0)):
+        for order, (task, label, train, val) in enumerate((("mlp_overfit", "none", 1.0, 0.80),
+                                                            ("mlp_overfit_dropout", "dropout", 0.86, 0.87))):
+            record = example_record(backend, task, dataset="mnist_5k", step_time=0.004 / speed, accuracy=val,
+                                    seed=5 + order, params=669706, epochs=4, run_id="20260101-130000-f00d01")
+            for row in record["metrics"]["history"]:
+                row["train_eval_accuracy"] = min(1.0, train * (0.7 + 0.1 * row["epoch"]))
+            record["metrics"].update(final_train_accuracy=train, final_val_accuracy=val)
+            record["study"] = {"name": "regularization", "title": "Regularization: closing the gap", "kind":
+                               "regularization", "label": label, "group": label, "order": order, "grid": {},
+                               "saves_weights": False, "init_from": None, "note": f"{label} variant",
+                               "description": "A wide MLP memorises its training digits.\n\nRun it with "
+                                              "`bench study regularization`.", "profile": "quick"}
+            out.append(record)
+    return out
+
+
 def example_records() -> list[dict[str, Any]]:
-    """Records that give every section of the report some data (two backends, a sweep, failures)."""
+    """Records that give every section of the report some data (two backends, a sweep, a study,
+    failures)."""
     records = []
     for backend, speed, acc in (("torch", 1.0, 0.90), ("jax", 2.0, 0.91)):
         records.append(example_record(backend, "mlp_mnist", step_time=0.002 / speed, accuracy=acc, seed=1))
@@ -146,6 +167,7 @@ def example_records() -> list[dict[str, Any]]:
         records.append(conv2d_record(backend, speed))
         records.append(optimizer_record(backend, speed))
         records.append(scaling_record(backend, speed))
+    records += study_records()
     records.append(example_record("tensorflow", "mlp_mnist", status="failed",
                                   error="RuntimeError: example failure"))
     records.append(example_record("numpy", "cnn_mnist", status="skipped", error="numpy is not installed"))

@@ -8,7 +8,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from conftest import make_task
+from tf_helpers import make_task
 from fwbench.conformance import TASK_SHAPES
 from fwbench.model import analyze
 from fwbench.spec import load_task

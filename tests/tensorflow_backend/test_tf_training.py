@@ -6,7 +6,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from conftest import make_task
+from tf_helpers import make_task
 from tf_reference import CONV, RESNET, forward, randomize, softmax_xent
 
 LINEAR = [{"type": "dense", "units": 3}]

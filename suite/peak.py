@@ -1,0 +1,272 @@
+"""The machine's peak: float32 matmul GFLOP/s and memory bandwidth GB/s, measured and cached.
+
+Why every backend: NumPy's BLAS is not the fastest matmul on every machine (OpenBLAS with
+``OPENBLAS_CORETYPE=Haswell`` runs AVX2 kernels on an AVX-512 CPU, half its rate), so a
+NumPy-only peak would sit below what torch or XLA reach, and every fast backend would be flagged
+"too fast to be real". Each installed backend multiplies square matrices with its own matmul
+(`fwbench.ops.Ops.matmul`), in its own process with the run's thread count; the peak is the best
+of them, and each backend's number is kept. Bandwidth: NumPy copy and add of 128 MiB arrays on
+``threads`` threads (STREAM's convention: copy moves 2 arrays, add 3).
+
+`resolve_peak` gives ``bench run`` one number per machine and thread count: each backend's
+result is cached (``peak.json`` in ``$FWBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/fwbench``, else
+``~/.cache/fwbench``) under a key of CPU model, cores, threads, ``OPENBLAS_CORETYPE``, the library
+versions and the backend; a run measures only its own backends that have no number yet, and the
+peak is the best number known. ``bench info --peak`` measures every available backend again.
+
+``python -m fwbench.peak BACKEND THREADS`` is the per-backend child process (prints one JSON line).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .microbench import Protocol, measure
+from .roofline import matmul_flops
+
+#: Matrix sizes tried, smallest first; the first whose product takes >= `TARGET_S` is measured.
+SIZES = (256, 512, 1024, 2048, 3072)
+TARGET_S = 0.02
+BANDWIDTH_FLOATS = 1 << 25  # 128 MiB of float32 per array
+CACHE_ENV = "FWBENCH_CACHE_DIR"
+LIBRARIES = ("numpy", "torch", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "optax")
+CHILD_TIMEOUT_S = 240.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring (inside one backend's process)
+# ---------------------------------------------------------------------------------------------
+
+def measure_matmul(ops, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Best GFLOP/s of ``ops.matmul`` on square float32 matrices (size grown to ~`TARGET_S`)."""
+    rng = np.random.default_rng(0)
+    tried = []
+    for n in SIZES:
+        a = rng.standard_normal((n, n)).astype(np.float32)
+        b = rng.standard_normal((n, n)).astype(np.float32)
+        op = ops.matmul(a, b)
+        m = measure(op.run, ops.sync, Protocol(repeats=3, min_unit_s=TARGET_S, max_inner=1000,
+                                               max_warmup=2, max_warmup_s=0.3, clock=clock))
+        best = float(m.per_call.min())
+        tried.append({"n": n, "best_s": best, "gflops": matmul_flops(n) / best / 1e9})
+        if best >= TARGET_S or n == SIZES[-1]:
+            m = measure(op.run, ops.sync, Protocol(repeats=7, min_unit_s=TARGET_S, max_inner=1000,
+                                                   max_warmup=1, max_warmup_s=0.2, clock=clock))
+            best = float(m.per_call.min())
+            median = float(np.median(m.per_call))
+            return {"gflops": matmul_flops(n) / best / 1e9, "gflops_median": matmul_flops(n) / median / 1e9,
+                    "n": n, "best_s": best, "median_s": median, "tried": tried}
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def measure_bandwidth(threads: int, floats: int = BANDWIDTH_FLOATS, repeats: int = 5) -> dict[str, Any]:
+    """Best copy and add bandwidth (GB/s) of NumPy on ``threads`` threads, each on its own chunk
+    (NumPy releases the GIL for large copies, so the threads run in parallel)."""
+    a = np.ones(floats, np.float32)
+    b = np.full(floats, 2.0, np.float32)
+    c = np.empty(floats, np.float32)
+    bounds = np.linspace(0, floats, threads + 1).astype(int)
+    chunks = list(itertools.pairwise(bounds))
+
+    def parallel(fn) -> float:
+        workers = [threading.Thread(target=fn, args=(lo, hi)) for lo, hi in chunks]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return time.perf_counter() - start
+
+    def copy(lo, hi):
+        np.copyto(c[lo:hi], a[lo:hi])
+
+    def add(lo, hi):
+        np.add(a[lo:hi], b[lo:hi], out=c[lo:hi])
+
+    copy_s = min(parallel(copy) for _ in range(repeats))
+    add_s = min(parallel(add) for _ in range(repeats))
+    nbytes = floats * 4
+    out = {"copy_gbps": 2 * nbytes / copy_s / 1e9, "add_gbps": 3 * nbytes / add_s / 1e9,
+           "array_mib": nbytes / 2**20, "threads": threads}
+    out["gbps"] = max(out["copy_gbps"], out["add_gbps"])
+    return out
+
+
+def child_main(backend_name: str, threads: int, with_bandwidth: bool) -> dict[str, Any]:
+    """One backend's peak, in this (fresh) process: configure, make ops, multiply."""
+    from .plugins import get_registry
+    from .worker import pin_threads
+
+    pin_threads(threads)
+    backend = get_registry().get_backend(backend_name)
+    if not backend.availability().ok:
+        return {"error": str(backend.availability())}
+    started = time.perf_counter()
+    backend.configure(device="cpu", threads=threads)
+    ops = backend.ops("cpu", "float32")
+    setup_s = time.perf_counter() - started
+    result = {"backend": backend_name, "version": backend.version(), "threads": threads,
+              "setup_s": setup_s, **measure_matmul(ops)}
+    if with_bandwidth:
+        result["bandwidth"] = measure_bandwidth(threads)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver side: one child per backend, the cache
+# ---------------------------------------------------------------------------------------------
+
+def cache_path() -> Path:
+    if os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV]).expanduser()
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fwbench"
+    return root / "peak.json"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def machine_facts(threads: int) -> dict[str, Any]:
+    """What a peak depends on besides the backend: CPU, threads, library versions, BLAS core type."""
+    from .environment import cpu_info
+
+    cpu = cpu_info()
+    return {"cpu": cpu["model"], "logical_cores": cpu["logical_cores"], "threads": threads,
+            "versions": _versions(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
+
+
+def cache_key(facts: dict[str, Any], what: str) -> str:
+    """The cache key of one backend's peak (or ``"_bandwidth"``) on this machine."""
+    text = json.dumps({**facts, "what": what}, sort_keys=True)
+    return f"{what}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def read_cache(path: Path | None = None) -> dict[str, Any]:
+    path = path or cache_path()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_cache(entries: dict[str, Any], path: Path | None = None) -> None:
+    """Merge ``entries`` into the cache file (atomically: temporary file + rename)."""
+    path = path or cache_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {**read_cache(path), **entries}
+    fd, tmp = tempfile.mkstemp(prefix=".peak-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float = CHILD_TIMEOUT_S) -> dict:
+    """`child_main` in a fresh interpreter with the run's thread variables; errors become data."""
+    from .runner import THREAD_ENV
+
+    env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
+    cmd = [sys.executable, "-m", "fwbench.peak", backend, str(threads)] + (["--bandwidth"] if with_bandwidth else [])
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s"}
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
+    if proc.returncode == 0 and lines:
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            pass
+    tail = (proc.stderr or proc.stdout).strip().splitlines()
+    return {"error": tail[-1] if tail else f"exit code {proc.returncode}"}
+
+
+def resolve_peak(run_backends: list[str], available: list[str], threads: int, *, refresh: bool = False,
+                 progress: Callable[[str], None] = lambda m: None, child: Callable[..., dict] = run_child,
+                 path: Path | None = None) -> dict[str, Any] | None:
+    """The machine's peak for ``threads``: the best cached or newly measured backend matmul.
+
+    Each backend's number is cached on its own. The backends of this run (``run_backends``) that
+    have no cached number are measured now, each in its own process; ``refresh`` measures every
+    ``available`` backend again. The peak is the best number of every available backend known
+    for this machine, so a NumPy-only run launches no other framework but still profits from an
+    earlier ``bench info --peak``. Returns None when no backend has a number.
+    """
+    facts = machine_facts(threads)
+    cache = read_cache(path)
+    key = {name: cache_key(facts, name) for name in [*available, "_bandwidth"]}
+    todo = list(available) if refresh else [b for b in run_backends if b in available and key[b] not in cache]
+    want_bandwidth = refresh or key["_bandwidth"] not in cache
+    if want_bandwidth and "numpy" in available and "numpy" not in todo:
+        todo.append("numpy")
+    new: dict[str, Any] = {}
+    measured: dict[str, Any] = {}
+    for name in todo:
+        progress(f"measuring the machine peak with {name} ({threads} thread(s))…")
+        result = child(name, threads, want_bandwidth and name == "numpy")
+        bandwidth = result.pop("bandwidth", None)
+        if isinstance(bandwidth, dict):
+            new[key["_bandwidth"]] = {**bandwidth, "measured_at": _now(), "machine": facts}
+        result.pop("tried", None)
+        measured[name] = {**result, "measured_at": _now(), "machine": facts}
+        if "gflops" in result:  # failures are reported, never cached: the next run tries again
+            new[key[name]] = measured[name]
+    if new:
+        write_cache(new, path)
+    cache.update(new)
+    per_backend = {name: {**cache[key[name]], "source": "cache"} for name in available if key[name] in cache}
+    per_backend.update({name: {**v, "source": "measured"} for name, v in measured.items()})
+    good = {n: v["gflops"] for n, v in per_backend.items() if isinstance(v.get("gflops"), int | float)}
+    if not good:
+        return None
+    best = max(good, key=good.get)
+    bandwidth = cache.get(key["_bandwidth"])
+    return {"gflops": good[best], "best_backend": best, "per_backend": per_backend,
+            "not_measured": [n for n in available if n not in per_backend],
+            "bandwidth_gbps": bandwidth.get("gbps") if isinstance(bandwidth, dict) else None,
+            "bandwidth": bandwidth, "threads": threads,
+            "source": "measured" if any(v["source"] == "measured" for v in per_backend.values()) else "cache",
+            "measured_at": max(str(v.get("measured_at")) for v in per_backend.values()),
+            "method": "best of each backend's own float32 square matmul, one process per backend"}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    backend, threads = argv[0], int(argv[1])
+    try:
+        result = child_main(backend, threads, "--bandwidth" in argv)
+    except Exception as exc:  # noqa: BLE001 - reported to the driver as data
+        result = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
