@@ -39,6 +39,7 @@ from .bench_spec import (
 )
 from .microbench import Measurement, Protocol, measure, timing_fields
 from .roofline import batchnorm_work, conv2d_work, dense_work, optimizer_work, pool_work, rates
+from .worker import memory_status
 
 
 @dataclass
@@ -75,20 +76,6 @@ class BenchResult:
 # Host memory per case: VmHWM, reset between cases where Linux allows it
 # ---------------------------------------------------------------------------------------------
 
-def _status() -> dict[str, int]:
-    out = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        import resource
-
-        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return out
-
-
 def _reset_host_peak() -> bool:
     """Reset this process's VmHWM to its current RSS (``echo 5 > /proc/self/clear_refs``)."""
     try:
@@ -104,12 +91,12 @@ class _CaseMemory:
     def __init__(self, ctx: BenchContext):
         self.ctx = ctx
         self.reset = _reset_host_peak()
-        self.start = _status().get("VmRSS", 0)
+        self.start = memory_status().get("VmRSS", 0)
         if ctx.ops is not None:
             ctx.ops.reset_peak_memory()
 
     def fields(self, array_bytes: int, device_peak: int | None = None) -> dict[str, Any]:
-        peak = _status().get("VmHWM", 0)
+        peak = memory_status().get("VmHWM", 0)
         self.ctx.host_peak = max(self.ctx.host_peak, peak)
         if device_peak is None and self.ctx.ops is not None:
             device_peak = self.ctx.ops.peak_device_memory()

@@ -15,7 +15,7 @@ EXIT_OK, EXIT_CELL_FAILED, EXIT_USAGE = 0, 1, 2
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with the fix) instead of usage + message."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 

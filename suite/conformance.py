@@ -21,7 +21,6 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 

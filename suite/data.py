@@ -63,7 +63,7 @@ def prepare(arrays: Arrays, dataset: Dataset, spec: DatasetSpec, seed: int, dtyp
         std = x_train.std(axis=axes, keepdims=True) + 1e-7
         x_train, x_val, x_test = ((a - mean) / std for a in (x_train, x_val, x_test))
         norm.update(mean=mean.ravel().tolist(), std=std.ravel().tolist())
-    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)  # noqa: E731
+    cast = lambda a: np.ascontiguousarray(a, dtype=dtype)
     return Prepared(cast(x_train), y_train.astype(np.int64), cast(x_val), y_val.astype(np.int64),
                     cast(x_test), y_test.astype(np.int64), arrays.class_names, arrays.synthetic, norm)
 

@@ -11,8 +11,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .errors import SpecError
-from .layers import (Activation, AvgPool, BatchNorm, Conv2D, Dense, Dropout, Flatten,
-                     GlobalAvgPool, Layer, MaxPool, Residual)
+from .layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    MaxPool,
+    Residual,
+)
 from .spec import ModelSpec
 
 Shape = tuple[int, ...]

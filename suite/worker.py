@@ -147,14 +147,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         raise UsageError(f"{task.source} [training.batch_size]: {task.training.batch_size} is larger than "
                          f"the {len(data.x_train)} training samples; lower it or use more data")
 
-    device = resolve_device(backend, cell["device"])
-    record["device"] = device
-    progress(f"configuring {backend.name} on {device}")
-    t_configure = time.perf_counter()
-    record["env"]["backend"] = backend.configure(device=device, threads=threads)
-    record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
-    record["backend_version"] = backend.version()
-    baseline = memory_status().get("VmRSS", 0)
+    device, baseline = _configure(backend, cell, record, threads)
 
     weights = initial_weights(task.model, info, task.training.seed, task.training.dtype)
     if task.model.init_from:  # a checkpoint: matching arrays replace the canonical init
@@ -227,13 +220,11 @@ def _complete_environment(record: dict[str, Any]) -> None:
     env["summary"] = summarize(record)
 
 
-def _bench_cell(cell, record, backend, spec, threads) -> None:
-    """A microbenchmark cell (`fwbench.bench_families`): configure, run every case, record."""
-    from .bench_families import run_bench
-    from .spec import spec_to_dict
+def _configure(backend, cell, record, threads) -> tuple[str, int]:
+    """Resolve the device and configure the backend (its import happens here, timed apart).
 
-    record["config"] = spec_to_dict(spec)
-    record["dataset"], record["synthetic_data"] = "synthetic", True
+    Returns the device and the resident memory afterwards: the baseline for the cell's peak.
+    """
     device = resolve_device(backend, cell["device"])
     record["device"] = device
     progress(f"configuring {backend.name} on {device}")
@@ -241,7 +232,17 @@ def _bench_cell(cell, record, backend, spec, threads) -> None:
     record["env"]["backend"] = backend.configure(device=device, threads=threads)
     record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
     record["backend_version"] = backend.version()
-    baseline = memory_status().get("VmRSS", 0)
+    return device, memory_status().get("VmRSS", 0)
+
+
+def _bench_cell(cell, record, backend, spec, threads) -> None:
+    """A microbenchmark cell (`fwbench.bench_families`): configure, run every case, record."""
+    from .bench_families import run_bench
+    from .spec import spec_to_dict
+
+    record["config"] = spec_to_dict(spec)
+    record["dataset"], record["synthetic_data"] = "synthetic", True
+    device, baseline = _configure(backend, cell, record, threads)
     peak_bandwidth = (cell.get("peak_info") or {}).get("bandwidth_gbps")
     result = run_bench(spec, backend, device, peak_flops=cell.get("peak_flops"),
                        peak_bandwidth=peak_bandwidth * 1e9 if peak_bandwidth else None, progress=progress)

@@ -6,7 +6,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-
 from fwbench.conformance import compare, run_checks
 
 BACKENDS = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}

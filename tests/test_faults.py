@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-
 from fwbench import results as results_mod
 from fwbench.results import load_records, write_record
 from fwbench.runner import Cell, execute

@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 import pytest
-
 from fwbench.errors import SpecError, UsageError
 from fwbench.layers import Conv2D, Dense, Residual
 from fwbench.model import analyze, initial_weights
 from fwbench.plugins import get_registry
-from fwbench.spec import apply_overrides, load_task, parse_overrides, parse_value, spec_to_dict, task_from_dict
+from fwbench.spec import (
+    apply_overrides,
+    load_task,
+    parse_overrides,
+    parse_value,
+    spec_to_dict,
+    task_from_dict,
+)
 
 MINIMAL = """
 [dataset]

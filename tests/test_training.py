@@ -1,12 +1,10 @@
 """The suite's training loop, schedules and timing statistics, driven with scripted fake trainers."""
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import pytest
-
 from fwbench.backend import Trainer
 from fwbench.data import Prepared, epoch_batches
 from fwbench.model import analyze

@@ -12,7 +12,6 @@ from markupsafe import Markup
 from .. import __version__
 from ..results import dumps
 from . import figures, microbench_figures, tables
-from .studies import study_blocks
 from .cells import (
     backend_color,
     backend_order,
@@ -23,6 +22,7 @@ from .cells import (
     short_settings_label,
     sweeps,
 )
+from .studies import study_blocks
 
 #: (id, heading) of every section, in order. Every report has all of them.
 SECTIONS = (

@@ -8,11 +8,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from tf_helpers import make_task
 from fwbench.conformance import TASK_SHAPES
 from fwbench.model import analyze
 from fwbench.spec import load_task
 from fwbench_tensorflow.model import conv_padding
+from tf_helpers import make_task
 from tf_reference import CONV, MLP, RESNET, forward, randomize
 
 TASKS = sorted((Path(__file__).parents[2] / "tasks").glob("*.toml"))  # the training tasks
