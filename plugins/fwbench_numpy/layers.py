@@ -391,6 +391,18 @@ class _Pool(Layer):
     def _out_hw(self, h: int, w: int) -> tuple[int, int]:
         return conv_output_size(h, self.size, self.stride, 0), conv_output_size(w, self.size, self.stride, 0)
 
+    def _reduce_windows(self, x: np.ndarray, combine) -> np.ndarray:
+        """``combine`` (a ufunc: maximum, add) over the ``size^2`` window offsets, into ``y``."""
+        c, h, w, n = x.shape
+        ho, wo = self._out_hw(h, w)
+        y = self.ws.get("y", (c, ho, wo, n))
+        for o, window in self._windows(x, ho, wo):
+            if o == 0:
+                np.copyto(y, window)
+            else:
+                combine(y, window, out=y)
+        return y
+
     def _windows(self, a: np.ndarray, ho: int, wo: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(offset index, strided slice (C, Ho, Wo, N))`` for every kernel offset of ``a``."""
         s = self.stride
@@ -412,14 +424,7 @@ class MaxPool(_Pool):
     """
 
     def forward(self, x, training):
-        c, h, w, n = x.shape
-        ho, wo = self._out_hw(h, w)
-        y = self.ws.get("y", (c, ho, wo, n))
-        for o, window in self._windows(x, ho, wo):
-            if o == 0:
-                np.copyto(y, window)
-            else:
-                np.maximum(y, window, out=y)
+        y = self._reduce_windows(x, np.maximum)
         self._x, self._y = x, y
         return y
 
@@ -460,14 +465,7 @@ class AvgPool(_Pool):
     """
 
     def forward(self, x, training):
-        c, h, w, n = x.shape
-        ho, wo = self._out_hw(h, w)
-        y = self.ws.get("y", (c, ho, wo, n))
-        for o, window in self._windows(x, ho, wo):
-            if o == 0:
-                np.copyto(y, window)
-            else:
-                np.add(y, window, out=y)
+        y = self._reduce_windows(x, np.add)
         np.multiply(y, 1.0 / self.size ** 2, out=y)
         self._x_shape = x.shape
         return y

@@ -66,6 +66,14 @@ class Optimizer:
     def _update(self, i: int, lr: float) -> None:
         raise NotImplementedError
 
+    def _step_scaled_by(self, i: int, g, acc, tmp, lr: float) -> None:
+        """``p -= lr * g / (sqrt(acc) + eps)`` (eps outside the root), using ``tmp`` as scratch."""
+        np.sqrt(acc, out=tmp)
+        tmp += self.spec.eps
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        self.params[i] -= tmp
+
 
 class SGD(Optimizer):
     """``p -= lr * g``."""
@@ -119,11 +127,7 @@ class RMSprop(Optimizer):
         np.multiply(g, g, out=tmp)
         tmp *= 1 - alpha
         v += tmp
-        np.sqrt(v, out=tmp)
-        tmp += self.spec.eps
-        np.divide(g, tmp, out=tmp)
-        tmp *= lr
-        self.params[i] -= tmp
+        self._step_scaled_by(i, g, v, tmp, lr)
 
 
 class AdaGrad(Optimizer):
@@ -137,11 +141,7 @@ class AdaGrad(Optimizer):
         g, tmp, s = self._decayed(i), self._scratch[i][1], self.s[i]
         np.multiply(g, g, out=tmp)
         s += tmp
-        np.sqrt(s, out=tmp)
-        tmp += self.spec.eps
-        np.divide(g, tmp, out=tmp)
-        tmp *= lr
-        self.params[i] -= tmp
+        self._step_scaled_by(i, g, s, tmp, lr)
 
 
 class Adam(Optimizer):
