@@ -286,7 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # name the sub-command whose help lists the right flags
+            where = f"bench {args.command}" if getattr(args, "command", None) else "bench"
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
         if not getattr(args, "handler", None):
             parser.print_help()
             return EXIT_OK if not argv else EXIT_USAGE
