@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Record asv history points for the last N commits (default 2) with the current environment,
-# then build the HTML site in results/asv-html. Each commit is checked out in turn (the editable
+# then build the HTML site in .asv/html. Each commit is checked out in turn (the editable
 # install then imports that commit's code); the original checkout is restored at the end.
 #   FWBENCH_ASV_BACKENDS=numpy bash benchmarks/asv_history.sh 2
 set -euo pipefail
@@ -24,4 +24,4 @@ for commit in $(git rev-list --reverse -n "$n" HEAD); do
   "$asv" run --python=same --set-commit-hash "$commit" --show-stderr
 done
 "$asv" publish
-echo "asv_history: open results/asv-html/index.html (or: $asv preview)"
+echo "asv_history: open .asv/html/index.html (or: $asv preview)"

@@ -15,8 +15,8 @@ def fwbench_register_datasets(register):
 
 @hookimpl
 def fwbench_register_executors(register):
-    from .dask_executor import DaskExecutor
-    from .runner import LocalExecutor
+    from .run.dask_executor import DaskExecutor
+    from .run.local import LocalExecutor
 
     register.executor("local", LocalExecutor)
     register.executor("dask", DaskExecutor)
@@ -25,7 +25,7 @@ def fwbench_register_executors(register):
 @hookimpl
 def fwbench_register_commands(subparsers):
     from .report.commands import add_commands
-    from .study_runner import add_study_command
+    from .studies.command import add_study_command
 
     add_commands(subparsers)
     add_study_command(subparsers)

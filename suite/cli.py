@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
-from . import __version__
 from .errors import FwbenchError, UsageError
+from .version import __version__
 
 EXIT_OK, EXIT_CELL_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -93,6 +94,7 @@ def build_parser() -> ArgumentParser:
 
     lst = sub.add_parser("list", help="list backends, tasks or datasets")
     lst.add_argument("what", nargs="?", choices=["backends", "tasks", "datasets", "studies"], default="backends")
+    lst.add_argument("--json", action="store_true", help="print the rows as JSON (for scripts)")
     lst.set_defaults(handler=cmd_list)
 
     info = sub.add_parser("info", help="this machine: CPU, threads, BLAS, frameworks")
@@ -134,57 +136,67 @@ def _console():
 
 
 def cmd_list(args) -> int:
-    from rich.table import Table
-
     from .plugins import get_registry
 
-    registry = get_registry()
+    rows = list_rows(args.what, get_registry())
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    from rich.table import Table
+
     table = Table(header_style="bold")
-    if args.what == "backends":
-        table.add_column("backend")
-        table.add_column("status")
-        table.add_column("description")
-        for name, backend in sorted(registry.backends.items()):
-            avail = backend.availability()
-            table.add_row(name, f"[green]{avail}[/]" if avail.ok else f"[yellow]{avail}[/]", backend.description)
+    for column in rows[0] if rows else LIST_COLUMNS[args.what]:
+        table.add_column(column)
+    for row in rows:
+        cells = [str(v) for v in row.values()]
+        if args.what == "backends":
+            colour = "green" if row["status"] == "available" else "red" if row["status"].startswith("broken") \
+                else "yellow"
+            cells[1] = f"[{colour}]{cells[1]}[/]"
+        table.add_row(*cells)
+    _console().print(table)
+    return EXIT_OK
+
+
+LIST_COLUMNS = {"backends": ("backend", "status", "description"),
+                "tasks": ("task", "dataset", "description", "file"),
+                "studies": ("study", "kind", "cells", "title", "file"),
+                "datasets": ("dataset", "shape", "where", "description")}
+
+
+def list_rows(what: str, registry) -> list[dict[str, str]]:
+    """The rows of ``bench list WHAT`` (column name -> text), as printed or as ``--json``."""
+    if what == "backends":
         from .plugins import BROKEN_PLUGINS
 
-        for name, reason in sorted(BROKEN_PLUGINS.items()):
-            table.add_row(f"(plugin {name})", f"[red]broken: {reason}[/]", "reinstall or remove the package")
-    elif args.what == "tasks":
+        rows = [{"backend": name, "status": str(backend.availability()), "description": backend.description}
+                for name, backend in sorted(registry.backends.items())]
+        return rows + [{"backend": f"(plugin {name})", "status": f"broken: {reason}",
+                        "description": "reinstall or remove the package"}
+                       for name, reason in sorted(BROKEN_PLUGINS.items())]
+    if what == "tasks":
         from .spec import read_toml
 
-        table.add_column("task")
-        table.add_column("dataset")
-        table.add_column("description")
-        table.add_column("file")
+        rows = []
         for name, path in sorted(registry.task_files.items()):
             raw = read_toml(path)
             family = (raw.get("task") or {}).get("family", "train")
             dataset = raw.get("dataset", {}).get("name", "?") if family == "train" else f"— ({family})"
-            table.add_row(name, str(dataset),
-                          str(raw.get("task", {}).get("description", "")), str(path))
-    elif args.what == "studies":
-        from .study import list_rows
+            rows.append({"task": name, "dataset": str(dataset),
+                         "description": str(raw.get("task", {}).get("description", "")), "file": str(path)})
+        return rows
+    if what == "studies":
+        from .studies.spec import list_rows as study_rows
 
-        for column in ("study", "kind", "cells", "title", "file"):
-            table.add_column(column)
-        for row in list_rows(registry):
-            table.add_row(*row)
-    else:
-        from .datasets.base import default_data_dir
+        return [dict(zip(LIST_COLUMNS["studies"], row, strict=True)) for row in study_rows(registry)]
+    from .datasets.base import default_data_dir
 
-        data_dir = default_data_dir()
-        table.add_column("dataset")
-        table.add_column("shape")
-        table.add_column("where")
-        table.add_column("description")
-        for name, ds in sorted(registry.datasets.items()):
-            where = "ships in a package (offline)" if ds.offline else (
-                "cached" if ds.is_cached(data_dir) else f"download: bench data fetch {name}")
-            table.add_row(name, "x".join(map(str, ds.input_shape)), where, ds.description)
-    _console().print(table)
-    return EXIT_OK
+    data_dir = default_data_dir()
+    return [{"dataset": name, "shape": "x".join(map(str, ds.input_shape)),
+             "where": "ships in a package (offline)" if ds.offline else (
+                 "cached" if ds.is_cached(data_dir) else f"download: bench data fetch {name}"),
+             "description": ds.description}
+            for name, ds in sorted(registry.datasets.items())]
 
 
 def cmd_info(args) -> int:
@@ -206,9 +218,9 @@ def _print_peak(args, env) -> int:
 
     from rich.table import Table
 
-    from .matrix import default_threads
-    from .peak import cache_path, resolve_peak
+    from .micro.peak import cache_path, resolve_peak
     from .plugins import get_registry
+    from .run.matrix import default_threads
 
     threads = args.threads or default_threads()
     if threads > default_threads():
@@ -258,8 +270,8 @@ def cmd_data_fetch(args) -> int:
 
 def cmd_check(args) -> int:
     from .conformance import REFERENCE, run_checks, summary_table
-    from .matrix import _pick_backends
     from .plugins import get_registry
+    from .run.matrix import _pick_backends
 
     registry = get_registry()
     backends = _pick_backends(registry, args.backend)
@@ -274,7 +286,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .matrix import plan_run, run_planned
+    from .run.matrix import plan_run, run_planned
 
     plan = plan_run(args)
     return run_planned(plan, args)
@@ -303,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; finished records are kept (continue with --resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bench list --json | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,16 +141,14 @@ def parse_alpha(text: str | float) -> float:
 
 def load_side(paths: Iterable[str | Path], name: str) -> tuple[list[dict], list[str]]:
     """The records of one side (BASE or NEW) and the messages of skipped files."""
-    from .results import RecordWarning, load_records
+    from .results import load_records
 
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.exists():
             raise UsageError(f"{name} {str(p)!r}: no such file or folder; pass a results folder or record file")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RecordWarning)
-        records = load_records(paths)
-    skipped = [str(w.message) for w in caught if issubclass(w.category, RecordWarning)]
+    skipped: list[str] = []
+    records = load_records(paths, skipped)
     if not records:
         where = ", ".join(map(str, paths))
         raise UsageError(f"{name} {where!r}: no readable fwbench records; run `bench run --out {where}` first")

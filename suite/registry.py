@@ -54,7 +54,7 @@ class Registry:
             self.task_file(path)
 
     def study_file(self, path: str | Path) -> None:
-        """A study (``[study]`` + ``[[cells]]`` TOML, see `fwbench.study`), named by its file stem."""
+        """A study (``[study]`` + ``[[cells]]`` TOML, see `fwbench.studies.spec`), named by its file stem."""
         path = Path(path)
         self._claim("study", path.stem)
         self.study_files[path.stem] = path

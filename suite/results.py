@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped", "timeout")
 
 #: Columns of `load_results` besides the flattened metrics.
 INDEX_COLUMNS = ("run_id", "cell_id", "backend", "task", "device", "dataset", "status")
-
-
-class RecordWarning(UserWarning):
-    """A results file that could not be read (corrupt, truncated, unknown schema)."""
 
 
 def now_iso() -> str:
@@ -89,28 +87,27 @@ def safe_name(text: str) -> str:
     return keep.strip("._")[:180] or "cell"
 
 
-def read_record(path: str | Path) -> dict[str, Any] | None:
-    """One record, or None (with a `RecordWarning` naming the file) if it is unreadable."""
+def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str, Any] | None:
+    """One record, or None if it is unreadable (the reason, naming the file, goes to ``skipped``)."""
     path = Path(path)
+    note = (skipped if skipped is not None else []).append
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        warnings.warn(f"skipping {path}: not a readable record ({exc.__class__.__name__}: {exc})",
-                      RecordWarning, stacklevel=2)
+        note(f"skipping {path}: not a readable record ({exc.__class__.__name__}: {exc})")
         return None
     if not isinstance(record, dict) or "schema_version" not in record or "status" not in record:
-        warnings.warn(f"skipping {path}: not an fwbench record (no schema_version/status)",
-                      RecordWarning, stacklevel=2)
+        note(f"skipping {path}: not an fwbench record (no schema_version/status)")
         return None
     if record["schema_version"] > SCHEMA_VERSION:
-        warnings.warn(f"skipping {path}: schema_version {record['schema_version']} is newer than this "
-                      f"fwbench understands ({SCHEMA_VERSION}); upgrade fwbench", RecordWarning, stacklevel=2)
+        note(f"skipping {path}: schema_version {record['schema_version']} is newer than this "
+             f"fwbench understands ({SCHEMA_VERSION}); upgrade fwbench")
         return None
     record["_path"] = str(path)
     return record
 
 
-def record_paths(paths: Iterable[str | Path]) -> list[Path]:
+def record_paths(paths: Iterable[str | Path], skipped: list[str] | None = None) -> list[Path]:
     """Expand folders (recursively) into their ``*.json`` records, skipping run manifests."""
     found: list[Path] = []
     for p in map(Path, paths):
@@ -120,15 +117,28 @@ def record_paths(paths: Iterable[str | Path]) -> list[Path]:
                             and "asv" not in q.relative_to(p).parts[:1])
         elif p.exists():
             found.append(p)
-        else:
-            warnings.warn(f"skipping {p}: no such file or folder", RecordWarning, stacklevel=2)
+        elif skipped is not None:
+            skipped.append(f"skipping {p}: no such file or folder")
     return found
 
 
-def load_records(paths: Iterable[str | Path] | str | Path = "results") -> list[dict[str, Any]]:
+def load_records(paths: Iterable[str | Path] | str | Path = "results",
+                 skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every readable record under ``paths``.
+
+    Files that are not records are appended to ``skipped`` (one message each); without that list
+    they are summed up in one short log line on stderr, not a warning per file.
+    """
     if isinstance(paths, str | Path):
         paths = [paths]
-    return [r for r in map(read_record, record_paths(paths)) if r is not None]
+    notes: list[str] = []
+    records = [r for r in (read_record(p, notes) for p in record_paths(paths, notes)) if r is not None]
+    if skipped is not None:
+        skipped.extend(notes)
+    elif notes:
+        more = f" and {len(notes) - 1} more" if len(notes) > 1 else ""
+        log.warning("fwbench: %s%s", notes[0], more)
+    return records
 
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +167,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
 def load_results(paths: Iterable[str | Path] | str | Path = "results"):
     """All readable records under ``paths`` as a pandas DataFrame, one row per cell.
 
-    Unreadable files are skipped with a `RecordWarning` naming them.
+    Files that are not records are skipped and summed up in one line on stderr.
     """
     import pandas as pd
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from . import families
 from .errors import SpecError, UsageError
 from .layers import INITS, LAYER_TYPES, Layer, Residual
 
@@ -24,8 +25,8 @@ SCHEDULES = ("constant", "step", "exponential", "cosine")
 LOSSES = ("cross_entropy",)
 DTYPES = ("float32", "float64")
 #: ``[task] family``: "train" is a training task (`TaskSpec`); the others are microbenchmarks
-#: (`fwbench.bench_spec.BenchSpec`, with ``[bench]`` settings and ``[[cases]]``).
-FAMILIES = ("train", "conv2d", "dense", "pooling", "batchnorm", "optim_step", "param_scaling")
+#: (`fwbench.micro.spec.BenchSpec`, with ``[bench]`` settings and ``[[cases]]``).
+FAMILIES = families.families()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,24 +406,22 @@ def load_task(path: str | Path, overrides: dict[str, Any] | None = None, profile
     """Read, override and validate a task spec. Raises `SpecError` naming file, key and fix.
 
     Returns a `TaskSpec` for ``[task] family = "train"`` (the default), else a microbenchmark
-    `fwbench.bench_spec.BenchSpec`; tell them apart with `is_bench_spec` or ``spec.task.family``.
+    `fwbench.micro.spec.BenchSpec`; tell them apart with `is_bench_spec` or ``spec.task.family``.
     """
     path = Path(path)
     source = str(path)
     raw = read_toml(path)
-    if task_family(raw, source) != "train":
-        from .bench_spec import bench_from_dict
-
-        return bench_from_dict(raw, source, overrides, profile, default_name=path.stem)
-    return task_from_dict(raw, source, overrides, profile, default_name=path.stem)
+    load = families.loader(task_family(raw, source))
+    return load(raw, source, overrides, profile, default_name=path.stem)
 
 
 def task_family(raw: dict, source: str) -> str:
     """The validated ``[task] family`` of a raw spec table ("train" when absent)."""
     info = raw.get("task", {})
     family = info.get("family", "train") if isinstance(info, dict) else "train"
-    if not isinstance(family, str) or family not in FAMILIES:
-        raise SpecError(source, "task.family", f"unknown value {family!r}; {_suggest(str(family), FAMILIES)}")
+    known = families.families()
+    if not isinstance(family, str) or family not in known:
+        raise SpecError(source, "task.family", f"unknown value {family!r}; {_suggest(str(family), known)}")
     return family
 
 

@@ -57,8 +57,8 @@ def test_missing_dataset_offline_gives_the_alternatives(bench, tmp_path):
 def test_unavailable_backend_says_how_to_install():
     from fwbench.backend import Backend
     from fwbench.errors import BackendUnavailable
-    from fwbench.matrix import _pick_backends
     from fwbench.registry import Registry
+    from fwbench.run.matrix import _pick_backends
 
     class Missing(Backend):
         name, requires, extra = "ghost", ("no_such_framework_xyz",), "ghost"

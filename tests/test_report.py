@@ -257,3 +257,15 @@ def test_scaling_points_come_from_cases_or_from_varied_input_sizes():
     points = scaling_points([small, large])
     assert sorted(p["input"] for p in points) == [8, 28]
     assert scaling_points([small]) == []  # one size is no study
+
+
+@pytest.mark.parametrize("width", [3.6, 5.0, 13.0])
+def test_backend_legend_fits_inside_the_figure(width):
+    from fwbench.report.plotting import backend_legend, new_figure
+
+    fig = new_figure(width, 3.0)
+    fig.subplots(1, 1)
+    backend_legend(fig, ["jax", "numpy", "tensorflow", "torch", "keras-jax", "flax"])
+    fig.canvas.draw()
+    box, legend = fig.bbox, fig.legends[0].get_window_extent()
+    assert box.x0 - 1 <= legend.x0 and legend.x1 <= box.x1 + 1, (legend, box)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from .. import __version__
 from ..errors import DatasetError
+from ..version import __version__
 
 #: ``FWBENCH_MIRRORS_<NAME>`` (comma- or space-separated base URLs) replaces a dataset's mirrors.
 MIRRORS_ENV_PREFIX = "FWBENCH_MIRRORS_"

@@ -8,7 +8,6 @@ The HTML page has inline CSS, figures as base64 PNG ``data:`` URIs and the recor
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,10 @@ FORMATS = ("html", "md", "csv", "parquet")
 
 def load_for_report(paths: Iterable[str | Path] | str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Records under ``paths`` and the messages of the files that were skipped (corrupt, truncated...)."""
-    from ..results import RecordWarning, load_records
+    from ..results import load_records
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RecordWarning)
-        records = load_records(paths)
-    skipped = [str(w.message) for w in caught if issubclass(w.category, RecordWarning)]
-    for w in caught:  # anything else goes on to the caller's filters
-        if not issubclass(w.category, RecordWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    skipped: list[str] = []
+    records = load_records(paths, skipped)
     return records, skipped
 
 

@@ -9,8 +9,8 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from .. import __version__
 from ..results import dumps
+from ..version import __version__
 from . import figures, microbench_figures, tables
 from .cells import (
     backend_color,

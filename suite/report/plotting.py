@@ -74,7 +74,22 @@ def backend_legend(fig: Figure, backends: list[str], extra: list | None = None, 
     """One legend for the whole figure: above the panels, or below them when a title sits above."""
     handles = [Patch(facecolor=backend_color(b), label=literal(b)) for b in backends] + (extra or [])
     fig.legend(handles=handles, loc="outside lower center" if bottom else "outside upper center",
-               ncols=min(len(handles), 8))
+               ncols=legend_columns(fig, [h.get_label() for h in handles]))
+
+
+def legend_columns(fig: Figure, labels: list[str]) -> int:
+    """As many legend columns as fit the figure's width (so no label is cut at the edge)."""
+    char_in = 0.6 * plt_rc_fontsize() / 72  # an average character's width, in inches
+    entry_in = max((len(str(label)) for label in labels), default=1) * char_in + 0.9  # + patch, gaps
+    fits = int(fig.get_figwidth() // entry_in)
+    return max(1, min(len(labels), 8, fits))
+
+
+def plt_rc_fontsize() -> float:
+    """The legend's font size in points (matplotlib's rc setting)."""
+    from matplotlib import font_manager, rcParams
+
+    return font_manager.FontProperties(size=rcParams["legend.fontsize"]).get_size_in_points()
 
 
 def grouped_bars(ax, categories: list[str], backends: list[str],

@@ -38,7 +38,7 @@ def example_record(backend: str = "torch", task: str = "mlp_mnist", *, dataset: 
                    peak_host_bytes: int = 400 * 2**20, compile_s: float | None = 0.5, epochs: int = 3,
                    batch_size: int = 64, conv: bool | None = None, run_id: str = RUN_ID,
                    warnings: list[str] | None = None, family: str = "train") -> dict[str, Any]:
-    """One record as `fwbench.worker` writes it. ``step_time ± noise`` gives the raw step times."""
+    """One record as `fwbench.run.worker` writes it. ``step_time ± noise`` gives the raw step times."""
     overrides = {"dataset.name": dataset, **(overrides or {})}
     conv = task.startswith("cnn") if conv is None else conv
     cell_id = "__".join([backend, task, device] + [f"{k}={v}" for k, v in sorted(overrides.items())])
@@ -134,7 +134,7 @@ def scaling_record(backend: str, speed: float = 1.0) -> dict[str, Any]:
 
 
 def study_records() -> list[dict[str, Any]]:
-    """A small `regularization` study run (`fwbench.study`): two variants on two backends."""
+    """A small `regularization` study run (`fwbench.studies.spec`): two variants on two backends."""
     out = []
     for backend, speed in (("torch", 1.0), ("jax", 2.0)):
         for order, (task, label, train, val) in enumerate((("mlp_overfit", "none", 1.0, 0.80),

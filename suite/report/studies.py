@@ -1,4 +1,4 @@
-"""The report's Studies section: one block per study run (`fwbench.study`), built from its records.
+"""The report's Studies section: one block per study run (`fwbench.studies.spec`), built from its records.
 
 A block has the study's title and kind, the teacher's description (plain text, escaped by the
 template: paragraphs, and ``- `` lines as lists), a table (one row per variant, one column per

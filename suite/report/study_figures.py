@@ -1,4 +1,4 @@
-"""The figures of the report's Studies section: one function per study kind (`fwbench.study`).
+"""The figures of the report's Studies section: one function per study kind (`fwbench.studies.spec`).
 
 Each takes the records of one study run (every one carries ``study``: its label, order...) and
 returns ``{"title", "uri", "alt", "caption", "width"}`` dicts. Backends keep their colours from

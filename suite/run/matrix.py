@@ -6,8 +6,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendUnavailable, UsageError
-from .runner import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id
+from ..errors import BackendUnavailable, UsageError
+from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id
 
 
 @dataclass
@@ -38,7 +38,7 @@ def _pick_backends(registry, names: list[str] | None) -> list[str]:
 
 def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
     """Fail before any cell runs if a dataset is neither packaged, cached nor downloadable."""
-    from .datasets.base import default_data_dir
+    from ..datasets.base import default_data_dir
 
     dataset = registry.get_dataset(name)
     data_dir = data_dir or default_data_dir()
@@ -48,12 +48,12 @@ def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
 
 
 def plan_run(args) -> Plan:
-    from .plugins import get_registry
-    from .spec import is_bench_spec, load_task, parse_overrides
+    from ..plugins import get_registry
+    from ..spec import is_bench_spec, load_task, parse_overrides
 
     registry = get_registry()
     if args.executor not in registry.executors:
-        from .errors import UnknownNameError
+        from ..errors import UnknownNameError
 
         raise UnknownNameError("executor", args.executor, list(registry.executors))
     if args.executor == "local" and (getattr(args, "workers", None) or getattr(args, "scheduler", None)):
@@ -118,7 +118,7 @@ def _save_weights_dir(args) -> str | None:
 
 def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict[str, Any] | None:
     """``--peak``: "off" (none), a number (GFLOP/s, given), or "auto" (cached or measured once,
-    with every available backend that has microbenchmark ops; see `fwbench.peak`)."""
+    with every available backend that has microbenchmark ops; see `fwbench.micro.peak`)."""
     if mode in (None, "off"):
         return None
     if mode != "auto":
@@ -129,8 +129,8 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict
         if gflops <= 0:
             raise UsageError(f"--peak {mode!r}: the peak must be > 0 GFLOP/s")
         return {"gflops": gflops, "source": "command line", "per_backend": {}}
-    from .display import make_console
-    from .peak import resolve_peak
+    from ..display import make_console
+    from ..micro.peak import resolve_peak
 
     console = make_console(stderr=True)
     available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]
@@ -149,8 +149,8 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict
 def run_planned(plan: Plan, args) -> int:
     import sys
 
-    from .display import RunDisplay, make_console, results_notes, results_table
-    from .plugins import get_registry
+    from ..display import RunDisplay, make_console, results_notes, results_table
+    from ..plugins import get_registry
 
     registry = get_registry()
     executor = registry.executors[args.executor](**vars(args))
@@ -162,12 +162,12 @@ def run_planned(plan: Plan, args) -> int:
     with RunDisplay(todo, console, enabled=show) as display:
         outcome = execute(plan.cells, plan.run_dir, executor, resume_done=plan.resume_done,
                           display=display, manifest=plan.manifest)
-    from .results import load_records
+    from ..results import load_records
 
     records = [r for r in load_records(plan.run_dir) if r.get("cell_id") in {c.cell_id for c in plan.cells}]
     out = make_console()
     out.print(results_table(records, title=f"Results of run {plan.run_dir.name}"))
-    from .bench_display import cases_tables
+    from ..micro.tables import cases_tables
 
     for table in cases_tables(records):
         out.print(table)
@@ -175,7 +175,7 @@ def run_planned(plan: Plan, args) -> int:
         out.print(line)
     out.print(f"records: {plan.run_dir}")
     if getattr(args, "report", None) is not None:
-        from .report import write_report
+        from ..report import write_report
 
         report_path = Path(args.report) if args.report else plan.run_dir / "report.html"
         write_report(records, report_path)

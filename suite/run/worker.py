@@ -1,44 +1,22 @@
-"""One cell, in its own process: ``python -m fwbench.worker CELL.json RESULT.json``.
+"""One cell, in its own process: ``python -m fwbench.run.worker CELL.json RESULT.json``.
 
 Never raises: every outcome, errors included, becomes a record written to RESULT.json. The driver
-(`fwbench.runner`) turns a process that dies without writing one into a failed record itself.
+(`fwbench.run.local`) turns a process that dies without writing one into a failed record itself.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import resource
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .errors import DeviceError, UsageError
-from .results import SCHEMA_VERSION, now_iso
-
-
-def pin_threads(threads: int) -> None:
-    """Cap every library at ``threads`` cores the same way: CPU affinity (what really limits JAX
-    and XLA) on top of the OMP/MKL/OpenBLAS variables the driver already set."""
-    if hasattr(os, "sched_getaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        if threads < len(cores):
-            os.sched_setaffinity(0, cores[:threads])
-
-
-def memory_status() -> dict[str, int]:
-    """VmRSS / VmHWM of this process in bytes (Linux); ru_maxrss as a fallback for the peak."""
-    out = {}
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    except OSError:
-        out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return out
+from ..errors import DeviceError, UsageError
+from ..results import SCHEMA_VERSION, now_iso
+from .process import memory_status, pin_threads
 
 
 def resolve_device(backend, requested: str) -> str:
@@ -61,7 +39,7 @@ def progress(message: str) -> None:
 
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """Run one cell to a record. Exceptions become ``status: failed`` with the reason."""
-    from .plugins import get_plugin_manager, get_registry
+    from ..plugins import get_plugin_manager, get_registry
 
     started, t0 = now_iso(), time.perf_counter()
     record: dict[str, Any] = {
@@ -83,7 +61,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             return record
         record["env"] = _environment(threads, get_plugin_manager())
         _add_peak(cell, record)
-        from .spec import is_bench_spec, load_task
+        from ..spec import is_bench_spec, load_task
 
         spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
         if is_bench_spec(spec):
@@ -104,7 +82,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _environment(threads: int, pm) -> dict[str, Any]:
-    from .environment import collect
+    from ..environment import collect
 
     env = collect(threads)
     extra = {}
@@ -116,13 +94,13 @@ def _environment(threads: int, pm) -> dict[str, Any]:
 
 
 def _train_cell(cell, record, backend, registry, threads) -> None:
-    from .backend import BuildRequest
-    from .data import prepare
-    from .datasets.base import default_data_dir
-    from .datasets.packaged import Synthetic
-    from .model import analyze, initial_weights
-    from .spec import load_task, spec_to_dict
-    from .training import train
+    from ..backend import BuildRequest
+    from ..data import prepare
+    from ..datasets.base import default_data_dir
+    from ..datasets.packaged import Synthetic
+    from ..model import analyze, initial_weights
+    from ..spec import load_task, spec_to_dict
+    from ..training import train
 
     task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
     record["config"] = spec_to_dict(task)
@@ -130,7 +108,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     if isinstance(dataset, Synthetic) and task.dataset.shape:
         dataset = Synthetic(input_shape=task.dataset.shape)
     if task.dataset.classes:  # a subset of the classes, relabelled 0..k-1
-        from .datasets.subset import ClassSubset
+        from ..datasets.subset import ClassSubset
 
         dataset = ClassSubset(dataset, task.dataset.classes, task.source)
     record["dataset"] = dataset.name
@@ -151,7 +129,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
 
     weights = initial_weights(task.model, info, task.training.seed, task.training.dtype)
     if task.model.init_from:  # a checkpoint: matching arrays replace the canonical init
-        from .checkpoints import apply_init_from
+        from ..checkpoints import apply_init_from
 
         weights, record["init_from"] = apply_init_from(task.model.init_from, weights, task.source)
         if record["init_from"].get("warning"):
@@ -184,7 +162,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     record["warnings"] += result.warnings
     record["compile_info"] = dict(trainer.compile_info)
     if cell.get("save_weights"):  # the final weights (early stopping's best, if restored)
-        from .checkpoints import save_checkpoint
+        from ..checkpoints import save_checkpoint
 
         record["weights_path"] = str(save_checkpoint(
             Path(cell["save_weights"]) / f"{cell['cell_id']}.npz", result.final_weights,
@@ -194,7 +172,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
 
 
 def _add_peak(cell: dict[str, Any], record: dict[str, Any]) -> None:
-    """The machine's measured peak (`fwbench.peak`) the run passed down, for every record."""
+    """The machine's measured peak (`fwbench.micro.peak`) the run passed down, for every record."""
     info = dict(cell.get("peak_info") or {})
     if cell.get("peak_flops"):
         info.setdefault("gflops", cell["peak_flops"] / 1e9)
@@ -205,7 +183,7 @@ def _add_peak(cell: dict[str, Any], record: dict[str, Any]) -> None:
 def _complete_environment(record: dict[str, Any]) -> None:
     """Facts known only once the backend ran: dtype, compile mode, BLAS libraries then loaded
     (frameworks bring their own), the GPU and its driver."""
-    from .environment import blas_info, framework_kernels, gpu_info, summarize
+    from ..environment import blas_info, framework_kernels, gpu_info, summarize
 
     env, config = record["env"], record.get("config") or {}
     env["dtype"] = ((config.get("training") or config.get("bench") or {}).get("dtype"))
@@ -236,9 +214,9 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
 
 
 def _bench_cell(cell, record, backend, spec, threads) -> None:
-    """A microbenchmark cell (`fwbench.bench_families`): configure, run every case, record."""
-    from .bench_families import run_bench
-    from .spec import spec_to_dict
+    """A microbenchmark cell (`fwbench.micro.families`): configure, run every case, record."""
+    from ..micro.families import run_bench
+    from ..spec import spec_to_dict
 
     record["config"] = spec_to_dict(spec)
     record["dataset"], record["synthetic_data"] = "synthetic", True
@@ -281,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     cell_path, out_path = map(Path, argv)
     cell = json.loads(cell_path.read_text())
     record = run_cell(cell)
-    from .results import dumps
+    from ..results import dumps
 
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(dumps(record))

@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import UsageError
-from .runner import Cell, failed_record, run_cell_subprocess
+from ..errors import UsageError
+from .local import Cell, failed_record, run_cell_subprocess
 
 ALLOWED_FAILURES = 1
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .results import SCHEMA_VERSION, now_iso, read_record, safe_name, write_record
+from ..results import SCHEMA_VERSION, now_iso, read_record, safe_name, write_record
 
 #: Environment variables that pin a native library's thread pool; set for every cell alike.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -39,7 +39,7 @@ class Cell:
     timeout_s: float = 3600.0
     data_dir: str | None = None
     memory_limit_mb: int | None = None
-    peak_flops: float | None = None  # the machine's measured peak (FLOP/s), see fwbench.peak
+    peak_flops: float | None = None  # the machine's measured peak (FLOP/s), see fwbench.micro.peak
     peak_info: dict[str, Any] = field(default_factory=dict)  # its details (bandwidth, per backend)
     save_weights: str | None = None  # a folder: the cell writes <folder>/<cell_id>.npz (fwbench.checkpoints)
 
@@ -112,7 +112,7 @@ def run_cell_subprocess(cell: Cell, run_dir: Path, on_output: Callable[[str], No
         cell_file.write_text(json.dumps(cell.to_dict()))
         started = time.perf_counter()
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "fwbench.worker", str(cell_file), str(result_file)],
+            proc = subprocess.Popen([sys.executable, "-m", "fwbench.run.worker", str(cell_file), str(result_file)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True, preexec_fn=_limit_memory(cell.memory_limit_mb))
             timed_out = False
@@ -204,7 +204,7 @@ class RunOutcome:
 def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable[str] = (),
             display=None, manifest: dict | None = None) -> RunOutcome:
     """Run ``cells`` with ``executor``; write each record the moment it arrives; call hooks."""
-    from .plugins import get_plugin_manager
+    from ..plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     run_dir.mkdir(parents=True, exist_ok=True)

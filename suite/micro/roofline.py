@@ -15,7 +15,7 @@ written once, the least any implementation must move) say more:
 """
 from __future__ import annotations
 
-from .bench_spec import BatchNormCase, Conv2DCase, DenseCase, PoolCase
+from .spec import BatchNormCase, Conv2DCase, DenseCase, PoolCase
 
 #: FLOPs per parameter of one update (weight decay adds 2).
 OPTIMIZER_FLOPS = {"sgd": 2, "momentum": 4, "nesterov": 6, "rmsprop": 9, "adagrad": 7, "adam": 13,

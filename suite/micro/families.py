@@ -1,8 +1,8 @@
 """Run a microbenchmark spec (`BenchSpec`) on one backend: one function per family.
 
 Every family returns rows for ``metrics["cases"]`` (one per case and pass, or per optimizer and
-size, or per model and input size) with the timing of `fwbench.microbench.timing_fields`, the
-analytic work of `fwbench.roofline` (GFLOP/s, GB/s and percentages of the machine's peaks) and
+size, or per model and input size) with the timing of `fwbench.micro.protocol.timing_fields`, the
+analytic work of `fwbench.micro.roofline` (GFLOP/s, GB/s and percentages of the machine's peaks) and
 memory (analytic bytes of the case's arrays, host peak, device peak). A case that raises becomes a
 row with ``error`` and a warning; the run goes on (only a cell where every case failed fails).
 
@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .bench_spec import (
+from ..run.process import memory_status
+from .protocol import Measurement, Protocol, measure, timing_fields
+from .roofline import batchnorm_work, conv2d_work, dense_work, optimizer_work, pool_work, rates
+from .spec import (
     BatchNormCase,
     BenchSpec,
     Conv2DCase,
@@ -37,9 +40,6 @@ from .bench_spec import (
     convergence_lr,
     itemsize,
 )
-from .microbench import Measurement, Protocol, measure, timing_fields
-from .roofline import batchnorm_work, conv2d_work, dense_work, optimizer_work, pool_work, rates
-from .worker import memory_status
 
 
 @dataclass
@@ -237,7 +237,7 @@ def _optim_grid(cases) -> Iterator[tuple[int, OptimCase, str, int]]:
 
 
 def run_optim_step(ctx: BenchContext, warnings: list[str]) -> list[dict[str, Any]]:
-    from .spec import OptimizerSpec
+    from ..spec import OptimizerSpec
 
     rows = []
     for index, case, name, n in _optim_grid(ctx.spec.cases):
@@ -275,10 +275,10 @@ def convergence_problem(conv, seed: int, dtype: str) -> tuple[np.ndarray, np.nda
 
 def run_convergence(ctx: BenchContext, warnings: list[str]) -> dict[str, list[float]]:
     """Loss of every step of each optimizer on `convergence_problem`, via ``backend.build``."""
-    from .backend import BuildRequest
-    from .layers import Dense
-    from .model import analyze, initial_weights
-    from .spec import DatasetSpec, ModelSpec, OptimizerSpec, TaskInfo, TaskSpec, TrainingSpec
+    from ..backend import BuildRequest
+    from ..layers import Dense
+    from ..model import analyze, initial_weights
+    from ..spec import DatasetSpec, ModelSpec, OptimizerSpec, TaskInfo, TaskSpec, TrainingSpec
 
     conv = ctx.spec.convergence
     if conv is None or not conv.steps:
@@ -318,8 +318,8 @@ def run_convergence(ctx: BenchContext, warnings: list[str]) -> dict[str, list[fl
 
 def scaling_task(ctx: BenchContext, case: ScalingCase, size: int):
     """The training spec of ``case`` at ``size`` x ``size`` inputs, and its analysis."""
-    from .model import analyze
-    from .spec import DatasetSpec, ModelSpec, OptimizerSpec, TaskInfo, TaskSpec, TrainingSpec
+    from ..model import analyze
+    from ..spec import DatasetSpec, ModelSpec, OptimizerSpec, TaskInfo, TaskSpec, TrainingSpec
 
     shape = (case.channels, size, size)
     model = ModelSpec(layers=case.layers, init=case.init)
@@ -339,8 +339,8 @@ def _train_step(trainer, batch, lr: float) -> Callable[[], Any]:
 
 
 def run_param_scaling(ctx: BenchContext, warnings: list[str]) -> list[dict[str, Any]]:
-    from .backend import BuildRequest
-    from .model import initial_weights
+    from ..backend import BuildRequest
+    from ..model import initial_weights
 
     rows = []
     for index, case in enumerate(ctx.spec.cases):

@@ -14,7 +14,7 @@ result is cached (``peak.json`` in ``$FWBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOM
 versions and the backend; a run measures only its own backends that have no number yet, and the
 peak is the best number known. ``bench info --peak`` measures every available backend again.
 
-``python -m fwbench.peak BACKEND THREADS`` is the per-backend child process (prints one JSON line).
+``python -m fwbench.micro.peak BACKEND THREADS`` is the per-backend child process (prints one JSON line).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .microbench import Protocol, measure
+from .protocol import Protocol, measure
 from .roofline import matmul_flops
 
 #: Matrix sizes tried, smallest first; the first whose product takes >= `TARGET_S` is measured.
@@ -106,8 +106,8 @@ def measure_bandwidth(threads: int, floats: int = BANDWIDTH_FLOATS, repeats: int
 
 def child_main(backend_name: str, threads: int, with_bandwidth: bool) -> dict[str, Any]:
     """One backend's peak, in this (fresh) process: configure, make ops, multiply."""
-    from .plugins import get_registry
-    from .worker import pin_threads
+    from ..plugins import get_registry
+    from ..run.process import pin_threads
 
     pin_threads(threads)
     backend = get_registry().get_backend(backend_name)
@@ -150,7 +150,7 @@ def _versions() -> dict[str, str]:
 
 def machine_facts(threads: int) -> dict[str, Any]:
     """What a peak depends on besides the backend: CPU, threads, library versions, BLAS core type."""
-    from .environment import cpu_info
+    from ..environment import cpu_info
 
     cpu = cpu_info()
     return {"cpu": cpu["model"], "logical_cores": cpu["logical_cores"], "threads": threads,
@@ -185,10 +185,10 @@ def write_cache(entries: dict[str, Any], path: Path | None = None) -> None:
 
 def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float = CHILD_TIMEOUT_S) -> dict:
     """`child_main` in a fresh interpreter with the run's thread variables; errors become data."""
-    from .runner import THREAD_ENV
+    from ..run.local import THREAD_ENV
 
     env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
-    cmd = [sys.executable, "-m", "fwbench.peak", backend, str(threads)] + (["--bandwidth"] if with_bandwidth else [])
+    cmd = [sys.executable, "-m", "fwbench.micro.peak", backend, str(threads)] + (["--bandwidth"] if with_bandwidth else [])
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env,
                               stdin=subprocess.DEVNULL)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .timing import summarize, timing_warnings
+from ..timing import summarize, timing_warnings
 
 #: Successive warm-up timings that must agree before the warm-up counts as steady.
 STEADY_WINDOW = 3

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fwbench.bench_families import conv2d_data, run_bench
-from fwbench.bench_spec import Conv2DCase, bench_from_dict
-from fwbench.microbench import Protocol, measure
+from fwbench.micro.families import conv2d_data, run_bench
+from fwbench.micro.protocol import Protocol, measure
+from fwbench.micro.spec import Conv2DCase, bench_from_dict
 from fwbench.ops import Op, Ops
 from fwbench.spec import OPTIMIZERS, OptimizerSpec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def test_matmul_op_for_the_peak(registry, name):
 # ---------------------------------------------------------------------------------------------
 
 def test_peak_is_measured_per_backend_cached_and_the_best_is_taken(tmp_path):
-    from fwbench.peak import resolve_peak
+    from fwbench.micro.peak import resolve_peak
 
     calls = []
 

@@ -12,7 +12,7 @@ import time
 import pytest
 from fwbench import results as results_mod
 from fwbench.results import load_records, write_record
-from fwbench.runner import Cell, execute
+from fwbench.run.local import Cell, execute
 
 QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=2", "--no-progress"]
 

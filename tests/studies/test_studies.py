@@ -14,8 +14,8 @@ from fwbench.errors import SpecError
 from fwbench.model import analyze
 from fwbench.plugins import get_registry
 from fwbench.spec import task_from_dict
-from fwbench.study import STUDY_KINDS, load_study
-from fwbench.study_runner import StudyExecutor, plan_cells
+from fwbench.studies.command import StudyExecutor, plan_cells
+from fwbench.studies.spec import STUDY_KINDS, load_study
 
 STUDY = """
 [study]

@@ -1,6 +1,6 @@
 """``bench study NAME``: plan a study's cells for each backend, run them, write the report.
 
-Every cell runs through the normal runner (`fwbench.runner.execute`, one process per cell) into
+Every cell runs through the normal runner (`fwbench.run.local.execute`, one process per cell) into
 ``<out>/<run_id>/``; each record carries ``study`` (name, kind, title, description, the cell's
 label...) and the study's profile. A cell that starts from another cell's weights
 (``model.init_from = "@label"``) gets that cell's checkpoint of the same backend,
@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .runner import Cell, LocalExecutor, failed_record
-from .study import REFERENCE_KEY, Study, StudyCell
+from ..errors import UsageError
+from ..run.local import Cell, LocalExecutor, failed_record
+from .spec import REFERENCE_KEY, Study, StudyCell
 
 #: Study facts copied into every record's ``study`` (the rest is per cell).
 STUDY_FIELDS = ("name", "title", "kind", "description", "source", "profile")
@@ -23,7 +23,7 @@ STUDY_FIELDS = ("name", "title", "kind", "description", "source", "profile")
 
 def add_study_command(subparsers) -> None:
     """Register ``bench study`` (called from the built-in `fwbench_register_commands`)."""
-    from .cli import _csv, _positive_float, _positive_int
+    from ..cli import _csv, _positive_float, _positive_int
 
     study = subparsers.add_parser(
         "study", help="run a named study (a set of cells) and write its report",
@@ -121,7 +121,7 @@ def study_table(records: list[dict[str, Any]], title: str):
     from rich.table import Table
     from rich.text import Text
 
-    from .display import STATUS_STYLE, _fmt
+    from ..display import STATUS_STYLE, _fmt
 
     table = Table(title=title, header_style="bold", title_justify="left")
     for name in ("variant", "backend", "task · dataset", "status", "test acc", "epochs", "train s", "params"):
@@ -139,14 +139,14 @@ def study_table(records: list[dict[str, Any]], title: str):
 
 
 def cmd_study(args) -> int:
-    from .display import RunDisplay, make_console, results_notes
-    from .matrix import _ensure_dataset, _pick_backends, default_threads
-    from .plugins import get_registry
-    from .report import write_report
-    from .results import load_records
-    from .runner import execute, new_run_id
-    from .spec import load_task, parse_overrides
-    from .study import load_study
+    from ..display import RunDisplay, make_console, results_notes
+    from ..plugins import get_registry
+    from ..report import write_report
+    from ..results import load_records
+    from ..run.local import execute, new_run_id
+    from ..run.matrix import _ensure_dataset, _pick_backends, default_threads
+    from ..spec import load_task, parse_overrides
+    from .spec import load_study
 
     registry = get_registry()
     path = registry.get_study_file(args.name)

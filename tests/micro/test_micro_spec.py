@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 from fwbench.backend import Backend
-from fwbench.bench_spec import BenchSpec, Conv2DCase, OptimCase, ScalingCase
 from fwbench.errors import SpecError
+from fwbench.micro.spec import BenchSpec, Conv2DCase, OptimCase, ScalingCase
 from fwbench.spec import TaskSpec, is_bench_spec, load_task
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "tasks" / "bench"
+BENCH_DIR = Path(__file__).resolve().parents[2] / "tasks" / "bench"
 SHIPPED = sorted(BENCH_DIR.glob("*.toml"))
 
 CONV = """
@@ -55,7 +55,7 @@ def test_conv2d_sweep_and_its_quick_profile():
 
 
 def test_training_tasks_still_load_as_task_specs():
-    spec = load_task(Path(__file__).resolve().parents[1] / "tasks" / "mlp_mnist.toml")
+    spec = load_task(Path(__file__).resolve().parents[2] / "tasks" / "mlp_mnist.toml")
     assert isinstance(spec, TaskSpec) and not is_bench_spec(spec) and spec.task.family == "train"
 
 

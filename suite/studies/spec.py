@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError, UnknownNameError
-from .spec import ALIASES, _suggest, build, read_toml, task_family, task_from_dict
+from ..errors import SpecError, UnknownNameError
+from ..spec import ALIASES, _suggest, build, read_toml, task_family, task_from_dict
 
 STUDY_KINDS = ("sweep", "regularization", "architectures", "vanishing_gradients", "transfer")
 REFERENCE_KEY = "model.init_from"
@@ -259,7 +259,7 @@ def load_study(path: str | Path, registry, profile: str | None = None,
 def _check_model(task, registry) -> None:
     """Shape-check the model on its dataset's sample shape and classes (no data is loaded), so
     a head that does not fit the classes or a bad ``model.frozen`` fails before anything runs."""
-    from .model import analyze
+    from ..model import analyze
 
     dataset = registry.datasets.get(task.dataset.name)
     if dataset is None:

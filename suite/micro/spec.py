@@ -16,10 +16,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
-from .layers import INITS, Layer
-from .ops import BATCHNORM_PASSES, CONV_PASSES, DENSE_PASSES, POOL_PASSES
-from .spec import DTYPES, FAMILIES, OPTIMIZERS, TaskInfo, _suggest, build, resolve_raw
+from ..errors import SpecError
+from ..layers import INITS, Layer
+from ..ops import BATCHNORM_PASSES, CONV_PASSES, DENSE_PASSES, POOL_PASSES
+from ..spec import DTYPES, FAMILIES, OPTIMIZERS, TaskInfo, _suggest, build, resolve_raw
 
 BENCH_FAMILIES = tuple(f for f in FAMILIES if f != "train")
 #: Short ``--set`` keys of a microbenchmark (applied before `fwbench.spec.ALIASES`).
@@ -29,7 +29,7 @@ BENCH_ALIASES = {"dtype": "bench.dtype", "seed": "bench.seed", "repeats": "bench
 
 @dataclass(frozen=True, kw_only=True)
 class BenchSettings:
-    """The timing protocol (see `fwbench.microbench.measure`) and the data type of every case."""
+    """The timing protocol (see `fwbench.micro.protocol.measure`) and the data type of every case."""
 
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
     #: Timed units per case and pass; the statistics (median, CI...) are over these.
@@ -310,8 +310,8 @@ def _check_case(case, source: str, key: str) -> None:
 
 
 def _check_scaling(case: ScalingCase, source: str, key: str) -> None:
-    from .model import analyze
-    from .spec import ModelSpec
+    from ..model import analyze
+    from ..spec import ModelSpec
 
     if not case.layers:
         raise SpecError(source, f"{key}.layers", "the model has no layers; add at least one layer")

@@ -1,0 +1,81 @@
+"""The house rules of `suite/` (the fwbench package): no import circles, no oversized module.
+
+Imports inside functions count too: a lazy import hides a circle from Python, not from a reader.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+SUITE = Path(__file__).resolve().parents[1] / "suite"
+MAX_LINES = 600
+
+
+def _module_name(path: Path) -> str:
+    parts = ["fwbench", *path.relative_to(SUITE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in SUITE.rglob("*.py")}
+
+
+def _imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The fwbench modules ``name`` imports (module level and inside functions)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    tree = ast.parse(path.read_text())
+    type_only = {id(n) for block in ast.walk(tree) if _is_type_checking_block(block)
+                 for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for alias in node.names:  # `from . import spec` names a module, not an attribute
+                if f"{target}.{alias.name}" in known:
+                    found.add(f"{target}.{alias.name}")
+                elif target in known:
+                    found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in known)
+    found.discard(name)
+    return found
+
+
+def _is_type_checking_block(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` - imports for type checkers only, never run."""
+    return isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def import_graph() -> nx.DiGraph:
+    known = _modules()
+    graph = nx.DiGraph()
+    for name, path in known.items():
+        graph.add_node(name)
+        graph.add_edges_from((name, target) for target in _imports(name, path, known))
+    return graph
+
+
+def test_the_graph_sees_relative_and_lazy_imports():
+    graph = import_graph()
+    assert graph.has_edge("fwbench.spec", "fwbench.families")  # `from . import families`
+    assert graph.has_edge("fwbench.cli", "fwbench.run.matrix")  # inside a function
+    assert graph.has_edge("fwbench.micro.families", "fwbench.run.process")  # `from ..run.process`
+
+
+def test_no_import_circles():
+    circles = [sorted(c) for c in nx.strongly_connected_components(import_graph()) if len(c) > 1]
+    assert circles == [], f"modules that import each other (directly or round a circle): {circles}"
+
+
+def test_no_module_over_600_lines():
+    long = {str(p.relative_to(SUITE)): n for p in SUITE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"split these by concern: {long}"
