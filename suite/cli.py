@@ -92,7 +92,7 @@ def build_parser() -> ArgumentParser:
                           "checkpoint; start another run from it with --set model.init_from=PATH)")
     run.set_defaults(handler=cmd_run)
 
-    lst = sub.add_parser("list", help="list backends, tasks or datasets")
+    lst = sub.add_parser("list", help="list backends, tasks, datasets or studies (--json for scripts)")
     lst.add_argument("what", nargs="?", choices=["backends", "tasks", "datasets", "studies"], default="backends")
     lst.add_argument("--json", action="store_true", help="print the rows as JSON (for scripts)")
     lst.set_defaults(handler=cmd_list)
