@@ -241,7 +241,7 @@ def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 18
         todo = list(tasks)
         while todo:
             done, reason = _check_process(backend, todo, timeout)
-            for task, rows in done.items():
+            for rows in done.values():
                 results += [Check(**row) for row in rows]
             todo = [t for t in todo if t not in done]
             if todo:  # the process ended inside todo[0]
@@ -255,7 +255,8 @@ def _check_process(backend: str, tasks: list[str], timeout: float) -> tuple[dict
     if it did not finish them all, why."""
     cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
         stdout, stderr, why = proc.stdout, proc.stderr, f"exit {proc.returncode}"
     except subprocess.TimeoutExpired as exc:
         decode = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")

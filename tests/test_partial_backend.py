@@ -108,13 +108,13 @@ def test_the_run_measures_no_peak_with_a_backend_without_ops(monkeypatch):
             return self.ops
 
     class Registry:
-        backends = {"numpy": Fake(True), "outside": Fake(False)}
+        def __init__(self):
+            self.backends = {"numpy": Fake(True), "outside": Fake(False)}
 
     seen = {}
 
     def resolve(run_backends, available, threads, progress):
         seen.update(run=run_backends, available=available)
-        return None
 
     monkeypatch.setattr(peak, "resolve_peak", resolve)
     assert _machine_peak(Registry(), "auto", 1, ["outside", "numpy"]) is None

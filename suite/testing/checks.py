@@ -121,7 +121,7 @@ def check_weights(backend_name: str, task_name: str) -> str:
     """get_weights returns the canonical names, shapes, dtype and the weights it was built with;
     set_weights loads new ones (get_weights returns them, predict changes with them)."""
     backend = configured(backend_name)
-    trainer, info, weights, shape, _ = build(backend, load(task_name))
+    trainer, _, weights, shape, _ = build(backend, load(task_name))
     got = trainer.get_weights()
     if set(got) != set(weights):
         raise KitFailure(f"get_weights names differ from the canonical ones: missing {sorted(set(weights) - set(got))}, "
