@@ -73,7 +73,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         support = backend.supports(spec)
         if not support.ok:
             record.update(status="skipped", error=not_applicable(support.reason),
-                          dataset=None if is_bench_spec(spec) else spec.dataset.name)
+                          dataset="synthetic" if is_bench_spec(spec) else spec.dataset.name)
             return record
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)

@@ -79,12 +79,16 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     backends = config.getoption(OPTION)
     if not backends:
         return
+    from ..errors import FwbenchError
     from . import checks
 
-    tasks = config.getoption("--fwbench-task") or checks.training_tasks()
-    peak = config.getoption("--fwbench-peak")
-    for backend in backends:
-        items.extend(_items(session, backend, tasks, peak))
+    try:
+        tasks = config.getoption("--fwbench-task") or checks.training_tasks()
+        peak = config.getoption("--fwbench-peak")
+        for backend in backends:
+            items.extend(_items(session, backend, tasks, peak))
+    except FwbenchError as exc:  # an unknown --fwbench-task, a broken spec: one line, no traceback
+        raise pytest.UsageError(f"fwbench kit: {exc}") from None
 
 
 def _items(session, backend: str, tasks: list[str], peak: float | None) -> list[KitItem]:
@@ -94,6 +98,10 @@ def _items(session, backend: str, tasks: list[str], peak: float | None) -> list[
     def item(name: str, check: Callable[[], str]) -> KitItem:
         return KitItem.from_parent(session, name=name, nodeid=f"fwbench-kit[{backend}]::{name}", check=check)
 
+    for task in tasks:
+        if load(task).task.family != "train":
+            raise pytest.UsageError(f"fwbench kit: --fwbench-task {task}: a {load(task).task.family} "
+                                    "microbenchmark; the kit checks training tasks")
     registry_backend = _registered(backend)
     supported = [t for t in tasks if registry_backend is None or registry_backend.supports(load(t)).ok]
     declined = [t for t in tasks if t not in supported]
