@@ -72,6 +72,7 @@ def test_the_kit_fails_a_wrong_parameter_count_and_a_set_weights_that_does_nothi
         check_weights("kit_miscounting", "mlp_mnist")
     with pytest.raises(NotApplicable, match="not applicable: conv2d"):
         check_params("kit_miscounting", "cnn_mnist")
+    register(fwbench_toy.ToyBackend())
     assert check_params("toy", "mlp_mnist") == "101770 trainable parameters"  # the same check passes
 
 
