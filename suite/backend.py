@@ -14,6 +14,11 @@ Microbenchmarks (conv2d, dense, pooling, batchnorm and optimizer-step tasks) use
 without touching this contract: put a module ``ops.py`` next to the backend's module (in the same
 package) with ``make_ops(backend, device, dtype, options=None) -> Ops``; `Backend.ops` finds it.
 Override `Backend.ops` instead if the module lives elsewhere.
+
+A backend may implement only part of the vocabulary. It declines a task in `Backend.supports`
+(cheap, before the framework is imported) or by raising `Unsupported` from `Backend.build`; the
+cell is then recorded as ``skipped`` ("not applicable: <reason>"), never as a failure. The whole
+contract, with every convention, is in ``docs/plugins.md``.
 """
 from __future__ import annotations
 
@@ -29,6 +34,15 @@ if TYPE_CHECKING:
     from .model import ModelInfo
     from .ops import Ops
     from .spec import TaskSpec
+
+
+class Unsupported(NotImplementedError):
+    """Raised by a backend for a task (or a part of one) it does not implement.
+
+    Raise it from `Backend.build` (or `Backend.ops`) with a message naming what is missing, e.g.
+    ``raise Unsupported("conv2d layers")``: the suite records the cell as skipped, not failed, and
+    `bench check` lists the task as skipped. Any other exception is a crash (a failed record).
+    """
 
 
 @dataclass(frozen=True)
@@ -54,19 +68,36 @@ class BuildRequest:
 class Trainer(ABC):
     """One model + optimizer on one device. Created by `Backend.build`, driven by the suite."""
 
-    #: Facts for the record: {"mode": "eager"|"jit"|"xla"|"compile", ...}.
-    compile_info: dict[str, Any] = {}
+    @property
+    def compile_info(self) -> dict[str, Any]:
+        """Facts for the record: ``{"mode": "eager"|"jit"|"xla"|"compile", ...}``.
+
+        Each trainer has its own dict (assign ``self.compile_info = {...}`` in ``__init__``, or
+        update it in place); the suite copies it into the record after training.
+        """
+        return self.__dict__.setdefault("_compile_info", {})
+
+    @compile_info.setter
+    def compile_info(self, value: dict[str, Any]) -> None:
+        self.__dict__["_compile_info"] = dict(value)
 
     @abstractmethod
     def to_device(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """Move one batch (canonical layout) to the device; convert layout here. Not timed."""
+        """Move one batch to the device; convert layout here. Not timed.
+
+        ``x``: ``(N, C, H, W)`` (or ``(N, features)``) C-contiguous, dtype ``task.training.dtype``
+        (float32 or float64), already normalised; ``y``: ``(N,)`` int64 class indices.
+        """
 
     @abstractmethod
     def train_step(self, batch: Any, lr: float) -> Any:
         """Forward, loss, backward, clipping and one optimizer step with learning rate ``lr``.
 
-        Returns a handle to ``(mean loss, number of correct predictions)`` on the device; the suite
-        passes it to `sync` before reading the clock and to `fetch` at the end of the epoch.
+        ``batch`` is what `to_device` returned. Returns a handle to ``(mean loss, number of
+        correct predictions)``, any object: the suite passes it to `sync` before reading the clock
+        and, at the end of the epoch, a list of them to `fetch`. Do not convert it to Python
+        numbers here (that syncs the device inside the step); the default `fetch` accepts any
+        handle that iterates to two numbers, e.g. a tuple of 0-d device arrays.
         """
 
     @abstractmethod
@@ -86,15 +117,24 @@ class Trainer(ABC):
         """Trainable parameter count, counted by the framework itself."""
 
     def sync(self, handle: Any = None) -> None:
-        """Block until the device has finished the work behind ``handle`` (or all work)."""
+        """Block until the device has finished the work behind ``handle`` (or all work).
+
+        The suite calls it before every clock read. A backend whose steps run asynchronously
+        (GPU, XLA dispatch) must wait here; the default (nothing to wait for) suits eager CPU code.
+        """
 
     def fetch(self, handles: list[Any]) -> np.ndarray:
         """``(len(handles), 2)`` float64: loss and correct count of each train step."""
         return np.asarray([[float(v) for v in h] for h in handles], dtype=np.float64)
 
     def loss_and_grads(self, batch: Any) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
-        """Logits, mean loss and every trainable gradient (canonical names/layouts), train mode,
-        no update. Used by the conformance checks; optional for third-party backends."""
+        """Logits ``(N, classes)``, mean loss and every trainable gradient, train mode, no update.
+
+        Gradients are NumPy arrays keyed by canonical name in the canonical layout (those of
+        `get_weights`, trainable ones only), of the loss before clipping and weight decay. Used by
+        ``bench check``, ``fwbench.testing`` and the ``record_grad_norms`` option; a backend without
+        it is listed as "loss_and_grads not implemented" there and runs everything else.
+        """
         raise NotImplementedError
 
     def peak_device_memory(self) -> int | None:
@@ -112,6 +152,9 @@ class Backend(ABC):
     #: The pip extra that installs them, e.g. "torch" → ``pip install 'fwbench[torch]'``.
     extra: str = ""
     description: str = ""
+    #: What `gpu_available` looked at, for the error of ``--device gpu`` when it sees no GPU,
+    #: e.g. ``"torch.cuda.is_available()"``.
+    gpu_check: str = "the framework's device list"
 
     def availability(self) -> Availability:
         """Cheap check (no framework import): are the required modules installed?"""
@@ -120,6 +163,31 @@ class Backend(ABC):
             return Availability(True)
         hint = f"pip install 'fwbench[{self.extra}]'" if self.extra else f"pip install {' '.join(missing)}"
         return Availability(False, f"{', '.join(missing)} not installed — install with: {hint}")
+
+    def supports(self, task: Any) -> Availability:
+        """Whether this backend implements ``task`` (default: yes).
+
+        ``task`` is a `fwbench.spec.TaskSpec` (training) or a `fwbench.micro.spec.BenchSpec`
+        (microbenchmark; check ``task.task.family``). Cheap and import-free like `availability`:
+        it runs before `configure`. ``Availability(False, "conv2d layers")`` makes the cell
+        ``skipped`` with "not applicable: conv2d layers". Raising `Unsupported` from `build` does
+        the same for what only the build can tell.
+        """
+        return Availability(True)
+
+    def has_ops(self) -> bool:
+        """Whether this backend has microbenchmark ops (`ops`), without importing them.
+
+        The default looks for the module ``ops`` in the backend's package; a backend that
+        overrides `ops` should override this too.
+        """
+        if type(self).ops is not Backend.ops:
+            return True
+        package = type(self).__module__.rpartition(".")[0]
+        try:
+            return bool(package) and importlib.util.find_spec(f"{package}.ops") is not None
+        except (ImportError, ValueError):
+            return False
 
     @abstractmethod
     def version(self) -> str:
@@ -147,7 +215,7 @@ class Backend(ABC):
         ``[backend]`` table (``compile``...).
 
         Raises:
-            NotImplementedError: the backend has no such module.
+            Unsupported: the backend has no such module (its microbenchmark cells are skipped).
         """
         module_name = type(self).__module__
         package = module_name.rpartition(".")[0] or module_name
@@ -157,11 +225,11 @@ class Backend(ABC):
         except ModuleNotFoundError as exc:
             if exc.name not in (target, package):
                 raise  # ops.py exists but imports something missing: show that error
-            raise NotImplementedError(
+            raise Unsupported(
                 f"backend {self.name!r} has no microbenchmark ops; add an ops.py with "
                 f"make_ops(backend, device, dtype, options=None) to the package {package!r} "
                 "(see fwbench.ops)") from None
         if not hasattr(module, "make_ops"):
-            raise NotImplementedError(f"backend {self.name!r}: {target} has no make_ops(backend, device, "
+            raise Unsupported(f"backend {self.name!r}: {target} has no make_ops(backend, device, "
                                       "dtype, options=None); add it (see fwbench.ops)")
         return module.make_ops(self, device, dtype, options=dict(options or {}))

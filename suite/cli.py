@@ -280,8 +280,10 @@ def cmd_check(args) -> int:
         registry.get_task_file(task)
     checks = run_checks(backends, args.task)
     _console().print(summary_table(checks))
-    failed = [c for c in checks if not c.passed]
-    _console().print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    failed = [c for c in checks if not c.passed and not c.skipped]
+    skipped = [c for c in checks if c.skipped]
+    _console().print(f"{len(checks) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
+                     f"{len(skipped)} skipped (not applicable)")
     return EXIT_CELL_FAILED if failed else EXIT_OK
 
 

@@ -12,7 +12,12 @@ train-mode passes are deterministic; BatchNorm runs on batch statistics. Checks 
 * ``curve``: the loss of 20 training steps with the task's own optimizer and schedule
   (relative tolerance 1e-3), and the eval logits after them (1e-2 relative, 1e-3 absolute).
 
-Each backend is checked in its own process (``python -m fwbench.conformance BACKEND``).
+Each backend is checked in its own process (``python -m fwbench.conformance BACKEND``), which
+prints one JSON line per task as it finishes; each (backend, task) stands alone: an exception in
+one task fails that task only, a task the backend declines (`Backend.supports`, or
+`fwbench.backend.Unsupported` from ``build``) is listed as skipped, and a process that dies keeps
+the tasks it finished and is started again for the rest. Input shapes and class counts come from
+the dataset registry, so a dataset added by a plugin is checked at its own shape.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import BuildRequest
+from .backend import BuildRequest, Unsupported
 from .layers import Dropout, Layer, Residual
 from .model import analyze, initial_weights
 from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
@@ -36,8 +41,6 @@ BATCH = 8
 STEPS = 3
 CURVE_STEPS = 20
 REFERENCE = "numpy"
-TASK_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist_5k": (1, 28, 28),
-               "digits": (1, 8, 8), "cifar10": (3, 32, 32), "synthetic": (3, 32, 32)}
 
 
 @dataclass
@@ -49,6 +52,23 @@ class Check:
     max_rel: float
     passed: bool
     note: str = ""
+    skipped: bool = False  # not applicable: the backend declined the task (or this variant of it)
+
+
+def skipped_check(backend: str, task: str, quantity: str, reason: str) -> Check:
+    return Check(backend, task, quantity, np.nan, np.nan, False, f"not applicable: {reason}", skipped=True)
+
+
+def task_input(task: TaskSpec, registry=None) -> tuple[tuple[int, ...], int]:
+    """The input shape ``(C, H, W)`` and class count of ``task``'s dataset, from the registry."""
+    if registry is None:
+        from .plugins import get_registry
+
+        registry = get_registry()
+    dataset = registry.get_dataset(task.dataset.name)
+    shape = tuple(task.dataset.shape) if task.dataset.name == "synthetic" and task.dataset.shape else dataset.input_shape
+    classes = len(task.dataset.classes) or dataset.num_classes  # `dataset.classes`: a subset, relabelled
+    return tuple(shape), classes
 
 
 def _no_dropout(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
@@ -102,8 +122,7 @@ def _put(trainer, batch, dtype):
 
 
 def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) -> list[Check]:
-    shape = TASK_SHAPES.get(task.dataset.name, (3, 32, 32))
-    classes = len(task.dataset.classes) or 10  # `dataset.classes`: a subset, relabelled 0..k-1
+    shape, classes = task_input(task)
     ref = Side(reference_backend, task, shape, classes, "float64")
     cand = Side(candidate_backend, task, shape, classes, "float32")
     data = batches(shape, classes, max(STEPS, CURVE_STEPS))
@@ -116,11 +135,18 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) 
     r, c = ref.build(), cand.build()
     add("logits", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")))
     r_logits, r_loss, r_grads = r.loss_and_grads(_put(r, data[0], "float64"))
-    c_logits, c_loss, c_grads = c.loss_and_grads(_put(c, data[0], "float32"))
-    add("train logits", r_logits, c_logits)
-    add("loss", np.array([r_loss]), np.array([c_loss]))
-    for key in sorted(r_grads):
-        add(f"grad:{key}", r_grads[key], c_grads.get(key, np.full(1, np.nan)))
+    try:
+        c_logits, c_loss, c_grads = c.loss_and_grads(_put(c, data[0], "float32"))
+    except Unsupported:
+        raise
+    except NotImplementedError:  # optional in the contract: the other checks still run
+        checks.append(Check(candidate_backend.name, name, "loss_and_grads", np.nan, np.nan, False,
+                            "not implemented by the backend (Trainer.loss_and_grads)"))
+    else:
+        add("train logits", r_logits, c_logits)
+        add("loss", np.array([r_loss]), np.array([c_loss]))
+        for key in sorted(r_grads):
+            add(f"grad:{key}", r_grads[key], c_grads.get(key, np.full(1, np.nan)))
 
     # Update rules are checked in float64 on both sides: adaptive rules divide by sqrt(v), so in
     # float32 a gradient of pure rounding noise (1e-9) can become a full-size step of either sign
@@ -133,7 +159,12 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) 
     ref64, cand64 = Side(reference_backend, task, shape, classes, "float64"), Side(candidate_backend, task, shape, classes, "float64")
     for quantity, changes in variants.items():
         lrs = changes.pop("lrs", (changes["optimizer"].lr,) * STEPS)
-        r, c = ref64.build(**changes), cand64.build(**changes)
+        try:
+            c = cand64.build(**changes)
+        except Unsupported as exc:  # e.g. an optimizer the backend does not have
+            checks.append(skipped_check(candidate_backend.name, name, quantity, str(exc)))
+            continue
+        r = ref64.build(**changes)
         for batch, step_lr in zip(data[:STEPS], lrs):
             r.sync(r.train_step(_put(r, batch, "float64"), step_lr))
             c.sync(c.train_step(_put(c, batch, "float64"), step_lr))
@@ -157,6 +188,11 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) 
 
 def check_backend(backend_name: str, task_names: list[str] | None = None) -> list[Check]:
     """Run every check for one backend in this process (use `run_checks` for process isolation)."""
+    return [check for _, checks in iter_checks(backend_name, task_names) for check in checks]
+
+
+def iter_checks(backend_name: str, task_names: list[str] | None = None):
+    """``(task, checks)`` for each task in turn (default: every training task), in this process."""
     from .plugins import get_registry
     from .spec import load_task
 
@@ -166,33 +202,75 @@ def check_backend(backend_name: str, task_names: list[str] | None = None) -> lis
     candidate.configure(device="cpu", threads=1)
     if reference is not candidate:
         reference.configure(device="cpu", threads=1)
-    checks = []
-    for name in task_names or sorted(registry.task_files):
-        task = load_task(registry.get_task_file(name))
-        if task.task.family != "train":
-            continue
-        try:
-            checks += check_task(name, task, candidate, reference)
-        except NotImplementedError as exc:
-            checks.append(Check(backend_name, name, "loss_and_grads", np.nan, np.nan, False,
-                                f"not implemented: {exc}"))
-    return checks
+    for name in task_names or training_tasks(registry):
+        yield name, check_one(name, load_task(registry.get_task_file(name)), candidate, reference)
+
+
+def training_tasks(registry) -> list[str]:
+    """The registered tasks of the training family (the ones `bench check` checks), sorted."""
+    from .spec import load_task
+
+    return [name for name in sorted(registry.task_files)
+            if load_task(registry.get_task_file(name)).task.family == "train"]
+
+
+def check_one(name: str, task: TaskSpec, candidate, reference) -> list[Check]:
+    """Every check of one (backend, task), standing alone: a declined task is one skipped row, an
+    exception one failed row naming it; neither stops the other tasks."""
+    support = candidate.supports(task)
+    if not support.ok:
+        return [skipped_check(candidate.name, name, "task", support.reason)]
+    try:
+        return check_task(name, task, candidate, reference)
+    except Unsupported as exc:
+        return [skipped_check(candidate.name, name, "task", str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a backend's error is a failed check, not a crash
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
 
 
 def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800) -> list[Check]:
-    """Each backend in its own process; a crash becomes one failed check naming the reason."""
+    """Each backend in its own process, each task standing alone: the process prints one line per
+    finished task; one that dies (or times out) fails the task it was on, keeps the finished ones
+    and is started again for the rest."""
+    from .plugins import get_registry
+
+    tasks = list(tasks or training_tasks(get_registry()))
     results = []
     for backend in backends:
-        cmd = [sys.executable, "-m", "fwbench.conformance", backend, *(tasks or [])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        try:
-            rows = json.loads(proc.stdout.strip().splitlines()[-1])
-            results += [Check(**row) for row in rows]
-        except (IndexError, json.JSONDecodeError, TypeError):
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            results.append(Check(backend, "*", "run", np.nan, np.nan, False,
-                                 f"check process failed (exit {proc.returncode}): {tail[0]}"))
+        todo = list(tasks)
+        while todo:
+            done, reason = _check_process(backend, todo, timeout)
+            for rows in done.values():
+                results += [Check(**row) for row in rows]
+            todo = [t for t in todo if t not in done]
+            if todo:  # the process ended inside todo[0]
+                results.append(Check(backend, todo[0], "task", np.nan, np.nan, False, reason))
+                todo = todo[1:]
     return results
+
+
+def _check_process(backend: str, tasks: list[str], timeout: float) -> tuple[dict[str, list[dict]], str]:
+    """Run ``python -m fwbench.conformance BACKEND TASK...``; the rows of each finished task and,
+    if it did not finish them all, why."""
+    cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks]
+    try:
+        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+        stdout, stderr, why = proc.stdout, proc.stderr, f"exit {proc.returncode}"
+    except subprocess.TimeoutExpired as exc:
+        decode = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        stdout, stderr, why = decode(exc.stdout), decode(exc.stderr), f"timed out after {timeout:g} s"
+    done = {}
+    for line in stdout.splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and "task" in item:
+            done[item["task"]] = item["checks"]
+    tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+    return done, f"check process died in this task ({why}): {tail[0]}"
 
 
 def summary_table(checks: list[Check]):
@@ -207,6 +285,10 @@ def summary_table(checks: list[Check]):
     for col in ("backend", "task", "quantity", "max abs err", "max rel err", "result"):
         table.add_column(col, justify="right" if "err" in col else "left")
     for (backend, task, group), items in groups.items():
+        if all(c.skipped for c in items):
+            table.add_row(backend, task, group, "—", "—", f"[yellow]skipped[/] {items[0].note}")
+            continue
+        items = [c for c in items if not c.skipped]
         ok = all(c.passed for c in items)
         worst = max(items, key=lambda c: (c.passed, -(c.max_abs if np.isfinite(c.max_abs) else np.inf)))
         label = f"{group} ({len(items)})" if len(items) > 1 else group
@@ -218,9 +300,11 @@ def summary_table(checks: list[Check]):
 
 
 def main(argv: list[str]) -> int:
-    backend, *tasks = argv
-    rows = [dataclasses.asdict(c) for c in check_backend(backend, tasks or None)]
-    print(json.dumps(rows, default=float))
+    """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes."""
+    backend_name, *tasks = argv
+    for name, checks in iter_checks(backend_name, tasks or None):
+        print(json.dumps({"task": name, "checks": [dataclasses.asdict(c) for c in checks]}, default=float),
+              flush=True)
     return 0
 
 

@@ -107,7 +107,8 @@ def results_notes(records: list[dict[str, Any]]) -> list[Text]:
     for r in records:
         label = f"{r.get('backend')} · {r.get('task')}"
         if r.get("error"):
-            lines.append(Text.assemble((f"{label}: ", "bold"), (r["error"], "red")))
+            style = "yellow" if r.get("status") == "skipped" else "red"
+            lines.append(Text.assemble((f"{label}: ", "bold"), (r["error"], style)))
         for warning in r.get("warnings") or []:
             lines.append(Text.assemble((f"{label}: ", "bold"), ("⚠ " + warning, "yellow")))
     return lines

@@ -133,8 +133,15 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict
     from ..micro.peak import resolve_peak
 
     console = make_console(stderr=True)
-    available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]
-    peak = resolve_peak(run_backends, available, threads, progress=lambda m: console.print(m, style="dim"))
+    # Only backends with a matmul op can measure a peak; the others are never tried (their cells
+    # carry the machine's peak with the backend that measured it, `best_backend`).
+    available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok and b.has_ops()]
+    without_ops = [n for n in run_backends if n not in available]
+    if without_ops:
+        console.print(f"machine peak: {', '.join(without_ops)} ha{'s' if len(without_ops) == 1 else 've'} no "
+                      "microbenchmark ops; not measured with it", style="dim")
+    peak = resolve_peak([n for n in run_backends if n in available], available, threads,
+                        progress=lambda m: console.print(m, style="dim"))
     if peak is None:
         console.print("machine peak: could not be measured (no backend has a matmul op); "
                       "records carry no percent_of_peak", style="yellow")

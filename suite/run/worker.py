@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
 from ..results import SCHEMA_VERSION, now_iso
 from .process import memory_status, pin_threads
@@ -35,6 +36,11 @@ def resolve_device(backend, requested: str) -> str:
 def progress(message: str) -> None:
     """One line for the driver's progress display (it reads the last line of our output)."""
     print(f"[fwbench] {message}", flush=True)
+
+
+def not_applicable(reason: str) -> str:
+    """The error text of a cell whose backend declined the task (`Backend.supports`, `Unsupported`)."""
+    return f"not applicable: {reason or 'the backend does not support this task'}"
 
 
 def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +70,11 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         from ..spec import is_bench_spec, load_task
 
         spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
+        support = backend.supports(spec)
+        if not support.ok:
+            record.update(status="skipped", error=not_applicable(support.reason),
+                          dataset="synthetic" if is_bench_spec(spec) else spec.dataset.name)
+            return record
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)
         else:
@@ -72,6 +83,8 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         record["status"] = "ok"
     except UsageError as exc:
         record["error"] = str(exc)
+    except Unsupported as exc:  # the backend declined the task in build: not applicable, no failure
+        record.update(status="skipped", error=not_applicable(str(exc)))
     except BaseException as exc:  # noqa: BLE001 - a crash in a backend is data, not a crash of the run
         record["error"] = f"{type(exc).__name__}: {exc}".strip()
         record["traceback"] = traceback.format_exc(limit=20)
