@@ -59,7 +59,10 @@ class Trainer(ABC):
 
     @abstractmethod
     def to_device(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """Move one batch (canonical layout) to the device; convert layout here. Not timed."""
+        """Move one batch (canonical layout) to the device; convert layout here. Not timed.
+
+        Return only once the batch is on the device (wait for an asynchronous copy, e.g. JAX's
+        ``device_put``): the suite times the copies as ``host_copy_s`` and then starts the clock."""
 
     @abstractmethod
     def train_step(self, batch: Any, lr: float) -> Any:
@@ -126,7 +129,9 @@ class Backend(ABC):
         """The framework's version string."""
 
     def gpu_available(self) -> bool:
-        """Whether this backend can see a GPU (imports the framework)."""
+        """Whether this backend can see a GPU. Asked before `configure` for ``--device auto``: a
+        framework whose settings must precede its start (JAX's ``XLA_FLAGS``) answers without
+        starting its devices in this process (in a child process)."""
         return False
 
     @abstractmethod

@@ -164,6 +164,12 @@ class NumpyOps(Ops):
         c = np.empty((a.shape[0], b.shape[1]), self.np_dtype)
         return Op(lambda: np.matmul(a, b, out=c), lambda h: _copies(h))
 
+    def add(self, a, b):
+        a = np.ascontiguousarray(a, dtype=self.np_dtype)
+        b = np.ascontiguousarray(b, dtype=self.np_dtype)
+        c = np.empty_like(a)
+        return Op(lambda: np.add(a, b, out=c), lambda h: _copies(h))
+
     def sync(self, handle: Any) -> None:
         """NumPy is synchronous: the work is done when the call returns."""
 

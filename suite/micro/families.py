@@ -121,6 +121,7 @@ def _timed_row(ctx: BenchContext, what: str, run, sync, flops: float | None, nby
                warnings: list[str]) -> tuple[Measurement, dict[str, Any]]:
     m = measure(run, sync, ctx.protocol)
     row = timing_fields(m)
+    row["sync"] = "each call" if ctx.protocol.sync_each_call else "once per timed unit"
     row.update(flops=flops, bytes=nbytes, **rates(flops, nbytes, row["median_s"], ctx.peak_flops,
                                                    ctx.peak_bandwidth))
     lo, hi = row["ci95"]
@@ -401,8 +402,9 @@ def run_bench(spec: BenchSpec, backend, device: str, *, peak_flops: float | None
     Raises:
         RuntimeError: every case failed (the first error is named).
     """
-    ctx = BenchContext(spec, backend, device, protocol or Protocol.from_settings(spec.bench),
-                       peak_flops, peak_bandwidth, progress)
+    # on a GPU a timed unit is a loop of calls and one sync (launch latency is not the op)
+    protocol = protocol or Protocol.from_settings(spec.bench, sync_each_call=device != "gpu")
+    ctx = BenchContext(spec, backend, device, protocol, peak_flops, peak_bandwidth, progress)
     compile_info: dict[str, Any] = {}
     if spec.family in OPS_FAMILIES:
         ctx.ops = backend.ops(device, spec.bench.dtype, dict(spec.backend))
