@@ -130,6 +130,20 @@ def _timed_row(ctx: BenchContext, what: str, run, sync, flops: float | None, nby
     return m, row
 
 
+def _recomputed_forward(ctx: BenchContext, prepare, case, index: int, median_s: float, what: str,
+                        warnings: list[str], recomputes: str) -> dict[str, Any]:
+    """A backward pass that recomputes its forward (``op.info["recomputes"]``, e.g. TensorFlow's
+    max-pool and batch-norm backward, where torch, JAX and NumPy replay a stored forward): the
+    forward is timed on its own, so the record carries both and the backward alone."""
+    forward, _ = prepare(case, "forward", _rng(ctx, index))
+    m = measure(forward.run, ctx.ops.sync, ctx.protocol)
+    forward_s = float(np.median(m.per_call))
+    warnings.append(f"{what}: includes a recomputed forward ({forward_s * 1e3:.3g} ms of "
+                    f"{median_s * 1e3:.3g} ms: {recomputes}); the other backends replay "
+                    "a stored forward: compare backward_alone_s")
+    return {"recomputed_forward_s": forward_s, "backward_alone_s": max(0.0, median_s - forward_s)}
+
+
 def _failed_row(base: dict[str, Any], what: str, exc: BaseException, warnings: list[str]) -> dict[str, Any]:
     message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
     warnings.append(f"{what}: failed ({message})")
@@ -151,6 +165,9 @@ def _op_family(ctx: BenchContext, warnings: list[str], prepare, work) -> list[di
                 op, array_bytes = prepare(case, pass_, _rng(ctx, index))
                 flops, nbytes = work(case, pass_, ctx.itemsize)
                 _, row = _timed_row(ctx, what, op.run, ctx.ops.sync, flops, nbytes, warnings)
+                if op.info.get("recomputes") and pass_ != "forward":
+                    row.update(_recomputed_forward(ctx, prepare, case, index, row["median_s"], what, warnings,
+                                                   op.info["recomputes"]))
                 rows.append({**base, **row, **memory.fields(array_bytes), "op": op.info})
                 del op
             except Exception as exc:  # noqa: BLE001 - one case's failure is data

@@ -89,6 +89,27 @@ class DaskExecutor:
             raise UsageError("--workers starts a local cluster and --scheduler uses a running one; give only one")
         self.workers, self.scheduler = workers, scheduler
         self.allowed_failures: int | None = None
+        self._connection = None
+
+    def prepare(self, cells: list[Cell]) -> None:
+        """Connect (or start the local cluster) and refuse what no worker can run, before any
+        cell starts (called by the planner; `run` calls it itself otherwise)."""
+        if self._connection is None:
+            self._connection = self._client()
+        client, cluster = self._connection
+        try:
+            gpu_resource_check(cells, client.scheduler_info().get("workers", {}))
+        except UsageError:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            client, cluster = self._connection
+            self._connection = None
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
     def _client(self):
         import dask
@@ -113,9 +134,9 @@ class DaskExecutor:
             on_start: Callable[[Cell], None], on_output: Callable[[str], None]) -> None:
         from distributed import wait
 
-        client, cluster = self._client()
+        self.prepare(cells)
+        client, _ = self._connection
         try:
-            gpu_resource_check(cells, client.scheduler_info().get("workers", {}))
             try:
                 self.allowed_failures = client.run_on_scheduler(_set_allowed_failures, allowed=ALLOWED_FAILURES)
             except Exception:  # noqa: BLE001 - a scheduler that refuses remote calls: say what is known
@@ -139,9 +160,7 @@ class DaskExecutor:
                 for future in done:
                     on_record(futures[future], self._record(futures[future], future))
         finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            self._close()
 
     def _record(self, cell: Cell, future) -> dict:
         try:

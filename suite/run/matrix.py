@@ -174,6 +174,8 @@ def run_planned(plan: Plan, args) -> int:
 
     registry = get_registry()
     executor = registry.executors[args.executor](**vars(args))
+    if hasattr(executor, "prepare"):  # refuse what it cannot run before any cell starts
+        executor.prepare(plan.cells)
     console = make_console(stderr=True)
     todo = len(plan.cells) - len(plan.resume_done & {c.cell_id for c in plan.cells})
     console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s), {todo} to run, "
