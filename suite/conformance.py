@@ -81,14 +81,15 @@ def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, at
 class Side:
     """One backend at one dtype, able to build fresh trainers for variants of a task."""
 
-    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str):
+    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str, device: str = "cpu"):
         self.backend, self.task, self.shape, self.num_classes, self.dtype = backend, task, shape, num_classes, dtype
+        self.device = device
 
     def build(self, **changes):
         task = deterministic(self.task, self.dtype, **changes)
         info = analyze(task.model, self.shape, self.num_classes, task.source)
         weights = initial_weights(task.model, info, task.training.seed, self.dtype)
-        return self.backend.build(BuildRequest(task, info, weights, "cpu", self.num_classes))
+        return self.backend.build(BuildRequest(task, info, weights, self.device, self.num_classes))
 
 
 def batches(shape, num_classes: int, n: int, seed: int = 0):
@@ -101,11 +102,12 @@ def _put(trainer, batch, dtype):
     return trainer.to_device(x.astype(dtype), y.astype(np.int64))
 
 
-def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) -> list[Check]:
+def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, device: str = "cpu") -> list[Check]:
+    """The candidate on ``device`` against the reference (always the CPU, float64)."""
     shape = TASK_SHAPES.get(task.dataset.name, (3, 32, 32))
     classes = len(task.dataset.classes) or 10  # `dataset.classes`: a subset, relabelled 0..k-1
     ref = Side(reference_backend, task, shape, classes, "float64")
-    cand = Side(candidate_backend, task, shape, classes, "float32")
+    cand = Side(candidate_backend, task, shape, classes, "float32", device)
     data = batches(shape, classes, max(STEPS, CURVE_STEPS))
     checks: list[Check] = []
 
@@ -155,7 +157,7 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) 
     return checks
 
 
-def check_backend(backend_name: str, task_names: list[str] | None = None) -> list[Check]:
+def check_backend(backend_name: str, task_names: list[str] | None = None, device: str = "cpu") -> list[Check]:
     """Run every check for one backend in this process (use `run_checks` for process isolation)."""
     from .plugins import get_registry
     from .spec import load_task
@@ -163,7 +165,7 @@ def check_backend(backend_name: str, task_names: list[str] | None = None) -> lis
     registry = get_registry()
     candidate = registry.get_backend(backend_name)
     reference = registry.get_backend(REFERENCE)
-    candidate.configure(device="cpu", threads=1)
+    candidate.configure(device=device, threads=1)
     if reference is not candidate:
         reference.configure(device="cpu", threads=1)
     checks = []
@@ -172,18 +174,19 @@ def check_backend(backend_name: str, task_names: list[str] | None = None) -> lis
         if task.task.family != "train":
             continue
         try:
-            checks += check_task(name, task, candidate, reference)
+            checks += check_task(name, task, candidate, reference, device)
         except NotImplementedError as exc:
             checks.append(Check(backend_name, name, "loss_and_grads", np.nan, np.nan, False,
                                 f"not implemented: {exc}"))
     return checks
 
 
-def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800) -> list[Check]:
-    """Each backend in its own process; a crash becomes one failed check naming the reason."""
+def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800,
+               device: str = "cpu") -> list[Check]:
+    """Each backend in its own process (on ``device``); a crash becomes one failed check naming the reason."""
     results = []
     for backend in backends:
-        cmd = [sys.executable, "-m", "fwbench.conformance", backend, *(tasks or [])]
+        cmd = [sys.executable, "-m", "fwbench.conformance", backend, *(tasks or []), "--device", device]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         try:
             rows = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -218,8 +221,12 @@ def summary_table(checks: list[Check]):
 
 
 def main(argv: list[str]) -> int:
+    device = "cpu"
+    if "--device" in argv:
+        at = argv.index("--device")
+        device, argv = argv[at + 1], argv[:at] + argv[at + 2:]
     backend, *tasks = argv
-    rows = [dataclasses.asdict(c) for c in check_backend(backend, tasks or None)]
+    rows = [dataclasses.asdict(c) for c in check_backend(backend, tasks or None, device)]
     print(json.dumps(rows, default=float))
     return 0
 
