@@ -61,8 +61,11 @@ class Trainer(ABC):
     def to_device(self, x: np.ndarray, y: np.ndarray) -> Any:
         """Move one batch (canonical layout) to the device; convert layout here. Not timed.
 
-        Return only once the batch is on the device (wait for an asynchronous copy, e.g. JAX's
-        ``device_put``): the suite times the copies as ``host_copy_s`` and then starts the clock."""
+        The batch must be on the device when this returns, or at the latest when `sync` with no
+        handle returns (the suite calls it after an epoch's copies): it times the copies as
+        ``host_copy_s`` and only then starts the clock. JAX's ``device_put`` is asynchronous and
+        its ``block_until_ready`` on the state does not wait for it: its trainer waits here; torch's
+        pinned ``non_blocking`` copies are waited for by ``torch.cuda.synchronize`` in `sync`."""
 
     @abstractmethod
     def train_step(self, batch: Any, lr: float) -> Any:

@@ -117,7 +117,6 @@ def memory_check(ops, device: str, mib: int | None = None) -> dict[str, Any]:
         what = "device peak"
     else:
         from .micro.families import _reset_host_peak
-
         from .run.process import memory_status
 
         resettable = _reset_host_peak()

@@ -278,7 +278,8 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     measured: dict[str, Any] = {}
     for name in todo:
         progress(f"measuring the {device} peak with {name} ({threads} thread(s))…")
-        result = child(name, threads, on_gpu or (want_bandwidth and name == "numpy"), device=device)
+        wants = on_gpu or (want_bandwidth and name == "numpy")
+        result = child(name, threads, wants, device=device) if on_gpu else child(name, threads, wants)
         bandwidth = result.pop("bandwidth", None)
         if isinstance(bandwidth, dict):
             bandwidth = {**bandwidth, "backend": name, "measured_at": _now(), "machine": facts}

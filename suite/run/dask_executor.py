@@ -96,7 +96,7 @@ class DaskExecutor:
         cell starts (called by the planner; `run` calls it itself otherwise)."""
         if self._connection is None:
             self._connection = self._client()
-        client, cluster = self._connection
+        client = self._connection[0]
         try:
             gpu_resource_check(cells, client.scheduler_info().get("workers", {}))
         except UsageError:

@@ -149,17 +149,17 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
     console = make_console(stderr=True)
     if device == "gpu" and not visible_gpus():  # nothing to measure on (an auto cell will use the CPU)
         if required:
-            console.print("GPU peak: no GPU visible here (nvidia-smi); GPU records carry no percent_of_peak",
+            console.print("machine peak (gpu): no GPU visible here (nvidia-smi); GPU records carry no percent_of_peak",
                           style="yellow")
         return None
     available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]
     peak = resolve_peak(run_backends, available, threads, device=device,
                         progress=lambda m: console.print(m, style="dim"))
     if peak is None:
-        console.print(f"{device} peak: could not be measured (no backend has a matmul op on it); "
+        console.print(f"machine peak ({device}): could not be measured (no backend has a matmul op on it); "
                       f"{device} records carry no percent_of_peak", style="yellow")
         return None
-    console.print(f"{device} peak: {peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak.get('best_backend')}), "
+    console.print(f"machine peak ({device}): {peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak.get('best_backend')}), "
                   f"{peak.get('bandwidth_gbps') or float('nan'):,.1f} GB/s; {peak['source']}"
                   + (f"; not measured yet: {', '.join(peak['not_measured'])}" if peak.get("not_measured") else "")
                   + " (measure all again: bench info --peak)", style="dim")

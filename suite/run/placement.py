@@ -56,7 +56,7 @@ class Claim:
                 pass
         self._files.clear()
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> Claim:  # noqa: PYI034 - a dataclass, never subclassed
         return self
 
     def __exit__(self, *exc) -> None:

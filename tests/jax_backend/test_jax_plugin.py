@@ -111,9 +111,9 @@ def test_to_device_returns_only_once_the_upload_is_done(monkeypatch):
     import jax
     from fwbench.backend import BuildRequest
     from fwbench.model import analyze, initial_weights
+    from fwbench.plugins import get_registry
     from fwbench.spec import load_task
     from fwbench_jax import trainer as jax_trainer
-    from fwbench.plugins import get_registry
 
     task = load_task(get_registry().get_task_file("mlp_mnist"))
     info = analyze(task.model, (1, 28, 28), 10)

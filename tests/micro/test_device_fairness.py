@@ -37,7 +37,7 @@ def test_each_device_has_its_own_peak_and_cache_entry(tmp_path):
     gpu = resolve_peak(["torch"], ["torch"], 2, child=child, path=path, device="gpu", facts=GPU)
     assert cpu["gflops"] == 120.0 and cpu["device"] == "cpu" and cpu["bandwidth_gbps"] == 30.0
     assert gpu["gflops"] == 40_000.0 and gpu["device"] == "gpu" and gpu["bandwidth_gbps"] == 3000.0
-    assert ("torch", "gpu") in child.calls
+    assert ("torch", "gpu") in child.calls and ("numpy", "cpu") in child.calls
     # cached per device: asking again measures nothing, and the numbers stay apart
     again = fake_child({"cpu": {}, "gpu": {}})
     assert resolve_peak(["torch"], ["torch"], 2, child=again, path=path, device="gpu", facts=GPU)["gflops"] == 40_000.0
@@ -62,8 +62,7 @@ def test_bench_run_hands_gpu_cells_the_gpu_peak(monkeypatch, tmp_path):
     import argparse
 
     from fwbench.micro import peak as peak_mod
-    from fwbench.run import matrix
-    from fwbench.run import placement
+    from fwbench.run import matrix, placement
 
     monkeypatch.setenv("FWBENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(placement, "visible_gpus", lambda: ["0"])
@@ -112,7 +111,7 @@ class Clock:
 def test_gpu_units_are_a_loop_with_one_sync_so_launch_latency_is_not_timed():
     clock = Clock()
     ops = AsyncOps(clock, cost=1e-5, sync_cost=1e-4)  # a 10 us kernel, a 100 us round trip
-    base = dict(repeats=5, min_unit_s=1e-3, max_warmup=5, max_warmup_s=10.0, clock=clock)
+    base = {"repeats": 5, "min_unit_s": 1e-3, "max_warmup": 5, "max_warmup_s": 10.0, "clock": clock}
     per_call = measure(ops.conv2d(None, None, None, stride=1, pad=0, pass_="forward").run, ops.sync,
                        Protocol(**base, sync_each_call=True))
     looped = measure(ops.conv2d(None, None, None, stride=1, pad=0, pass_="forward").run, ops.sync,
@@ -177,7 +176,6 @@ def test_a_backward_that_recomputes_its_forward_is_timed_apart_and_says_so():
 
             def run():
                 clock.now += cost
-                return None
 
             return Op(run, info={"recomputes": "forward"} if pass_ == "backward" else {})
 
