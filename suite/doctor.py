@@ -47,8 +47,9 @@ def add_parser(sub) -> None:
     parser.set_defaults(handler=cmd_doctor)
 
 
-def _backends(registry, names: list[str] | None) -> tuple[list[str], list[dict[str, Any]]]:
-    """The backends to check and a failed row for each named one that is unavailable."""
+def _backends(registry, names: list[str] | None, device: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The backends to check, and rows for the others: a named one that is unavailable fails; on
+    a GPU, by default, a backend that sees no GPU is skipped (named, it is checked and fails)."""
     rows = []
     if names:
         for name in names:
@@ -58,11 +59,23 @@ def _backends(registry, names: list[str] | None) -> tuple[list[str], list[dict[s
         chosen = sorted(registry.backends)
     available = []
     for name in chosen:
-        status = registry.get_backend(name).availability()
-        if status.ok:
-            available.append(name)
-        elif names:
-            rows.append({"backend": name, **check("available", FAIL, str(status))})
+        backend = registry.get_backend(name)
+        status = backend.availability()
+        if not status.ok:
+            if names:
+                rows.append({"backend": name, **check("available", FAIL, str(status))})
+            continue
+        if device == "gpu" and not names:  # by default: the backends that can use this GPU
+            try:
+                sees = backend.gpu_available()
+            except Exception as exc:  # noqa: BLE001
+                rows.append({"backend": name, **check("device", FAIL, f"asking for a GPU failed: {one_line(exc)}")})
+                continue
+            if not sees:
+                rows.append({"backend": name, **check("device", SKIP, "sees no GPU (a CPU-only backend, or no GPU "
+                                                      "build installed); name it with --backend to fail on it")})
+                continue
+        available.append(name)
     return available, rows
 
 
@@ -149,7 +162,7 @@ def doctor_rows(args) -> list[dict[str, Any]]:
     from .run.matrix import default_threads
 
     registry = get_registry()
-    backends, rows = _backends(registry, args.backend)
+    backends, rows = _backends(registry, args.backend, args.device)
     threads = args.threads or default_threads()
     if args.device == "gpu":
         rows.append(_gpu_row())
@@ -171,7 +184,8 @@ def doctor_rows(args) -> list[dict[str, Any]]:
     elif working:
         rows += _conformance_rows(working, args.task, args.device)
     if not backends:
-        rows.append({"backend": "-", **check("backends", FAIL, "no backend is available; see `bench list backends`")})
+        where = "sees a GPU" if args.device == "gpu" else "is available"
+        rows.append({"backend": "-", **check("backends", FAIL, f"no backend {where}; see `bench list backends`")})
     return rows
 
 

@@ -92,3 +92,26 @@ def test_kill_9_of_the_driver_leaves_no_process_of_the_run(toy_site, tmp_path, e
     for p in alive:  # clean up before failing, so a failure leaves nothing behind either
         p.kill()
     assert not alive, f"left running after kill -9 of the driver: {[' '.join(p.cmdline())[:120] for p in alive]}"
+
+
+def test_allowed_failures_is_set_on_a_running_scheduler_and_recorded(toy_site, tmp_path, monkeypatch):
+    """``--scheduler``: the driver's own dask config never reaches a remote scheduler; the
+    executor sets allowed-failures on the scheduler itself and every record says the value."""
+    pytest.importorskip("distributed")
+    import dask
+    from distributed import Client, LocalCluster
+
+    monkeypatch.setenv("PYTHONPATH", str(toy_site))  # the in-process worker's cells inherit it
+    env = {**os.environ, "FWBENCH_DATA_DIR": str(tmp_path / "data")}
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                         dashboard_address=None) as cluster, Client(cluster) as client:
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 0
+        proc = subprocess.run([sys.executable, "-m", "fwbench.cli", "run", *QUICK, "--set", "epochs=1",
+                               "--executor", "dask", "--scheduler", cluster.scheduler_address,
+                               "--out", str(tmp_path / "res")], env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 1
+    (record,) = load_records(tmp_path / "res")
+    assert record["executor"]["allowed_failures"] == 1
