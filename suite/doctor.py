@@ -117,13 +117,14 @@ def run_probe(backend: str, device: str, threads: int, peak_gflops: float | None
               timeout: float = PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
     """`fwbench.doctor_probe` in a fresh process with the run's thread variables."""
     from .run.local import THREAD_ENV
+    from .run.process import die_with_parent
 
     env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
     cmd = [sys.executable, "-m", "fwbench.doctor_probe", backend, device, str(threads),
            "none" if peak_gflops is None else repr(peak_gflops)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
-                              check=False)
+                              check=False, preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
         return [check("device", FAIL, f"the probe timed out after {timeout:g} s")]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[")]

@@ -232,13 +232,14 @@ def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float =
               device: str = "cpu") -> dict:
     """`child_main` in a fresh interpreter with the run's thread variables; errors become data."""
     from ..run.local import THREAD_ENV
+    from ..run.process import die_with_parent  # a killed driver takes its peak child with it
 
     env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
     cmd = [sys.executable, "-m", "fwbench.micro.peak", backend, str(threads), "--device", device]
     cmd += ["--bandwidth"] if with_bandwidth else []
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g} s"}
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]

@@ -118,8 +118,9 @@ def run_cell_subprocess(cell: Cell, run_dir: Path, on_output: Callable[[str], No
             proc = subprocess.Popen([sys.executable, "-m", "fwbench.run.worker", str(cell_file), str(result_file)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True,
-                                    # async-signal-safe calls only (prctl, setrlimit)
-                                    preexec_fn=die_with_parent(_limit_memory(cell.memory_limit_mb)))  # noqa: PLW1509
+                                    # async-signal-safe calls only (prctl, sched_setaffinity, setrlimit)
+                                    preexec_fn=die_with_parent(_limit_memory(cell.memory_limit_mb),  # noqa: PLW1509
+                                                               cpus=claim.cpus))
             timed_out = False
             while proc.poll() is None:
                 if time.perf_counter() - started > cell.timeout_s:

@@ -54,15 +54,21 @@ def _set_parent_death_signal(sig: int) -> bool:
         return False
 
 
-def die_with_parent(then: Callable[[], None] | None = None) -> Callable[[], None]:
+def die_with_parent(then: Callable[[], None] | None = None, cpus: list[int] | None = None) -> Callable[[], None]:
     """A ``preexec_fn`` for `subprocess.Popen`: the child gets SIGTERM when the thread that
-    started it dies (Linux), then runs ``then`` (e.g. a memory limit)."""
+    started it dies (Linux), runs on ``cpus`` from its first instruction (interpreter start and
+    imports included), then runs ``then`` (e.g. a memory limit)."""
     parent = os.getpid()
 
     def apply() -> None:
         _set_parent_death_signal(signal.SIGTERM)
         if os.getppid() != parent:  # the parent died between fork and prctl
             os._exit(1)
+        if cpus and hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(0, cpus)
+            except OSError:
+                pass  # the cell pins itself again (pin_threads) and records what it got
         if then is not None:
             then()
 
