@@ -61,9 +61,8 @@ def _backends(registry, names: list[str] | None, device: str) -> tuple[list[str]
     for name in chosen:
         backend = registry.get_backend(name)
         status = backend.availability()
-        if not status.ok:
-            if names:
-                rows.append({"backend": name, **check("available", FAIL, str(status))})
+        if not status.ok:  # named: a failure; by default: said, and skipped
+            rows.append({"backend": name, **check("available", FAIL if names else SKIP, str(status))})
             continue
         if device == "gpu" and not names:  # by default: the backends that can use this GPU
             try:
