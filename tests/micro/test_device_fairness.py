@@ -199,3 +199,18 @@ def test_a_backward_that_recomputes_its_forward_is_timed_apart_and_says_so():
     assert row["recomputed_forward_s"] == pytest.approx(2e-3)
     assert row["backward_alone_s"] == pytest.approx(3e-3)
     assert any("recomputed forward" in w for w in result.warnings)
+
+
+def test_the_gpu_measurements_run_through_any_backend_ops():
+    """The code a GPU peak runs (one sync per unit, the add bandwidth), on the NumPy ops here."""
+    from fwbench.micro.peak import measure_device_bandwidth, measure_matmul
+    from fwbench_numpy.ops import NumpyOps
+
+    ops = NumpyOps("numpy", "float32")
+    matmul = measure_matmul(ops, sync_each_call=False, sizes=(64,))
+    assert matmul["n"] == 64 and matmul["gflops"] > 0
+    bandwidth = measure_device_bandwidth(ops, floats=1 << 16)
+    assert bandwidth["gbps"] > 0 and bandwidth["array_mib"] == 0.25
+    a = np.arange(4, dtype=np.float32)
+    op = ops.add(a, a)
+    np.testing.assert_array_equal(op.to_numpy(op.run())[0], 2 * a)
