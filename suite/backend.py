@@ -87,7 +87,12 @@ class Trainer(ABC):
 
         ``x``: ``(N, C, H, W)`` (or ``(N, features)``) C-contiguous, dtype ``task.training.dtype``
         (float32 or float64), already normalised; ``y``: ``(N,)`` int64 class indices.
-        """
+
+        The batch must be on the device when this returns, or at the latest when `sync` with no
+        handle returns (the suite calls it after an epoch's copies): it times the copies as
+        ``host_copy_s`` and only then starts the clock. JAX's ``device_put`` is asynchronous and
+        its ``block_until_ready`` on the state does not wait for it: its trainer waits here; torch's
+        pinned ``non_blocking`` copies are waited for by ``torch.cuda.synchronize`` in `sync`."""
 
     @abstractmethod
     def train_step(self, batch: Any, lr: float) -> Any:
@@ -194,7 +199,9 @@ class Backend(ABC):
         """The framework's version string."""
 
     def gpu_available(self) -> bool:
-        """Whether this backend can see a GPU (imports the framework)."""
+        """Whether this backend can see a GPU. Asked before `configure` for ``--device auto``: a
+        framework whose settings must precede its start (JAX's ``XLA_FLAGS``) answers without
+        starting its devices in this process (in a child process)."""
         return False
 
     @abstractmethod

@@ -103,6 +103,8 @@ def build_parser() -> ArgumentParser:
                            "and the memory bandwidth; cached for `bench run`")
     info.add_argument("--threads", type=_positive_int, default=None,
                       help="threads for --peak (default: all cores available, as `bench run`)")
+    info.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                      help="with --peak: the device to measure (gpu: each backend's matmul and add on the GPU)")
     info.set_defaults(handler=cmd_info)
 
     data = sub.add_parser("data", help="manage datasets")
@@ -119,7 +121,13 @@ def build_parser() -> ArgumentParser:
                                        "NumPy backend in float64. Each backend runs in its own process.")
     check.add_argument("--backend", "-b", type=_csv, default=None, help="backends to check (default: all available)")
     check.add_argument("--task", "-t", type=_csv, default=None, help="tasks (default: every shipped training task)")
+    check.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                       help="where the checked backends run (the float64 reference always runs on the CPU)")
     check.set_defaults(handler=cmd_check)
+
+    from .doctor import add_parser as add_doctor
+
+    add_doctor(sub)
 
     get_plugin_manager().hook.fwbench_register_commands(subparsers=sub)
     return parser
@@ -227,12 +235,14 @@ def _print_peak(args, env) -> int:
         raise UsageError(f"--threads {threads} is more than the {default_threads()} cores this process may use")
     available = [n for n, b in sorted(get_registry().backends.items()) if b.availability().ok]
     console = _console()
-    peak = resolve_peak(available, available, threads, refresh=True,
+    device = getattr(args, "device", "cpu")
+    peak = resolve_peak(available, available, threads, refresh=True, device=device,
                         progress=lambda m: console.print(m, style="dim"))
     if peak is None:
         console.print("no backend could measure a matmul peak (see the errors above)")
         return EXIT_CELL_FAILED
-    table = Table(title=f"Machine peak, {threads} thread(s), float32 ({env['cpu']['model']})", header_style="bold",
+    where = peak.get("device_name") or env["cpu"]["model"]
+    table = Table(title=f"{device.upper()} peak, {threads} thread(s), float32 ({where})", header_style="bold",
                   title_justify="left")
     for column in ("backend", "version", "GFLOP/s (best)", "GFLOP/s (median)", "matrix", "note"):
         table.add_column(column, justify="left" if column in ("backend", "version", "note") else "right")
@@ -245,9 +255,10 @@ def _print_peak(args, env) -> int:
     bw = peak.get("bandwidth") or {}
     console.print(f"peak: {peak['gflops']:,.1f} GFLOP/s ({peak['best_backend']}); memory bandwidth: "
                   f"{bw.get('gbps', float('nan')):,.1f} GB/s (copy {bw.get('copy_gbps', float('nan')):,.1f}, "
-                  f"add {bw.get('add_gbps', float('nan')):,.1f}; NumPy, {bw.get('threads')} thread(s))")
+                  f"add {bw.get('add_gbps', float('nan')):,.1f}; {bw.get('backend') or 'NumPy'}"
+                  + (f", {bw.get('threads')} thread(s))" if device == "cpu" else ", on the GPU)"))
     console.print(f"cached in {cache_path()} for `bench run`")
-    print(json.dumps({k: peak[k] for k in ("gflops", "best_backend", "bandwidth_gbps", "threads")}))
+    print(json.dumps({k: peak.get(k) for k in ("gflops", "best_backend", "bandwidth_gbps", "threads", "device")}))
     return EXIT_OK
 
 
@@ -278,7 +289,7 @@ def cmd_check(args) -> int:
     _pick_backends(registry, [REFERENCE])  # the reference must be available too
     for task in args.task or []:
         registry.get_task_file(task)
-    checks = run_checks(backends, args.task)
+    checks = run_checks(backends, args.task, device=getattr(args, "device", "cpu"))
     _console().print(summary_table(checks))
     failed = [c for c in checks if not c.passed and not c.skipped]
     skipped = [c for c in checks if c.skipped]

@@ -101,14 +101,15 @@ def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, at
 class Side:
     """One backend at one dtype, able to build fresh trainers for variants of a task."""
 
-    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str):
+    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str, device: str = "cpu"):
         self.backend, self.task, self.shape, self.num_classes, self.dtype = backend, task, shape, num_classes, dtype
+        self.device = device
 
     def build(self, **changes):
         task = deterministic(self.task, self.dtype, **changes)
         info = analyze(task.model, self.shape, self.num_classes, task.source)
         weights = initial_weights(task.model, info, task.training.seed, self.dtype)
-        return self.backend.build(BuildRequest(task, info, weights, "cpu", self.num_classes))
+        return self.backend.build(BuildRequest(task, info, weights, self.device, self.num_classes))
 
 
 def batches(shape, num_classes: int, n: int, seed: int = 0):
@@ -121,10 +122,11 @@ def _put(trainer, batch, dtype):
     return trainer.to_device(x.astype(dtype), y.astype(np.int64))
 
 
-def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) -> list[Check]:
+def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, device: str = "cpu") -> list[Check]:
+    """The candidate on ``device`` against the reference (always the CPU, float64)."""
     shape, classes = task_input(task)
     ref = Side(reference_backend, task, shape, classes, "float64")
-    cand = Side(candidate_backend, task, shape, classes, "float32")
+    cand = Side(candidate_backend, task, shape, classes, "float32", device)
     data = batches(shape, classes, max(STEPS, CURVE_STEPS))
     checks: list[Check] = []
 
@@ -186,24 +188,25 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) 
     return checks
 
 
-def check_backend(backend_name: str, task_names: list[str] | None = None) -> list[Check]:
+def check_backend(backend_name: str, task_names: list[str] | None = None, device: str = "cpu") -> list[Check]:
     """Run every check for one backend in this process (use `run_checks` for process isolation)."""
-    return [check for _, checks in iter_checks(backend_name, task_names) for check in checks]
+    return [check for _, checks in iter_checks(backend_name, task_names, device) for check in checks]
 
 
-def iter_checks(backend_name: str, task_names: list[str] | None = None):
-    """``(task, checks)`` for each task in turn (default: every training task), in this process."""
+def iter_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu"):
+    """``(task, checks)`` for each task in turn (default: every training task), in this process,
+    the candidate on ``device``."""
     from .plugins import get_registry
     from .spec import load_task
 
     registry = get_registry()
     candidate = registry.get_backend(backend_name)
     reference = registry.get_backend(REFERENCE)
-    candidate.configure(device="cpu", threads=1)
+    candidate.configure(device=device, threads=1)
     if reference is not candidate:
         reference.configure(device="cpu", threads=1)
     for name in task_names or training_tasks(registry):
-        yield name, check_one(name, load_task(registry.get_task_file(name)), candidate, reference)
+        yield name, check_one(name, load_task(registry.get_task_file(name)), candidate, reference, device)
 
 
 def training_tasks(registry) -> list[str]:
@@ -214,14 +217,14 @@ def training_tasks(registry) -> list[str]:
             if load_task(registry.get_task_file(name)).task.family == "train"]
 
 
-def check_one(name: str, task: TaskSpec, candidate, reference) -> list[Check]:
+def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cpu") -> list[Check]:
     """Every check of one (backend, task), standing alone: a declined task is one skipped row, an
     exception one failed row naming it; neither stops the other tasks."""
     support = candidate.supports(task)
     if not support.ok:
         return [skipped_check(candidate.name, name, "task", support.reason)]
     try:
-        return check_task(name, task, candidate, reference)
+        return check_task(name, task, candidate, reference, device)
     except Unsupported as exc:
         return [skipped_check(candidate.name, name, "task", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a backend's error is a failed check, not a crash
@@ -229,7 +232,8 @@ def check_one(name: str, task: TaskSpec, candidate, reference) -> list[Check]:
         return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
 
 
-def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800) -> list[Check]:
+def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800,
+               device: str = "cpu") -> list[Check]:
     """Each backend in its own process, each task standing alone: the process prints one line per
     finished task; one that dies (or times out) fails the task it was on, keeps the finished ones
     and is started again for the rest."""
@@ -240,7 +244,7 @@ def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 18
     for backend in backends:
         todo = list(tasks)
         while todo:
-            done, reason = _check_process(backend, todo, timeout)
+            done, reason = _check_process(backend, todo, timeout, device)
             for rows in done.values():
                 results += [Check(**row) for row in rows]
             todo = [t for t in todo if t not in done]
@@ -250,10 +254,11 @@ def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 18
     return results
 
 
-def _check_process(backend: str, tasks: list[str], timeout: float) -> tuple[dict[str, list[dict]], str]:
-    """Run ``python -m fwbench.conformance BACKEND TASK...``; the rows of each finished task and,
+def _check_process(backend: str, tasks: list[str], timeout: float,
+                   device: str = "cpu") -> tuple[dict[str, list[dict]], str]:
+    """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE``; the rows of each finished task and,
     if it did not finish them all, why."""
-    cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks]
+    cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks, "--device", device]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -301,8 +306,12 @@ def summary_table(checks: list[Check]):
 
 def main(argv: list[str]) -> int:
     """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes."""
+    device = "cpu"
+    if "--device" in argv:
+        at = argv.index("--device")
+        device, argv = argv[at + 1], argv[:at] + argv[at + 2:]
     backend_name, *tasks = argv
-    for name, checks in iter_checks(backend_name, tasks or None):
+    for name, checks in iter_checks(backend_name, tasks or None, device):
         print(json.dumps({"task": name, "checks": [dataclasses.asdict(c) for c in checks]}, default=float),
               flush=True)
     return 0

@@ -27,6 +27,7 @@ batchnorm forward     train mode, running stats updated     ``(y,)``
 batchnorm backward    ``dx, dgamma, dbeta`` (train mode)    ``(dx, dgamma, dbeta)``
 optimizer_step        one update of ``params`` (state kept) ``(params,)``
 matmul                ``a @ b``                             ``(c,)``
+add                   ``a + b`` (elementwise)               ``(c,)``
 ===================== ===================================== ==========================
 
 A backend offers microbenchmarks with a module ``ops.py`` in its own package that defines
@@ -112,6 +113,15 @@ class Ops(ABC):
     def matmul(self, a: np.ndarray, b: np.ndarray) -> Op:
         """``(m, k) @ (k, n)`` with the framework's own matmul (for the machine peak)."""
         raise self._missing("matmul")
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> Op:
+        """``a + b`` elementwise, 1-D, into a new or reused device array (the device's memory
+        bandwidth for the peak: 3 arrays moved per call)."""
+        raise self._missing("add")
+
+    #: Whether ``run()`` returns before the device has finished (GPU streams, JAX dispatch):
+    #: `fwbench.doctor` then expects timing without `sync` to be much shorter than with it.
+    asynchronous: bool = False
 
     @abstractmethod
     def sync(self, handle: Any) -> None:

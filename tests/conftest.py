@@ -4,9 +4,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# cells claim cores through lock files (fwbench.run.placement); a test session keeps its own, so
+# that a neighbour's run on this shared machine never marks a test's cells as sharing cores
+os.environ.setdefault("FWBENCH_LOCK_DIR", tempfile.mkdtemp(prefix="fwbench-test-locks-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY_SOURCE = ROOT / "tests" / "fixtures" / "toy_plugin"

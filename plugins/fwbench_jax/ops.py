@@ -186,7 +186,15 @@ class JaxOps(Ops):
         f = self._jit(lambda u, v: jnp.matmul(u, v, precision=PRECISION))
         return Op(lambda: f(A, B), lambda h: (np.array(h),))
 
+    def add(self, a, b):
+        A, B = self._put((a, b))
+        f = self._jit(lambda u, v: u + v)
+        return Op(lambda: f(A, B), lambda h: (np.array(h),))
+
     # -- device -----------------------------------------------------------------------------
+    #: JAX dispatches asynchronously on every platform (the CPU too).
+    asynchronous = True
+
     def sync(self, handle: Any) -> None:
         jax.block_until_ready(handle)
 

@@ -111,9 +111,11 @@ class JaxTrainer(Trainer):
 
     # -- the suite's calls -----------------------------------------------------------------------
     def to_device(self, x: np.ndarray, y: np.ndarray):
-        """``(x, y)`` on the device: x in the model's layout and dtype, y int32."""
+        """``(x, y)`` on the device: x in the model's layout and dtype, y int32. Returns once the
+        copy is done: ``device_put`` is asynchronous, and a copy still in flight would overlap
+        the first timed steps and be missing from the suite's ``host_copy_s``."""
         x = np.ascontiguousarray(self.layout.images_in(np.asarray(x, dtype=self.dtype)))
-        return jax.device_put((x, np.asarray(y, dtype=np.int32)), self.device)
+        return jax.block_until_ready(jax.device_put((x, np.asarray(y, dtype=np.int32)), self.device))
 
     def _executable(self, x, y):
         """The AOT-compiled step for this batch shape; compiles (timed) on first sight."""

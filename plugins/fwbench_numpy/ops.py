@@ -5,8 +5,9 @@ canonical arrays and converts images to the internal ``(C, H, W, N)`` layout onc
 timed region. Passes map onto the layer code like this:
 
 * conv2d ``forward`` = `Conv2D.forward`; ``forward_backward`` = forward + `Conv2D.backward`
-  (weight and input gradients); ``backward_weights`` = `Conv2D.backward` with
-  ``needs_input_grad = False`` on the column matrix of one (untimed) forward;
+  (weight and input gradients); ``backward_weights`` = the forward's ``im2col`` of ``x`` (its
+  buffers, inside the timed call: torch, TensorFlow and JAX start from ``x`` too) and
+  `Conv2D.backward` with ``needs_input_grad = False``;
   ``backward_data`` = the input-gradient half of `Conv2D.backward` alone (``W^T @ dy`` into the
   layer's column buffer, then `col2im`), which the layer only runs together with the weights'.
 * dense / pooling / batchnorm: ``forward`` = the layer's forward in training mode, ``backward``
@@ -31,7 +32,7 @@ from fwbench.ops import (
 )
 
 from . import layers as L
-from .conv import col2im
+from .conv import col2im, conv_output_size, im2col
 from .optim import make_optimizer
 
 
@@ -67,6 +68,19 @@ def conv_backward_data(layer: L.Conv2D, dy: np.ndarray, x_shape: tuple[int, ...]
     return col2im(cols, x_shape, layer.kernel, layer.stride, layer.pad, dx)
 
 
+def conv_columns(layer: L.Conv2D, x: np.ndarray) -> np.ndarray:
+    """The forward's column matrix of ``x`` ``(C, H, W, N)``: `im2col` into the layer's own
+    buffers, exactly as `L.Conv2D.forward` makes it (a view of ``x`` for a pointwise conv)."""
+    c, h, w, n = x.shape
+    k, s, p = layer.kernel, layer.stride, layer.pad
+    if layer._pointwise:
+        return x.reshape(c, h * w * n)
+    ho, wo = conv_output_size(h, k, s, p), conv_output_size(w, k, s, p)
+    buf = layer.ws.get("cols", (c * k * k, ho * wo * n))
+    padded = layer.ws.get("padded", (c, h + 2 * p, w + 2 * p, n), zero=True) if p else None
+    return im2col(x, k, s, p, buf, padded)
+
+
 class NumpyOps(Ops):
     """Single layers and optimizer steps of the NumPy backend, float32 or float64, CPU."""
 
@@ -90,15 +104,14 @@ class NumpyOps(Ops):
                       {"note": "input-gradient half of Conv2D.backward (W^T dy + col2im)"})
         if pass_ == "backward_weights":
             layer.needs_input_grad = False
-            layer.forward(xi, True)
-            cols = layer._cols  # the forward's column matrix, re-armed before every call
 
             def weights():
-                layer._cols = cols
+                layer._cols, layer._x_shape = conv_columns(layer, xi), xi.shape
                 layer.backward(dyi)
                 return dw
 
-            return Op(weights, lambda g: _copies(g), {"note": "Conv2D.backward without the input gradient"})
+            return Op(weights, lambda g: _copies(g),
+                      {"note": "im2col(x) + Conv2D.backward without the input gradient"})
 
         def both():
             y = layer.forward(xi, True)
@@ -163,6 +176,12 @@ class NumpyOps(Ops):
         b = np.ascontiguousarray(b, dtype=self.np_dtype)
         c = np.empty((a.shape[0], b.shape[1]), self.np_dtype)
         return Op(lambda: np.matmul(a, b, out=c), lambda h: _copies(h))
+
+    def add(self, a, b):
+        a = np.ascontiguousarray(a, dtype=self.np_dtype)
+        b = np.ascontiguousarray(b, dtype=self.np_dtype)
+        c = np.empty_like(a)
+        return Op(lambda: np.add(a, b, out=c), lambda h: _copies(h))
 
     def sync(self, handle: Any) -> None:
         """NumPy is synchronous: the work is done when the call returns."""

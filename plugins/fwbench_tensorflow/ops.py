@@ -221,7 +221,15 @@ class TensorflowOps(Ops):
         A, B = self._const(a), self._const(b)
         return self._op(tf.linalg.matmul, (A, B), tuple)
 
+    def add(self, a, b):
+        A, B = self._const(a), self._const(b)
+        return self._op(tf.add, (A, B), tuple)
+
     # -- device -----------------------------------------------------------------------------
+    @property
+    def asynchronous(self) -> bool:  # GPU kernels are queued; a CPU function returns when done
+        return self.gpu
+
     def sync(self, handle: Any) -> None:
         if self.gpu:
             tf.test.experimental.sync_devices()

@@ -167,7 +167,16 @@ class TorchOps(Ops):
         C = torch.empty(a.shape[0], b.shape[1], device=self.torch_device, dtype=self.torch_dtype)
         return Op(lambda: torch.mm(A, B, out=C), lambda h: self._np(h))
 
+    def add(self, a, b):
+        A, B = self._t(a), self._t(b)
+        C = torch.empty_like(A)
+        return Op(lambda: torch.add(A, B, out=C), lambda h: self._np(h))
+
     # -- device -----------------------------------------------------------------------------
+    @property
+    def asynchronous(self) -> bool:  # CUDA kernels are queued on a stream; CPU ops are synchronous
+        return self.torch_device.type == "cuda"
+
     def sync(self, handle: Any) -> None:
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)

@@ -121,12 +121,27 @@ def _timed_row(ctx: BenchContext, what: str, run, sync, flops: float | None, nby
                warnings: list[str]) -> tuple[Measurement, dict[str, Any]]:
     m = measure(run, sync, ctx.protocol)
     row = timing_fields(m)
+    row["sync"] = "each call" if ctx.protocol.sync_each_call else "once per timed unit"
     row.update(flops=flops, bytes=nbytes, **rates(flops, nbytes, row["median_s"], ctx.peak_flops,
                                                    ctx.peak_bandwidth))
     lo, hi = row["ci95"]
     row["gflops_ci95"] = [flops / hi / 1e9, flops / lo / 1e9] if flops and lo and hi and lo > 0 else None
     warnings += m.warnings(what, flops, ctx.peak_flops)
     return m, row
+
+
+def _recomputed_forward(ctx: BenchContext, prepare, case, index: int, median_s: float, what: str,
+                        warnings: list[str], recomputes: str) -> dict[str, Any]:
+    """A backward pass that recomputes its forward (``op.info["recomputes"]``, e.g. TensorFlow's
+    max-pool and batch-norm backward, where torch, JAX and NumPy replay a stored forward): the
+    forward is timed on its own, so the record carries both and the backward alone."""
+    forward, _ = prepare(case, "forward", _rng(ctx, index))
+    m = measure(forward.run, ctx.ops.sync, ctx.protocol)
+    forward_s = float(np.median(m.per_call))
+    warnings.append(f"{what}: includes a recomputed forward ({forward_s * 1e3:.3g} ms of "
+                    f"{median_s * 1e3:.3g} ms: {recomputes}); the other backends replay "
+                    "a stored forward: compare backward_alone_s")
+    return {"recomputed_forward_s": forward_s, "backward_alone_s": max(0.0, median_s - forward_s)}
 
 
 def _failed_row(base: dict[str, Any], what: str, exc: BaseException, warnings: list[str]) -> dict[str, Any]:
@@ -150,6 +165,9 @@ def _op_family(ctx: BenchContext, warnings: list[str], prepare, work) -> list[di
                 op, array_bytes = prepare(case, pass_, _rng(ctx, index))
                 flops, nbytes = work(case, pass_, ctx.itemsize)
                 _, row = _timed_row(ctx, what, op.run, ctx.ops.sync, flops, nbytes, warnings)
+                if op.info.get("recomputes") and pass_ != "forward":
+                    row.update(_recomputed_forward(ctx, prepare, case, index, row["median_s"], what, warnings,
+                                                   op.info["recomputes"]))
                 rows.append({**base, **row, **memory.fields(array_bytes), "op": op.info})
                 del op
             except Exception as exc:  # noqa: BLE001 - one case's failure is data
@@ -401,8 +419,9 @@ def run_bench(spec: BenchSpec, backend, device: str, *, peak_flops: float | None
     Raises:
         RuntimeError: every case failed (the first error is named).
     """
-    ctx = BenchContext(spec, backend, device, protocol or Protocol.from_settings(spec.bench),
-                       peak_flops, peak_bandwidth, progress)
+    # on a GPU a timed unit is a loop of calls and one sync (launch latency is not the op)
+    protocol = protocol or Protocol.from_settings(spec.bench, sync_each_call=device != "gpu")
+    ctx = BenchContext(spec, backend, device, protocol, peak_flops, peak_bandwidth, progress)
     compile_info: dict[str, Any] = {}
     if spec.family in OPS_FAMILIES:
         ctx.ops = backend.ops(device, spec.bench.dtype, dict(spec.backend))

@@ -1,4 +1,10 @@
-"""The machine's peak: float32 matmul GFLOP/s and memory bandwidth GB/s, measured and cached.
+"""Each device's peak: float32 matmul GFLOP/s and memory bandwidth GB/s, measured and cached.
+
+A GPU cell is judged against the GPU's peak, a CPU cell against the CPU's: every number here is
+per device (``device="cpu"`` or ``"gpu"``). On the CPU the facts below hold; on a GPU each
+backend multiplies on the GPU (one process per backend, as on the CPU) and measures the
+bandwidth with its own elementwise add of 256 MiB arrays (`fwbench.ops.Ops.add`, 3 arrays
+moved), and the cache key is the GPU's name and driver (``nvidia-smi``) and the library versions.
 
 Why every backend: NumPy's BLAS is not the fastest matmul on every machine (OpenBLAS with
 ``OPENBLAS_CORETYPE=Haswell`` runs AVX2 kernels on an AVX-512 CPU, half its rate), so a
@@ -14,7 +20,8 @@ result is cached (``peak.json`` in ``$FWBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOM
 versions and the backend; a run measures only its own backends that have no number yet, and the
 peak is the best number known. ``bench info --peak`` measures every available backend again.
 
-``python -m fwbench.micro.peak BACKEND THREADS`` is the per-backend child process (prints one JSON line).
+``python -m fwbench.micro.peak BACKEND THREADS [--device gpu] [--bandwidth]`` is the per-backend
+child process (prints one JSON line). ``bench info --peak --device gpu`` measures the GPU.
 """
 from __future__ import annotations
 
@@ -38,8 +45,12 @@ from .roofline import matmul_flops
 
 #: Matrix sizes tried, smallest first; the first whose product takes >= `TARGET_S` is measured.
 SIZES = (256, 512, 1024, 2048, 3072)
+#: On a GPU: big enough to reach the peak (a GPU runs a 3072² matmul in about a millisecond).
+GPU_SIZES = (1024, 2048, 4096, 8192)
 TARGET_S = 0.02
 BANDWIDTH_FLOATS = 1 << 25  # 128 MiB of float32 per array
+GPU_BANDWIDTH_FLOATS = 1 << 26  # 256 MiB per array: well past any GPU cache
+DEVICES = ("cpu", "gpu")
 CACHE_ENV = "FWBENCH_CACHE_DIR"
 LIBRARIES = ("numpy", "torch", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "optax")
 CHILD_TIMEOUT_S = 240.0
@@ -49,21 +60,25 @@ CHILD_TIMEOUT_S = 240.0
 # Measuring (inside one backend's process)
 # ---------------------------------------------------------------------------------------------
 
-def measure_matmul(ops, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
-    """Best GFLOP/s of ``ops.matmul`` on square float32 matrices (size grown to ~`TARGET_S`)."""
+def measure_matmul(ops, clock: Callable[[], float] = time.perf_counter, sync_each_call: bool = True,
+                   sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
+    """Best GFLOP/s of ``ops.matmul`` on square float32 matrices (size grown to ~`TARGET_S`);
+    on a GPU (``sync_each_call=False``, `GPU_SIZES`) a timed unit is a loop of calls and one sync."""
     rng = np.random.default_rng(0)
     tried = []
-    for n in SIZES:
+    for n in sizes:
         a = rng.standard_normal((n, n)).astype(np.float32)
         b = rng.standard_normal((n, n)).astype(np.float32)
         op = ops.matmul(a, b)
         m = measure(op.run, ops.sync, Protocol(repeats=3, min_unit_s=TARGET_S, max_inner=1000,
-                                               max_warmup=2, max_warmup_s=0.3, clock=clock))
+                                               max_warmup=2, max_warmup_s=0.3, clock=clock,
+                                               sync_each_call=sync_each_call))
         best = float(m.per_call.min())
         tried.append({"n": n, "best_s": best, "gflops": matmul_flops(n) / best / 1e9})
-        if best >= TARGET_S or n == SIZES[-1]:
+        if best >= TARGET_S or n == sizes[-1]:
             m = measure(op.run, ops.sync, Protocol(repeats=7, min_unit_s=TARGET_S, max_inner=1000,
-                                                   max_warmup=1, max_warmup_s=0.2, clock=clock))
+                                                   max_warmup=1, max_warmup_s=0.2, clock=clock,
+                                                   sync_each_call=sync_each_call))
             best = float(m.per_call.min())
             median = float(np.median(m.per_call))
             return {"gflops": matmul_flops(n) / best / 1e9, "gflops_median": matmul_flops(n) / median / 1e9,
@@ -104,8 +119,21 @@ def measure_bandwidth(threads: int, floats: int = BANDWIDTH_FLOATS, repeats: int
     return out
 
 
-def child_main(backend_name: str, threads: int, with_bandwidth: bool) -> dict[str, Any]:
-    """One backend's peak, in this (fresh) process: configure, make ops, multiply."""
+def measure_device_bandwidth(ops, floats: int = GPU_BANDWIDTH_FLOATS,
+                             clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Best GB/s of ``ops.add`` (``c = a + b``: 3 arrays of ``floats`` float32 moved) on the device."""
+    a = np.ones(floats, np.float32)
+    op = ops.add(a, a)
+    m = measure(op.run, ops.sync, Protocol(repeats=7, min_unit_s=TARGET_S, max_inner=1000, max_warmup=2,
+                                           max_warmup_s=0.3, clock=clock, sync_each_call=False))
+    best = float(m.per_call.min())
+    nbytes = floats * 4
+    return {"add_gbps": 3 * nbytes / best / 1e9, "gbps": 3 * nbytes / best / 1e9, "array_mib": nbytes / 2**20,
+            "method": "elementwise add on the device (3 arrays moved)"}
+
+
+def child_main(backend_name: str, threads: int, with_bandwidth: bool, device: str = "cpu") -> dict[str, Any]:
+    """One backend's peak on ``device``, in this (fresh) process: configure, make ops, multiply."""
     from ..plugins import get_registry
     from ..run.process import pin_threads
 
@@ -114,13 +142,17 @@ def child_main(backend_name: str, threads: int, with_bandwidth: bool) -> dict[st
     if not backend.availability().ok:
         return {"error": str(backend.availability())}
     started = time.perf_counter()
-    backend.configure(device="cpu", threads=threads)
-    ops = backend.ops("cpu", "float32")
+    facts = backend.configure(device=device, threads=threads) or {}
+    if device == "gpu" and not backend.gpu_available():
+        return {"error": f"{backend_name} sees no GPU"}
+    ops = backend.ops(device, "float32")
     setup_s = time.perf_counter() - started
-    result = {"backend": backend_name, "version": backend.version(), "threads": threads,
-              "setup_s": setup_s, **measure_matmul(ops)}
+    result = {"backend": backend_name, "version": backend.version(), "threads": threads, "device": device,
+              "device_name": facts.get("device_name") or facts.get("device_kind"),
+              "setup_s": setup_s, **measure_matmul(ops, sync_each_call=device == "cpu",
+                                                   sizes=SIZES if device == "cpu" else GPU_SIZES)}
     if with_bandwidth:
-        result["bandwidth"] = measure_bandwidth(threads)
+        result["bandwidth"] = measure_bandwidth(threads) if device == "cpu" else measure_device_bandwidth(ops)
     return result
 
 
@@ -157,6 +189,23 @@ def machine_facts(threads: int) -> dict[str, Any]:
             "versions": _versions(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
 
 
+def gpu_facts() -> dict[str, Any]:
+    """What a GPU peak depends on: the GPU model and driver (``nvidia-smi``), library versions."""
+    from ..environment import gpu_info
+
+    gpus = gpu_info() or []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    first = gpus[0] if gpus else {}
+    return {"device": "gpu", "gpu": first.get("name", "unknown GPU (no nvidia-smi)"),
+            "driver": first.get("driver_version"), "memory": first.get("memory.total"),
+            "gpus": len(gpus), "cuda_visible_devices": visible, "versions": _versions()}
+
+
+def device_facts(device: str, threads: int) -> dict[str, Any]:
+    """The facts a peak on ``device`` is cached under (`machine_facts` or `gpu_facts`)."""
+    return gpu_facts() if device == "gpu" else {**machine_facts(threads), "device": "cpu"}
+
+
 def cache_key(facts: dict[str, Any], what: str) -> str:
     """The cache key of one backend's peak (or ``"_bandwidth"``) on this machine."""
     text = json.dumps({**facts, "what": what}, sort_keys=True)
@@ -183,15 +232,18 @@ def write_cache(entries: dict[str, Any], path: Path | None = None) -> None:
     os.replace(tmp, path)
 
 
-def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float = CHILD_TIMEOUT_S) -> dict:
+def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float = CHILD_TIMEOUT_S,
+              device: str = "cpu") -> dict:
     """`child_main` in a fresh interpreter with the run's thread variables; errors become data."""
     from ..run.local import THREAD_ENV
+    from ..run.process import die_with_parent  # a killed driver takes its peak child with it
 
     env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
-    cmd = [sys.executable, "-m", "fwbench.micro.peak", backend, str(threads)] + (["--bandwidth"] if with_bandwidth else [])
+    cmd = [sys.executable, "-m", "fwbench.micro.peak", backend, str(threads), "--device", device]
+    cmd += ["--bandwidth"] if with_bandwidth else []
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:g} s"}
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
@@ -205,35 +257,48 @@ def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float =
 
 
 def resolve_peak(run_backends: list[str], available: list[str], threads: int, *, refresh: bool = False,
-                 progress: Callable[[str], None] = lambda m: None, child: Callable[..., dict] = run_child,
-                 path: Path | None = None) -> dict[str, Any] | None:
-    """The machine's peak for ``threads``: the best cached or newly measured backend matmul.
+                 progress: Callable[[str], None] = lambda m: None, child: Callable[..., dict] | None = None,
+                 path: Path | None = None, device: str = "cpu",
+                 facts: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The peak of ``device`` for ``threads``: the best cached or newly measured backend matmul.
 
-    Each backend's number is cached on its own. The backends of this run (``run_backends``) that
-    have no cached number are measured now, each in its own process; ``refresh`` measures every
-    ``available`` backend again. The peak is the best number of every available backend known
-    for this machine, so a NumPy-only run launches no other framework but still profits from an
-    earlier ``bench info --peak``. Returns None when no backend has a number.
+    Each backend's number is cached on its own, under the device's facts (`device_facts`, or
+    ``facts`` given). The backends of this run (``run_backends``) that have no cached number are
+    measured now, each in its own process; ``refresh`` measures every ``available`` backend
+    again. The peak is the best number of every available backend known for this device, so a
+    NumPy-only run launches no other framework but still profits from an earlier
+    ``bench info --peak``. Bandwidth: NumPy's on the CPU; on a GPU the best of the backends' own.
+    Returns None when no backend has a number.
     """
-    facts = machine_facts(threads)
+    child = child or run_child
+    facts = facts if facts is not None else device_facts(device, threads)
     cache = read_cache(path)
     key = {name: cache_key(facts, name) for name in [*available, "_bandwidth"]}
     todo = list(available) if refresh else [b for b in run_backends if b in available and key[b] not in cache]
+    on_gpu = device == "gpu"
     want_bandwidth = refresh or key["_bandwidth"] not in cache
-    if want_bandwidth and "numpy" in available and "numpy" not in todo:
+    if not on_gpu and want_bandwidth and "numpy" in available and "numpy" not in todo:
         todo.append("numpy")
     new: dict[str, Any] = {}
     measured: dict[str, Any] = {}
     for name in todo:
-        progress(f"measuring the machine peak with {name} ({threads} thread(s))…")
-        result = child(name, threads, want_bandwidth and name == "numpy")
+        progress(f"measuring the {device} peak with {name} ({threads} thread(s))…")
+        wants = on_gpu or (want_bandwidth and name == "numpy")
+        result = child(name, threads, wants, device=device) if on_gpu else child(name, threads, wants)
         bandwidth = result.pop("bandwidth", None)
         if isinstance(bandwidth, dict):
-            new[key["_bandwidth"]] = {**bandwidth, "measured_at": _now(), "machine": facts}
+            bandwidth = {**bandwidth, "backend": name, "measured_at": _now(), "machine": facts}
+            current = new.get(key["_bandwidth"])  # on a GPU every backend measures: keep the best
+            if current is None or bandwidth.get("gbps", 0) > current.get("gbps", 0):
+                new[key["_bandwidth"]] = bandwidth
         result.pop("tried", None)
         measured[name] = {**result, "measured_at": _now(), "machine": facts}
         if "gflops" in result:  # failures are reported, never cached: the next run tries again
             new[key[name]] = measured[name]
+    old_bandwidth = cache.get(key["_bandwidth"])
+    if on_gpu and not refresh and key["_bandwidth"] in new and isinstance(old_bandwidth, dict) \
+            and old_bandwidth.get("gbps", 0) > new[key["_bandwidth"]].get("gbps", 0):
+        new[key["_bandwidth"]] = old_bandwidth  # a run of fewer backends never lowers a known best
     if new:
         write_cache(new, path)
     cache.update(new)
@@ -244,13 +309,14 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
         return None
     best = max(good, key=good.get)
     bandwidth = cache.get(key["_bandwidth"])
-    return {"gflops": good[best], "best_backend": best, "per_backend": per_backend,
+    return {"gflops": good[best], "best_backend": best, "per_backend": per_backend, "device": device,
+            "device_name": per_backend[best].get("device_name") or facts.get("gpu") or facts.get("cpu"),
             "not_measured": [n for n in available if n not in per_backend],
             "bandwidth_gbps": bandwidth.get("gbps") if isinstance(bandwidth, dict) else None,
             "bandwidth": bandwidth, "threads": threads,
             "source": "measured" if any(v["source"] == "measured" for v in per_backend.values()) else "cache",
             "measured_at": max(str(v.get("measured_at")) for v in per_backend.values()),
-            "method": "best of each backend's own float32 square matmul, one process per backend"}
+            "method": f"best of each backend's own float32 square matmul on the {device}, one process per backend"}
 
 
 def _now() -> str:
@@ -260,8 +326,9 @@ def _now() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     backend, threads = argv[0], int(argv[1])
+    device = argv[argv.index("--device") + 1] if "--device" in argv else "cpu"
     try:
-        result = child_main(backend, threads, "--bandwidth" in argv)
+        result = child_main(backend, threads, "--bandwidth" in argv, device)
     except Exception as exc:  # noqa: BLE001 - reported to the driver as data
         result = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     print(json.dumps(result), flush=True)

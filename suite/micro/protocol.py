@@ -8,8 +8,11 @@
 3. a **calibration** of the inner loop: a timed unit runs the pass ``inner`` times; ``inner``
    grows until one unit takes at least ``min_unit_s`` (aiming 25 % above it; an op too short to
    time is repeated until it is not), up to ``max_inner``;
-4. ``repeats`` **timed units**. Every call is followed by ``sync`` (as the training loop syncs
-   every step), so calls never overlap and the clock is read only after the device is done.
+4. ``repeats`` **timed units**. On the CPU every call is followed by ``sync``, so calls never
+   overlap. On an asynchronous device (``sync_each_call=False``, what `fwbench.micro.families`
+   sets for GPU cells) a unit is ``inner`` calls and one ``sync`` at its end, as the training
+   loop times its steps: a sync per call would time the launch latency of small kernels, not
+   the kernels. Either way the clock is read only after the device is done.
 
 Statistics (`fwbench.timing.summarize`: median, IQR, bootstrap CI, CV, raw values) are of the time
 *per call* (unit / inner); `timing_warnings` judge the units (too short, unstable, faster than
@@ -43,6 +46,8 @@ class Protocol:
     max_warmup: int = 50
     max_warmup_s: float = 2.0
     warmup_tolerance: float = 0.05
+    #: True: ``sync`` after every call; False: one ``sync`` per timed unit (asynchronous devices).
+    sync_each_call: bool = True
     clock: Callable[[], float] = field(default=time.perf_counter, compare=False)
 
     @classmethod
@@ -90,10 +95,17 @@ def _steady(times: list[float], tolerance: float) -> bool:
     return mid > 0 and (max(recent) - min(recent)) <= tolerance * mid
 
 
-def _unit(run, sync, inner: int, clock) -> float:
+def _unit(run, sync, inner: int, clock, sync_each_call: bool = True) -> float:
+    """Seconds for ``inner`` calls of ``run``, the device idle at the start and done at the end."""
     start = clock()
-    for _ in range(inner):
-        sync(run())
+    if sync_each_call:
+        for _ in range(inner):
+            sync(run())
+    else:
+        handle = None
+        for _ in range(inner):
+            handle = run()
+        sync(handle)  # calls run in order on the device: the last one done means all are
     return clock() - start
 
 
@@ -108,7 +120,7 @@ def measure(run: Callable[[], Any], sync: Callable[[Any], None], protocol: Proto
     steady = False
     began = clock()
     while len(warmup) < protocol.max_warmup and clock() - began < protocol.max_warmup_s:
-        warmup.append(_unit(run, sync, 1, clock))
+        warmup.append(_unit(run, sync, 1, clock, protocol.sync_each_call))
         if _steady(warmup, protocol.warmup_tolerance):
             steady = True
             break
@@ -122,13 +134,13 @@ def measure(run: Callable[[], Any], sync: Callable[[Any], None], protocol: Proto
         inner = min(protocol.max_inner, 1000)
     calibration = []
     while True:
-        unit = _unit(run, sync, inner, clock)
+        unit = _unit(run, sync, inner, clock, protocol.sync_each_call)
         calibration.append((inner, unit))
         if unit >= target or inner >= protocol.max_inner:
             break
         grow = target / unit if unit > 0 else 10.0
         inner = min(protocol.max_inner, max(inner * 2, math.ceil(inner * grow)))
-    units = [_unit(run, sync, inner, clock) for _ in range(protocol.repeats)]
+    units = [_unit(run, sync, inner, clock, protocol.sync_each_call) for _ in range(protocol.repeats)]
     return Measurement(first, warmup, steady, inner, calibration, units)
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..results import SCHEMA_VERSION, now_iso, read_record, safe_name, write_record
+from .placement import claim_for_cell, with_placement
+from .process import die_with_parent
 
 #: Environment variables that pin a native library's thread pool; set for every cell alike.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -107,14 +109,18 @@ def run_cell_subprocess(cell: Cell, run_dir: Path, on_output: Callable[[str], No
     env = dict(os.environ)
     env.update({name: str(cell.threads) for name in THREAD_ENV})
     env["PYTHONUNBUFFERED"] = "1"
-    with tempfile.TemporaryDirectory(prefix="fwbench-cell-") as tmp:
+    started_at = now_iso()
+    with tempfile.TemporaryDirectory(prefix="fwbench-cell-") as tmp, claim_for_cell(cell, env) as claim:
         cell_file, result_file = Path(tmp) / "cell.json", Path(tmp) / "result.json"
-        cell_file.write_text(json.dumps(cell.to_dict()))
+        cell_file.write_text(json.dumps({**cell.to_dict(), "cpus": claim.cpus}))
         started = time.perf_counter()
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "fwbench.run.worker", str(cell_file), str(result_file)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True, preexec_fn=_limit_memory(cell.memory_limit_mb))
+                                    start_new_session=True,
+                                    # async-signal-safe calls only (prctl, sched_setaffinity, setrlimit)
+                                    preexec_fn=die_with_parent(_limit_memory(cell.memory_limit_mb),  # noqa: PLW1509
+                                                               cpus=claim.cpus))
             timed_out = False
             while proc.poll() is None:
                 if time.perf_counter() - started > cell.timeout_s:
@@ -126,29 +132,34 @@ def run_cell_subprocess(cell: Cell, run_dir: Path, on_output: Callable[[str], No
                 time.sleep(0.2)
             proc.wait()
         wall = time.perf_counter() - started
-        tail = _tail(log_path)
-        if timed_out:
-            return failed_record(cell, "timeout", f"timed out after {cell.timeout_s:g} s and was killed "
-                                 f"(raise --timeout); last output: {_last_line(tail) or '(none)'}",
-                                 wall_s=wall, log=str(log_path))
-        if result_file.exists():
-            try:
-                record = json.loads(result_file.read_text())
-                record["log"] = str(log_path)
-                return record
-            except (OSError, json.JSONDecodeError) as exc:
-                reason = f"the cell's result file was unreadable ({exc})"
-        elif proc.returncode < 0:
-            sig = signal.Signals(-proc.returncode).name
-            hint = " (out of memory?)" if sig == "SIGKILL" else ""
-            reason = f"the cell's process was killed by {sig}{hint}"
-        else:
-            reason = f"the cell's process exited with code {proc.returncode} without a result"
-        last = _last_line(tail)
-        if "MemoryError" in tail:
-            reason += "; MemoryError (over the memory limit?)"
-        return failed_record(cell, "failed", f"{reason}; last output: {last or '(none)'}",
-                             wall_s=wall, log=str(log_path), output_tail=tail[-2000:])
+        return with_placement(_collect(cell, proc, timed_out, wall, log_path, result_file), claim, started_at)
+
+
+def _collect(cell: Cell, proc, timed_out: bool, wall: float, log_path: Path, result_file: Path) -> dict:
+    """The record of a finished cell process: its own, or a failed one saying why there is none."""
+    tail = _tail(log_path)
+    if timed_out:
+        return failed_record(cell, "timeout", f"timed out after {cell.timeout_s:g} s and was killed "
+                             f"(raise --timeout); last output: {_last_line(tail) or '(none)'}",
+                             wall_s=wall, log=str(log_path))
+    if result_file.exists():
+        try:
+            record = json.loads(result_file.read_text())
+            record["log"] = str(log_path)
+            return record
+        except (OSError, json.JSONDecodeError) as exc:
+            reason = f"the cell's result file was unreadable ({exc})"
+    elif proc.returncode < 0:
+        sig = signal.Signals(-proc.returncode).name
+        hint = " (out of memory?)" if sig == "SIGKILL" else ""
+        reason = f"the cell's process was killed by {sig}{hint}"
+    else:
+        reason = f"the cell's process exited with code {proc.returncode} without a result"
+    last = _last_line(tail)
+    if "MemoryError" in tail:
+        reason += "; MemoryError (over the memory limit?)"
+    return failed_record(cell, "failed", f"{reason}; last output: {last or '(none)'}",
+                         wall_s=wall, log=str(log_path), output_tail=tail[-2000:])
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

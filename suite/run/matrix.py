@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id
+from .placement import threads_per_cell
 
 
 @dataclass
@@ -63,10 +64,7 @@ def plan_run(args) -> Plan:
         if device not in ("cpu", "gpu", "auto"):
             raise UsageError(f"unknown device {device!r} in --device; expected cpu, gpu or auto")
     grid = parse_overrides(args.overrides)
-    threads = args.threads or default_threads()
-    if threads > default_threads():
-        raise UsageError(f"--threads {threads} is more than the {default_threads()} cores this process may use; "
-                         f"use --threads {default_threads()} or fewer")
+    threads = threads_per_cell(args.threads, getattr(args, "workers", None) or 1, default_threads())
     profile = None if args.profile == "full" else args.profile
     resume_dir = latest_run_dir(args.out) if args.resume else None
     if args.resume and resume_dir is None:
@@ -99,12 +97,7 @@ def plan_run(args) -> Plan:
                                       save_weights=_save_weights_dir(args)))
     for name in sorted(datasets):
         _ensure_dataset(registry, name, args.data_dir)
-    peak = _machine_peak(registry, getattr(args, "peak", "off"), threads, backends)
-    if peak:
-        info = {k: peak.get(k) for k in ("gflops", "best_backend", "bandwidth_gbps", "source",
-                                          "measured_at", "key", "threads")}
-        info["per_backend_gflops"] = {name: v.get("gflops") for name, v in (peak.get("per_backend") or {}).items()}
-        cells = [replace(c, peak_flops=peak["gflops"] * 1e9, peak_info=info) for c in cells]
+    cells = _with_peaks(cells, registry, getattr(args, "peak", "off"), threads, backends, args.device)
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
                 {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads})
@@ -116,7 +109,27 @@ def _save_weights_dir(args) -> str | None:
     return str(Path(folder).resolve()) if folder else None
 
 
-def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict[str, Any] | None:
+def _with_peaks(cells: list[Cell], registry, mode, threads: int, backends: list[str],
+                devices: list[str]) -> list[Cell]:
+    """Each cell with the peak of every device it may run on (an ``auto`` cell: both), so that
+    the worker judges it against its own device's peak (`fwbench.run.worker.cell_peak`)."""
+    wanted = sorted({d for device in devices for d in (("cpu", "gpu") if device == "auto" else (device,))})
+    by_device: dict[str, Any] = {}
+    for device in wanted:
+        peak = _machine_peak(registry, mode, threads, backends, device, required=device in devices)
+        if peak:
+            info = {k: peak.get(k) for k in ("gflops", "best_backend", "bandwidth_gbps", "source", "measured_at",
+                                              "key", "threads", "device", "device_name")}
+            info["per_backend_gflops"] = {n: v.get("gflops") for n, v in (peak.get("per_backend") or {}).items()}
+            by_device[device] = info
+    if not by_device:
+        return cells
+    return [replace(c, peak_flops=(by_device.get(c.device) or {}).get("gflops", 0) * 1e9 or None,
+                    peak_info={"by_device": by_device}) for c in cells]
+
+
+def _machine_peak(registry, mode, threads: int, run_backends: list[str], device: str = "cpu",
+                  required: bool = True) -> dict[str, Any] | None:
     """``--peak``: "off" (none), a number (GFLOP/s, given), or "auto" (cached or measured once,
     with every available backend that has microbenchmark ops; see `fwbench.micro.peak`)."""
     if mode in (None, "off"):
@@ -128,11 +141,17 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict
             raise UsageError(f"--peak {mode!r}: expected auto, off or a number of GFLOP/s (e.g. --peak 150)") from None
         if gflops <= 0:
             raise UsageError(f"--peak {mode!r}: the peak must be > 0 GFLOP/s")
-        return {"gflops": gflops, "source": "command line", "per_backend": {}}
+        return {"gflops": gflops, "source": "command line", "per_backend": {}, "device": device}
     from ..display import make_console
     from ..micro.peak import resolve_peak
+    from .placement import visible_gpus
 
     console = make_console(stderr=True)
+    if device == "gpu" and not visible_gpus():  # nothing to measure on (an auto cell will use the CPU)
+        if required:
+            console.print("machine peak (gpu): no GPU visible here (nvidia-smi); GPU records carry no percent_of_peak",
+                          style="yellow")
+        return None
     # Only backends with a matmul op can measure a peak; the others are never tried (their cells
     # carry the machine's peak with the backend that measured it, `best_backend`).
     available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok and b.has_ops()]
@@ -140,13 +159,13 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str]) -> dict
     if without_ops:
         console.print(f"machine peak: {', '.join(without_ops)} ha{'s' if len(without_ops) == 1 else 've'} no "
                       "microbenchmark ops; not measured with it", style="dim")
-    peak = resolve_peak([n for n in run_backends if n in available], available, threads,
+    peak = resolve_peak([n for n in run_backends if n in available], available, threads, device=device,
                         progress=lambda m: console.print(m, style="dim"))
     if peak is None:
-        console.print("machine peak: could not be measured (no backend has a matmul op); "
-                      "records carry no percent_of_peak", style="yellow")
+        console.print(f"machine peak ({device}): could not be measured (no backend has a matmul op on it); "
+                      f"{device} records carry no percent_of_peak", style="yellow")
         return None
-    console.print(f"machine peak: {peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak.get('best_backend')}), "
+    console.print(f"machine peak ({device}): {peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak.get('best_backend')}), "
                   f"{peak.get('bandwidth_gbps') or float('nan'):,.1f} GB/s; {peak['source']}"
                   + (f"; not measured yet: {', '.join(peak['not_measured'])}" if peak.get("not_measured") else "")
                   + " (measure all again: bench info --peak)", style="dim")
@@ -161,6 +180,8 @@ def run_planned(plan: Plan, args) -> int:
 
     registry = get_registry()
     executor = registry.executors[args.executor](**vars(args))
+    if hasattr(executor, "prepare"):  # refuse what it cannot run before any cell starts
+        executor.prepare(plan.cells)
     console = make_console(stderr=True)
     todo = len(plan.cells) - len(plan.resume_done & {c.cell_id for c in plan.cells})
     console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s), {todo} to run, "

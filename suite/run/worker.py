@@ -17,20 +17,37 @@ from typing import Any
 from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
 from ..results import SCHEMA_VERSION, now_iso
-from .process import memory_status, pin_threads
+from .process import memory_status, pin_threads, watch_parent
 
 
 def resolve_device(backend, requested: str) -> str:
-    if requested == "cpu":
-        return "cpu"
-    has_gpu = backend.gpu_available()
+    """``cpu`` / ``gpu`` as asked; ``auto`` asks the backend, which must answer without starting
+    its framework's devices (`fwbench.backend.Backend.gpu_available`), so that `configure` still
+    comes first. A ``gpu`` that is not there is found by `_check_gpu`, after `configure`."""
     if requested == "auto":
-        return "gpu" if has_gpu else "cpu"
-    if not has_gpu:
+        return "gpu" if backend.gpu_available() else "cpu"
+    return "gpu" if requested == "gpu" else "cpu"
+
+
+def _check_gpu(backend) -> None:
+    if not backend.gpu_available():
         checked = getattr(backend, "gpu_check", "the framework's device list")
         raise DeviceError(f"--device gpu: backend {backend.name!r} sees no GPU (checked {checked}); "
                           "use --device cpu, or --device auto to fall back to the CPU")
-    return "gpu"
+
+
+def cell_peak(cell: dict[str, Any], device: str) -> dict[str, Any] | None:
+    """The measured peak for the device this cell runs on (`fwbench.micro.peak`): the planner
+    passes one per device (``peak_info["by_device"]``), since an ``auto`` cell learns its device
+    only here; a given ``--peak`` number or an older plan has one for all."""
+    info = cell.get("peak_info") or {}
+    if "by_device" in info:
+        chosen = (info.get("by_device") or {}).get(device)
+        return dict(chosen) if chosen else None
+    info = dict(info)
+    if cell.get("peak_flops"):
+        info.setdefault("gflops", cell["peak_flops"] / 1e9)
+    return info or None
 
 
 def progress(message: str) -> None:
@@ -58,7 +75,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     }
     threads = int(cell["threads"])
     try:
-        pin_threads(threads)
+        cpus = pin_threads(threads, cell.get("cpus"))
         registry = get_registry()
         backend = registry.get_backend(cell["backend"])
         availability = backend.availability()
@@ -66,7 +83,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             record.update(status="skipped", error=str(availability))
             return record
         record["env"] = _environment(threads, get_plugin_manager())
-        _add_peak(cell, record)
+        record["env"]["cpus"] = cpus
         from ..spec import is_bench_spec, load_task
 
         spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
@@ -155,7 +172,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         record["warnings"].append(f"parameter count {record['params']} differs from the spec's "
                                   f"{info.trainable_count}: the backend builds a different model")
     epochs = task.training.epochs
-    result = train(task, trainer, data, info, peak_flops=cell.get("peak_flops"),
+    result = train(task, trainer, data, info, peak_flops=_peak_flops(record),
                    on_epoch=lambda row: progress(
                        f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} "
                        f"val_acc {row['val_accuracy']:.4f}"))
@@ -184,13 +201,18 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
             cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get("test_accuracy")))
 
 
-def _add_peak(cell: dict[str, Any], record: dict[str, Any]) -> None:
-    """The machine's measured peak (`fwbench.micro.peak`) the run passed down, for every record."""
-    info = dict(cell.get("peak_info") or {})
-    if cell.get("peak_flops"):
-        info.setdefault("gflops", cell["peak_flops"] / 1e9)
-    record["env"]["peak"] = info or None
-    record["env"]["peak_gflops"] = info.get("gflops")
+def _add_peak(cell: dict[str, Any], record: dict[str, Any], device: str) -> None:
+    """The measured peak of the cell's device (`cell_peak`), for every record."""
+    info = cell_peak(cell, device)
+    if info is not None:
+        info["device"] = device
+    record["env"]["peak"] = info
+    record["env"]["peak_gflops"] = info.get("gflops") if info else None
+
+
+def _peak_flops(record: dict[str, Any]) -> float | None:
+    gflops = (record["env"].get("peak") or {}).get("gflops")
+    return gflops * 1e9 if gflops else None
 
 
 def _complete_environment(record: dict[str, Any]) -> None:
@@ -218,10 +240,13 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
     """
     device = resolve_device(backend, cell["device"])
     record["device"] = device
+    _add_peak(cell, record, device)
     progress(f"configuring {backend.name} on {device}")
     t_configure = time.perf_counter()
     record["env"]["backend"] = backend.configure(device=device, threads=threads)
     record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
+    if device == "gpu":
+        _check_gpu(backend)
     record["backend_version"] = backend.version()
     return device, memory_status().get("VmRSS", 0)
 
@@ -234,8 +259,8 @@ def _bench_cell(cell, record, backend, spec, threads) -> None:
     record["config"] = spec_to_dict(spec)
     record["dataset"], record["synthetic_data"] = "synthetic", True
     device, baseline = _configure(backend, cell, record, threads)
-    peak_bandwidth = (cell.get("peak_info") or {}).get("bandwidth_gbps")
-    result = run_bench(spec, backend, device, peak_flops=cell.get("peak_flops"),
+    peak_bandwidth = (record["env"].get("peak") or {}).get("bandwidth_gbps")
+    result = run_bench(spec, backend, device, peak_flops=_peak_flops(record),
                        peak_bandwidth=peak_bandwidth * 1e9 if peak_bandwidth else None, progress=progress)
     memory = memory_status()
     host_peak = max(memory.get("VmHWM", 0), result.metrics.pop("peak_host_bytes_seen", None) or 0)
@@ -269,6 +294,7 @@ def _first_layer_filters(info, weights) -> list | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    watch_parent()  # a killed driver takes this cell (and what it started) with it
     cell_path, out_path = map(Path, argv)
     cell = json.loads(cell_path.read_text())
     record = run_cell(cell)

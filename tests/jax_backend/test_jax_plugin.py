@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("jax")
@@ -57,8 +58,10 @@ def test_configure_single_thread_cpu_sets_env_before_jax_import():
     assert facts["env"]["JAX_PLATFORMS"] == "cpu"
     assert facts["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
     flags = facts["env"]["XLA_FLAGS"].split()
-    assert flags == ["--xla_cpu_enable_fast_math=false", "--xla_cpu_multi_thread_eigen=false",
-                     "intra_op_parallelism_threads=1"]  # the user's flags are kept
+    # the user's flags are kept; no "intra_op_parallelism_threads" (not an XLA flag: a no-op without
+    # "--", a fatal "Unknown flag in XLA_FLAGS" with it)
+    assert flags == ["--xla_cpu_enable_fast_math=false", "--xla_cpu_multi_thread_eigen=false"]
+    assert facts["flags_in_force"]["XLA_FLAGS"] == facts["env"]["XLA_FLAGS"]
     assert facts["platform"] == "cpu" and len(facts["devices"]) >= 1
     assert facts["threads"] == 1 and "affinity" in facts["thread_cap"]
     assert facts["precision"] == "highest"
@@ -80,7 +83,50 @@ def test_xla_flags_only_pin_threads_for_a_single_thread():
 
     assert _xla_flags("", 4) == ""
     assert _xla_flags("--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", 2) == ""
-    assert _xla_flags("--a=1", 1) == "--a=1 --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    assert _xla_flags("--a=1", 1) == "--a=1 --xla_cpu_multi_thread_eigen=false"
+
+
+def test_device_auto_resolves_without_starting_jax_so_configure_comes_first():
+    """The worker's order for ``--device auto``: ask for a GPU, then configure. JAX must not have
+    started its backends before configure, or XLA_FLAGS / JAX_PLATFORMS come too late."""
+    code = ("import json\n"
+            "from fwbench_jax.backend import JaxBackend, _backends_initialized\n"
+            "from fwbench.run.worker import resolve_device\n"
+            "b = JaxBackend()\n"
+            "device = resolve_device(b, 'auto')\n"
+            "started = _backends_initialized()\n"
+            "facts = b.configure(device=device, threads=1)\n"
+            "print(json.dumps({'device': device, 'started': started, 'facts': facts}))")
+    out = json.loads(_run(code))
+    assert out["started"] is False and out["facts"]["jax_initialized_before_configure"] is False
+    assert out["facts"]["flags_in_force"]["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+    import jax
+
+    assert out["device"] == ("gpu" if any(d.platform == "gpu" for d in jax.devices()) else "cpu")
+
+
+def test_to_device_returns_only_once_the_upload_is_done(monkeypatch):
+    """``device_put`` is asynchronous: `JaxTrainer.to_device` must wait for it (the suite times
+    the copies as host_copy_s, then starts the clock)."""
+    import jax
+    from fwbench.backend import BuildRequest
+    from fwbench.model import analyze, initial_weights
+    from fwbench.plugins import get_registry
+    from fwbench.spec import load_task
+    from fwbench_jax import trainer as jax_trainer
+
+    task = load_task(get_registry().get_task_file("mlp_mnist"))
+    info = analyze(task.model, (1, 28, 28), 10)
+    trainer = jax_trainer.JaxTrainer(BuildRequest(task, info, initial_weights(task.model, info, 0), "cpu", 10))
+    events = []
+    put, wait = jax.device_put, jax.block_until_ready
+    monkeypatch.setattr(jax_trainer.jax, "device_put", lambda *a, **k: events.append("put") or put(*a, **k))
+    monkeypatch.setattr(jax_trainer.jax, "block_until_ready",
+                        lambda tree: events.append(("wait", id(tree))) or wait(tree))
+    x, y = np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)
+    batch = trainer.to_device(x, y)
+    assert events[0] == "put" and events[-1][0] == "wait"
+    assert all(a.is_ready() for a in jax.tree.leaves(batch))
 
 
 def test_gpu_available_is_false_without_a_gpu():

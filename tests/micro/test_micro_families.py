@@ -267,6 +267,14 @@ def test_matmul_op_for_the_peak(registry, name):
     assert_close(run_op(ops, ops.matmul(a, b)), (a @ b,), f"{name} matmul")
 
 
+@pytest.mark.parametrize("name", BACKENDS)
+def test_add_op_for_the_bandwidth(registry, name):
+    ops = backend_ops(registry, name)
+    a, b = np.arange(10, dtype=np.float32), np.full(10, 0.5, np.float32)
+    assert_close(run_op(ops, ops.add(a, b)), (a + b,), f"{name} add")
+    assert ops.asynchronous is (name == "jax")  # on the CPU only JAX dispatches asynchronously
+
+
 # ---------------------------------------------------------------------------------------------
 # The machine peak: per-backend cache, measured once, the best of all known
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""`bench doctor`: the sync audit against a fake asynchronous backend, the memory check, and the
+command itself on the CPU (passes) and on a GPU this machine lacks (fails row by row, exit 1)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from fwbench.doctor_probe import FAIL, PASS, memory_check, sync_audit
+from fwbench.ops import Op, Ops
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeDevice(Ops):
+    """An asynchronous device with a fake clock: a matmul queues ``n³ / rate`` seconds of work,
+    ``sync`` waits for the queue. ``broken_sync``: sync returns at once (the bug to catch)."""
+
+    asynchronous = True
+
+    def __init__(self, clock: Clock, rate: float = 1e12, broken_sync: bool = False, blocking: bool = False):
+        super().__init__("fake", "gpu", "float32")
+        self.clock, self.rate, self.broken_sync, self.blocking = clock, rate, broken_sync, blocking
+        self.queued = 0.0
+        self.peak = 0
+
+    def matmul(self, a, b):
+        cost = 2.0 * a.shape[0] ** 3 / self.rate
+
+        def run():
+            if self.blocking:  # dispatch waits for the work itself: no asynchrony at all
+                self.clock.now += cost
+            else:
+                self.queued += cost
+
+        return Op(run)
+
+    def add(self, a, b):
+        def run():
+            self.peak += a.nbytes + b.nbytes + a.nbytes
+
+        return Op(run)
+
+    def sync(self, handle):
+        if not self.broken_sync:
+            self.clock.now += self.queued
+        self.queued = 0.0
+
+    def reset_peak_memory(self):
+        self.peak = 0
+
+    def peak_device_memory(self):
+        return self.peak
+
+
+def test_an_asynchronous_backend_with_a_working_sync_passes():
+    clock = Clock()
+    row = sync_audit(FakeDevice(clock), peak_gflops=1000.0, clock=clock)
+    assert row["status"] == PASS and "asynchronous" in row["detail"]
+    assert row["data"]["no_sync_s"] == 0 and row["data"]["with_sync_s"] > 0
+
+
+def test_a_sync_that_waits_for_nothing_fails():
+    clock = Clock()
+    row = sync_audit(FakeDevice(clock, broken_sync=True), peak_gflops=1000.0, clock=clock)
+    assert row["status"] == FAIL and "sync" in row["detail"]
+
+
+def test_a_step_faster_than_the_measured_peak_fails():
+    clock = Clock()
+    row = sync_audit(FakeDevice(clock, rate=5e12), peak_gflops=1000.0, clock=clock)  # 5 TFLOP/s > 1 TFLOP/s
+    assert row["status"] == FAIL and "beats the measured peak" in row["detail"]
+
+
+def test_a_backend_said_to_be_asynchronous_that_blocks_fails():
+    clock = Clock()
+    row = sync_audit(FakeDevice(clock, blocking=True), peak_gflops=1000.0, clock=clock)
+    assert row["status"] == FAIL and "not shorter" in row["detail"]
+
+
+def test_the_device_memory_reading_must_move_with_a_known_allocation():
+    clock = Clock()
+    assert memory_check(FakeDevice(clock), "gpu", mib=8)["status"] == PASS
+
+    class Stuck(FakeDevice):
+        def peak_device_memory(self):
+            return 123
+
+    row = memory_check(Stuck(clock), "gpu", mib=8)
+    assert row["status"] == FAIL and "moved by 0 MiB" in row["detail"]
+    assert memory_check(FakeDevice(clock), "cpu", mib=64)["status"] == PASS  # host; > malloc's mmap threshold
+
+
+def test_bench_doctor_passes_on_the_cpu(bench, tmp_path, monkeypatch):
+    import os
+
+    from fwbench.micro.peak import resolve_peak
+
+    # the peak comes from the cache (its measurement is tested on its own): a shared, noisy
+    # machine can measure a peak under load that a later quiet step then beats
+    monkeypatch.setenv("FWBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    resolve_peak(["numpy"], ["numpy"], len(os.sched_getaffinity(0)),
+                 child=lambda *a, **k: {"gflops": 1e6, "bandwidth": {"gbps": 10.0}})
+    result = bench("doctor", "--device", "cpu", "-b", "numpy", "--task", "mlp_mnist", "--json",
+                   env={"FWBENCH_CACHE_DIR": str(tmp_path / "cache")}, timeout=600)
+    rows = json.loads(result.stdout)
+    assert result.returncode == 0, [r for r in rows if r["status"] != PASS]
+    checks = {(r["backend"], r["check"]): r for r in rows}
+    for check in ("device", "threads", "sync", "memory", "conformance"):
+        assert checks[("numpy", check)]["status"] == PASS
+    assert checks[("machine", "peak")]["status"] == checks[("machine", "bandwidth")]["status"] == PASS
+
+
+def test_bench_doctor_on_a_missing_gpu_fails_row_by_row_without_a_traceback(bench, tmp_path):
+    result = bench("doctor", "--device", "gpu", "-b", "numpy", "--no-conformance",
+                   env={"FWBENCH_CACHE_DIR": str(tmp_path / "cache"), "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr
+    assert "numpy" in result.stdout and "fail" in result.stdout
+
+
+def test_numpy_reports_what_it_is():
+    from fwbench_numpy.ops import NumpyOps
+
+    assert NumpyOps("numpy", "float32").asynchronous is False
+    assert np.isfinite(sync_audit(NumpyOps("numpy", "float32"), None, min_call_s=0, max_n=64)["data"]["gflops"])
