@@ -117,6 +117,9 @@ def build_parser() -> ArgumentParser:
                                        "NumPy backend in float64. Each backend runs in its own process.")
     check.add_argument("--backend", "-b", type=_csv, default=None, help="backends to check (default: all available)")
     check.add_argument("--task", "-t", type=_csv, default=None, help="tasks (default: every shipped training task)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
+                       help="a backend option for the checked backends, e.g. backend.mode=native or "
+                            "backend.engine=jax (default: every installed engine of a frontend)")
     check.set_defaults(handler=cmd_check)
 
     get_plugin_manager().hook.fwbench_register_commands(subparsers=sub)
@@ -266,7 +269,9 @@ def cmd_check(args) -> int:
     _pick_backends(registry, [REFERENCE])  # the reference must be available too
     for task in args.task or []:
         registry.get_task_file(task)
-    checks = run_checks(backends, args.task)
+    from .frontends import check_variants
+
+    checks = run_checks(check_variants(registry, backends, getattr(args, "overrides", [])), args.task)
     _console().print(summary_table(checks))
     failed = [c for c in checks if not c.passed]
     _console().print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")

@@ -155,13 +155,18 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) 
     return checks
 
 
-def check_backend(backend_name: str, task_names: list[str] | None = None) -> list[Check]:
-    """Run every check for one backend in this process (use `run_checks` for process isolation)."""
+def check_backend(backend_name: str, task_names: list[str] | None = None,
+                  options: dict | None = None) -> list[Check]:
+    """Run every check for one backend in this process (use `run_checks` for process isolation).
+
+    ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
+    `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
+    """
     from .plugins import get_registry
     from .spec import load_task
 
     registry = get_registry()
-    candidate = registry.get_backend(backend_name)
+    candidate = registry.get_backend(backend_name).for_options(options or {}, "bench check")
     reference = registry.get_backend(REFERENCE)
     candidate.configure(device="cpu", threads=1)
     if reference is not candidate:
@@ -172,25 +177,49 @@ def check_backend(backend_name: str, task_names: list[str] | None = None) -> lis
         if task.task.family != "train":
             continue
         try:
-            checks += check_task(name, task, candidate, reference)
+            found = check_task(name, task, candidate, reference)
         except NotImplementedError as exc:
-            checks.append(Check(backend_name, name, "loss_and_grads", np.nan, np.nan, False,
-                                f"not implemented: {exc}"))
+            found = [Check(backend_name, name, "loss_and_grads", np.nan, np.nan, False,
+                           f"not implemented: {exc}")]
+        for check in found:
+            check.backend = candidate.label
+        checks += _native_differences(candidate, task, found)
     return checks
 
 
-def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800) -> list[Check]:
-    """Each backend in its own process; a crash becomes one failed check naming the reason."""
+def _native_differences(backend, task: TaskSpec, checks: list[Check]) -> list[Check]:
+    """In a frontend's native mode (``backend.mode = "native"``) a differing quantity is listed
+    with the conventions that explain it (``Backend.native_differences``) instead of failing."""
+    explain = getattr(backend, "native_differences", None)
+    if explain is None:
+        return checks
+    for check in checks:
+        if not check.passed:
+            reasons = explain(task, check.quantity)
+            if reasons:
+                check.passed = True
+                check.note = "differs in native mode: " + "; ".join(reasons)
+    return checks
+
+
+def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None,
+               timeout: float = 1800) -> list[Check]:
+    """Each backend (a name, or ``(name, [backend] options)``) in its own process; a crash becomes
+    one failed check naming the reason."""
     results = []
-    for backend in backends:
+    for entry in backends:
+        backend, options = (entry, {}) if isinstance(entry, str) else entry
+        label = backend + (f"[{','.join(f'{k}={v}' for k, v in options.items())}]" if options else "")
         cmd = [sys.executable, "-m", "fwbench.conformance", backend, *(tasks or [])]
+        if options:
+            cmd += ["--options", json.dumps(options)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         try:
             rows = json.loads(proc.stdout.strip().splitlines()[-1])
             results += [Check(**row) for row in rows]
         except (IndexError, json.JSONDecodeError, TypeError):
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            results.append(Check(backend, "*", "run", np.nan, np.nan, False,
+            results.append(Check(label, "*", "run", np.nan, np.nan, False,
                                  f"check process failed (exit {proc.returncode}): {tail[0]}"))
     return results
 
@@ -218,8 +247,13 @@ def summary_table(checks: list[Check]):
 
 
 def main(argv: list[str]) -> int:
+    options = {}
+    if "--options" in argv:
+        i = argv.index("--options")
+        options = json.loads(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
     backend, *tasks = argv
-    rows = [dataclasses.asdict(c) for c in check_backend(backend, tasks or None)]
+    rows = [dataclasses.asdict(c) for c in check_backend(backend, tasks or None, options)]
     print(json.dumps(rows, default=float))
     return 0
 
