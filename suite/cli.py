@@ -144,12 +144,17 @@ def cmd_list(args) -> int:
     registry = get_registry()
     table = Table(header_style="bold")
     if args.what == "backends":
+        from .frontends import engines_text
+
         table.add_column("backend")
+        table.add_column("frontend")
+        table.add_column("engines")
         table.add_column("status")
         table.add_column("description")
         for name, backend in sorted(registry.backends.items()):
             avail = backend.availability()
-            table.add_row(name, f"[green]{avail}[/]" if avail.ok else f"[yellow]{avail}[/]", backend.description)
+            table.add_row(name, backend.frontend, engines_text(backend),
+                          f"[green]{avail}[/]" if avail.ok else f"[yellow]{avail}[/]", backend.description)
         from .plugins import BROKEN_PLUGINS
 
         for name, reason in sorted(BROKEN_PLUGINS.items()):

@@ -168,7 +168,9 @@ def _dataset(record: dict) -> str | None:
 
 def cell_key(record: dict, with_dataset: bool = True) -> tuple:
     overrides = json.dumps(record.get("overrides") or {}, sort_keys=True, default=str)
-    key = (str(record.get("backend")), str(record.get("task")), str(record.get("device")), overrides)
+    from .frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
+
+    key = (backend_label(record), str(record.get("task")), str(record.get("device")), overrides)
     return key + ((str(_dataset(record)),) if with_dataset else ())
 
 

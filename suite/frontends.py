@@ -60,3 +60,11 @@ def check_variants(registry, backends: list[str], items: list[str]) -> list[tupl
                 backend.for_options(table, "--set")  # raises SpecError for an unknown value
             out.append((name, table))
     return out
+
+
+def engines_text(backend) -> str:
+    """``tensorflow ✓, jax ✓, torch ✗ (pip install ...)`` for `bench list backends`."""
+    parts = []
+    for engine, availability in backend.engines().items():
+        parts.append(f"{engine} ✓" if availability.ok else f"{engine} ✗")
+    return ", ".join(parts)

@@ -73,6 +73,11 @@ class KerasModel:
     bindings: list[Binding] = field(default_factory=list)
 
 
+def _name(kind: str, path: str) -> str:
+    """A Keras layer name from a canonical path (torch refuses dots in parameter names)."""
+    return f"{kind}_{path.replace('.', '_')}"
+
+
 def _ends_in_softmax(layer) -> bool:
     if isinstance(layer, Activation):
         return layer.fn == "softmax"
@@ -113,7 +118,7 @@ class _Builder:
         else:
             act = getattr(layer, "activation", "linear")
         if isinstance(layer, Dense):
-            k = keras.layers.Dense(layer.units, use_bias=layer.use_bias, dtype=self.dtype, name=f"dense_{li.path}")
+            k = keras.layers.Dense(layer.units, use_bias=layer.use_bias, dtype=self.dtype, name=_name("dense", li.path))
             x = k(x)
             to_k = to_c = _identity
             if self.pending_perm is not None:
@@ -131,7 +136,7 @@ class _Builder:
                 x = keras.layers.ZeroPadding2D(pad, dtype=self.dtype)(x)
             k = keras.layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride,
                                     padding="same" if symmetric_same else "valid",
-                                    use_bias=layer.use_bias, dtype=self.dtype, name=f"conv_{li.path}")
+                                    use_bias=layer.use_bias, dtype=self.dtype, name=_name("conv", li.path))
             x = k(x)
             self.bind(k, li, {"weight": "kernel", "bias": "bias"}, _conv_in, _conv_out)
             return self.activation(act, x)
@@ -150,7 +155,7 @@ class _Builder:
                 from .layers import ExactBatchNorm as cls
             else:
                 cls = keras.layers.BatchNormalization
-            k = cls(momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=self.dtype, name=f"bn_{li.path}")
+            k = cls(momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=self.dtype, name=_name("bn", li.path))
             x = k(x)
             self.bind(k, li, {"gamma": "gamma", "beta": "beta", "running_mean": "moving_mean",
                               "running_var": "moving_variance"})
@@ -167,7 +172,7 @@ class _Builder:
             names = {p.name for p in li.params}
             if f"{li.path}.shortcut.weight" in names:
                 k = keras.layers.Conv2D(li.out_shape[0], 1, strides=shortcut_stride(li), dtype=self.dtype,
-                                        name=f"shortcut_{li.path}")
+                                        name=_name("shortcut", li.path))
                 shortcut = k(x)
                 frozen = any(p.frozen for p in li.params)
                 self.bindings += [Binding(f"{li.path}.shortcut.weight", k.kernel, _conv_in, _conv_out),
