@@ -168,6 +168,13 @@ class Backend(ABC):
     def build(self, request: BuildRequest) -> Trainer:
         """Build model and optimizer from ``request.task``, loaded with ``request.weights``."""
 
+    def has_ops(self) -> bool:
+        """Whether this backend offers microbenchmark ops (`ops`), without importing anything."""
+        if type(self).ops is not Backend.ops:
+            return True
+        package = type(self).__module__.rpartition(".")[0]
+        return bool(package) and importlib.util.find_spec(f"{package}.ops") is not None
+
     def ops(self, device: str, dtype: str, options: dict[str, Any] | None = None) -> Ops:
         """Single-operation microbenchmarks (`fwbench.ops.Ops`) on ``device`` in ``dtype``.
 

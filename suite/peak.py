@@ -215,6 +215,7 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     for this machine, so a NumPy-only run launches no other framework but still profits from an
     earlier ``bench info --peak``. Returns None when no backend has a number.
     """
+    available = _with_ops(available)  # a backend without ops.py (keras, flax) has no matmul to time
     facts = machine_facts(threads)
     cache = read_cache(path)
     key = {name: cache_key(facts, name) for name in [*available, "_bandwidth"]}
@@ -251,6 +252,14 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
             "source": "measured" if any(v["source"] == "measured" for v in per_backend.values()) else "cache",
             "measured_at": max(str(v.get("measured_at")) for v in per_backend.values()),
             "method": "best of each backend's own float32 square matmul, one process per backend"}
+
+
+def _with_ops(names: list[str]) -> list[str]:
+    """``names`` less the registered backends that have no microbenchmark ops."""
+    from .plugins import get_registry
+
+    backends = get_registry().backends
+    return [n for n in names if n not in backends or backends[n].has_ops()]
 
 
 def _now() -> str:

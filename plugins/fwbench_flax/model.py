@@ -76,16 +76,16 @@ class ExactBatchNorm(nnx.Module):
 
     def __call__(self, x):
         if self.use_running_average:
-            mean, var = self.mean.value, self.var.value
+            mean, var = self.mean[...], self.var[...]
         else:
             axes = tuple(range(x.ndim - 1))
             mean, var = jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
             n = x.size // x.shape[-1]
             m = self.momentum
-            self.mean.value = (1 - m) * self.mean.value + m * jax.lax.stop_gradient(mean)
-            self.var.value = (1 - m) * self.var.value + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
-        scale = self.scale.value * jax.lax.rsqrt(var + self.eps)
-        return x * scale + (self.bias.value - mean * scale)
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+        scale = self.scale[...] * jax.lax.rsqrt(var + self.eps)
+        return x * scale + (self.bias[...] - mean * scale)
 
 
 def _activate(fn: str, x, alpha: float = 0.01):
@@ -164,7 +164,7 @@ class _Builder:
             role = p.name.rsplit(".", 1)[1]
             attr = names[role]
             if p.frozen:  # out of nnx.Param: no gradient, no optimizer state
-                setattr(module, attr, Frozen(getattr(module, attr).value))
+                setattr(module, attr, Frozen(getattr(module, attr).get_value()))
             conv = (to_f, to_c) if role == "weight" else (_identity, _identity)
             self.bindings.append(Binding(p.name, getattr(module, attr), *conv))
 
@@ -225,8 +225,8 @@ class _Builder:
                                     padding="VALID", dtype=self.dtype, param_dtype=self.dtype, rngs=self.rngs)
                 frozen = any(p.frozen for p in li.params)
                 if frozen:
-                    shortcut.kernel = Frozen(shortcut.kernel.value)
-                    shortcut.bias = Frozen(shortcut.bias.value)
+                    shortcut.kernel = Frozen(shortcut.kernel.get_value())
+                    shortcut.bias = Frozen(shortcut.bias.get_value())
                 self.bindings += [Binding(f"{li.path}.shortcut.weight", shortcut.kernel, _conv_in, _conv_out),
                                   Binding(f"{li.path}.shortcut.bias", shortcut.bias)]
             return Block("residual", activation=act, body=body, shortcut=shortcut)

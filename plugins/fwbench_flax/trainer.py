@@ -102,13 +102,13 @@ class FlaxTrainer(Trainer):
         logits, loss, grads = loss_and_grads(clone, x, y)
         saved = self.get_weights()
         nnx.update(self.model, grads)  # the gradients sit where their parameters were: read them
-        out = {b.name: np.array(b.to_canonical(np.asarray(jax.device_get(b.variable.value))))
+        out = {b.name: np.array(b.to_canonical(np.asarray(jax.device_get(b.variable.get_value()))))
                for b in self.bindings if isinstance(b.variable, nnx.Param)}
         self.set_weights(saved)
         return np.asarray(jax.device_get(logits)), float(loss), out
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {b.name: np.array(b.to_canonical(np.asarray(jax.device_get(b.variable.value))))
+        return {b.name: np.array(b.to_canonical(np.asarray(jax.device_get(b.variable.get_value()))))
                 for b in self.bindings}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -117,10 +117,10 @@ class FlaxTrainer(Trainer):
                 raise ValueError(f"weights lack {b.name!r}; pass every array of the model "
                                  "(see fwbench.model.initial_weights)")
             value = np.ascontiguousarray(b.to_flax(np.asarray(weights[b.name], dtype=self.dtype)))
-            if value.shape != tuple(b.variable.value.shape):
+            if value.shape != tuple(b.variable.get_value().shape):
                 raise ValueError(f"weight {b.name!r} has shape {np.shape(weights[b.name])}; the model "
                                  "needs the canonical layout (see fwbench.layers)")
-            b.variable.value = jax.device_put(value, self.device)
+            b.variable.set_value(jax.device_put(value, self.device))
 
     def num_trainable(self) -> int:
         return int(sum(v.size for v in jax.tree.leaves(nnx.state(self.model, nnx.Param))))
