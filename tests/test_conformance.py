@@ -63,7 +63,8 @@ def test_native_mode_lists_the_differing_conventions_instead_of_failing():
     assert all(c.passed for c in checks), [dataclasses.asdict(c) for c in checks if not c.passed][:3]
     notes = {c.quantity: c.note for c in checks if c.note}
     assert "step:adam" in notes and "eps" in notes["step:adam"]  # Keras' Adam really differs
-    assert "step:sgd" in notes and "weight_decay" in notes["step:sgd"]
+    assert "weight_decay" in notes["step:rmsprop"]
+    assert "step:sgd" not in notes  # plain SGD: Keras' decoupled decay equals L2, the same rule
     assert not any(q.startswith("grad:") or q == "logits" for q in notes)  # the model itself agrees
 
 

@@ -38,7 +38,7 @@ def differences(task: TaskSpec, optimizer: str | None = None, clip: str | None =
     if name == "momentum":
         out.append("momentum: Keras' SGD keeps the velocity -lr * b, so a changing lr weighs past "
                    "gradients differently")
-    if (task.optimizer.weight_decay or optimizer) and name != "adamw":
+    if (task.optimizer.weight_decay or optimizer) and name not in ("adamw", "sgd"):  # plain SGD: the same
         out.append("weight_decay: Keras' is decoupled (p -= lr * wd * p); the suite's is L2 on the gradient")
     if kind == "norm":
         out.append("clip norm: Keras scales by max / max(norm, max); the suite by max / (norm + 1e-6)")
