@@ -32,6 +32,14 @@ def backend_label(record: dict[str, Any]) -> str:
     return str(record.get("backend")) if frontend == RAW else f"{record.get('backend')}[{engine_of(record)}]"
 
 
+def runs_on_engine(backend, overrides: dict[str, Any]) -> bool:
+    """Whether a cell of ``backend`` belongs in a ``backend.engine`` grid: always without one;
+    with one, only when the engine is one ``backend`` runs on (raw jax runs only on jax), so
+    ``-b jax,torch,keras --set backend.engine=jax,torch`` gives the frontend x engine grid."""
+    engine = overrides.get("backend.engine")
+    return engine is None or str(engine).lower() in backend.engines()
+
+
 def backend_options(items: list[str]) -> dict[str, Any]:
     """``["backend.mode=native"]`` -> ``{"mode": "native"}``; only ``backend.*`` keys."""
     from .spec import parse_value
