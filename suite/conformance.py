@@ -226,6 +226,7 @@ def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None,
 
 def summary_table(checks: list[Check]):
     """One row per (backend, task, quantity group): the largest errors and pass/fail."""
+    from rich.markup import escape
     from rich.table import Table
 
     groups: dict[tuple[str, str, str], list[Check]] = {}
@@ -240,7 +241,7 @@ def summary_table(checks: list[Check]):
         worst = max(items, key=lambda c: (c.passed, -(c.max_abs if np.isfinite(c.max_abs) else np.inf)))
         label = f"{group} ({len(items)})" if len(items) > 1 else group
         note = "" if ok else f" {worst.quantity} {worst.note}".rstrip()
-        table.add_row(backend, task, label, f"{max(c.max_abs for c in items):.2e}",
+        table.add_row(escape(backend), task, label, f"{max(c.max_abs for c in items):.2e}",
                       f"{max(c.max_rel for c in items):.2e}",
                       "[green]pass[/]" if ok else f"[red]FAIL[/]{note}")
     return table
