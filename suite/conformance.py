@@ -241,9 +241,11 @@ def summary_table(checks: list[Check]):
         worst = max(items, key=lambda c: (c.passed, -(c.max_abs if np.isfinite(c.max_abs) else np.inf)))
         label = f"{group} ({len(items)})" if len(items) > 1 else group
         note = "" if ok else f" {worst.quantity} {worst.note}".rstrip()
+        explained = next((c.note for c in items if c.passed and c.note), "")  # native mode
+        result = f"[red]FAIL[/]{escape(note)}" if not ok else (
+            f"[yellow]{escape(explained)}[/]" if explained else "[green]pass[/]")
         table.add_row(escape(backend), task, label, f"{max(c.max_abs for c in items):.2e}",
-                      f"{max(c.max_rel for c in items):.2e}",
-                      "[green]pass[/]" if ok else f"[red]FAIL[/]{note}")
+                      f"{max(c.max_rel for c in items):.2e}", result)
     return table
 
 
