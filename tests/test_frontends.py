@@ -60,3 +60,23 @@ def test_overhead_ratio_without_step_times_is_none():
     record = _with_steps([])
     assert overhead_ratio(record, _with_steps([0.1, 0.2, 0.3])) is None
     assert overhead_ratio(_with_steps([0.2]), _with_steps([0.1]))["low"] is None
+
+
+def test_an_engine_grid_plans_each_raw_backend_only_on_its_own_engine(tmp_path):
+    from fwbench.cli import build_parser
+    from fwbench.matrix import plan_run
+
+    registry = get_registry()
+    wanted = [b for b in ("jax", "torch", "keras") if b in registry.backends]
+    if "keras" not in wanted:
+        pytest.skip("the keras plugin is not installed")
+    engines = [e for e in ("jax", "torch") if e in registry.backends and registry.backends[e].availability().ok]
+    if not engines or not registry.backends["keras"].availability().ok:
+        pytest.skip("needs keras and jax or torch")
+    args = build_parser().parse_args(["run", "-b", ",".join(wanted), "-t", "mlp_mnist", "--dataset", "digits",
+                                      "--set", "backend.engine=" + ",".join(engines), "--peak", "off",
+                                      "--out", str(tmp_path)])
+    args.argv = []
+    planned = [(c.backend, c.overrides["backend.engine"]) for c in plan_run(args).cells]
+    expected = [(b, e) for e in engines for b in wanted if b in (e, "keras")]
+    assert planned == expected
