@@ -1,5 +1,5 @@
 """Where optax's stock optimizers and ``nnx.BatchNorm`` (native mode) differ from the suite's
-conventions. Exact mode uses the raw jax backend's optax chains and `ExactBatchNorm` instead."""
+conventions (optax's Adam and AdamW equal the suite's rule and are not listed). Exact mode uses the raw jax backend's optax chains and `ExactBatchNorm` instead."""
 from __future__ import annotations
 
 from fwbench.layers import BatchNorm, Residual
@@ -17,9 +17,6 @@ def differences(task: TaskSpec, optimizer: str | None = None, clip: str | None =
     name = optimizer or task.optimizer.name
     kind = clip or task.clip.kind
     out = []
-    if name in ("adam", "adamw"):
-        out.append("adam: optax adds eps to sqrt(v_hat) (bias-corrected v); the suite adds it to "
-                   "sqrt(v)/sqrt(1 - b2^t) as PyTorch does")
     if name == "rmsprop":
         out.append("rmsprop: optax.rmsprop puts eps inside the square root")
     if name == "adagrad":
