@@ -17,6 +17,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .frontends import backend_label
+
 #: Overrides already shown elsewhere in the table (the dataset column) or set by the suite itself.
 HIDDEN_OVERRIDES = ("dataset.name", "dataset.shape", "backend.engine")  # the engine is in the label
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "timeout": "bold red", "skipped": "yellow"}
@@ -70,12 +72,6 @@ def _fmt(value, spec: str, missing: str = "—") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     return format(value, spec)
-
-
-def backend_label(record: dict[str, Any]) -> str:
-    from .frontends import backend_label as label
-
-    return label(record)
 
 
 def results_table(records: list[dict[str, Any]], title: str = "Results") -> Table:
