@@ -92,9 +92,9 @@ def plan_run(args) -> Plan:
                 datasets.add(task.dataset.name)
             label = path.stem if task_name == str(path) else task_name
             for backend in backends:  # refuse bad [backend] options (an unknown engine) up front
+                registry.get_backend(backend).for_options(task.backend, task.source)
                 if not runs_on_engine(registry.get_backend(backend), overrides):
                     continue  # --set backend.engine=jax,torch: raw torch only in the torch column
-                registry.get_backend(backend).for_options(task.backend, task.source)
                 for device in args.device:
                     cells.append(Cell(run_id=run_id, backend=backend, task=label, task_path=str(path.resolve()),
                                       device=device, overrides=overrides, profile=profile, threads=threads,

@@ -45,7 +45,8 @@ def test_bad_options_name_the_key_and_the_choices(options, key, words):
 
 
 def test_bench_run_refuses_an_unknown_engine_before_any_cell(tmp_path, capsys):
-    code = main(["run", "-b", "keras", "-t", "mlp_mnist", "--set", "backend.engine=jax,tensorflw",
+    code = main(["run", "-b", "keras", "-t", "mlp_mnist", "--dataset", "digits",
+                 "--set", "backend.engine=jax,tensorflw",
                  "--peak", "off", "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "backend.engine" in err[0] and "tensorflw" in err[0]
