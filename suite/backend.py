@@ -161,6 +161,37 @@ class Backend(ABC):
     #: e.g. ``"torch.cuda.is_available()"``.
     gpu_check: str = "the framework's device list"
 
+    #: The API a user writes: "raw" (the framework's own) or a frontend such as "keras" or "flax".
+    frontend: str = "raw"
+
+    # -- frontend x engine (see fwbench.frontends) ------------------------------------------------
+    def for_options(self, options: dict[str, Any], source: str = "<spec>") -> Backend:
+        """This backend bound to a task's ``[backend]`` table; cheap (no framework import).
+
+        Called when a run is planned (to refuse bad options before any cell starts: raise
+        `fwbench.errors.SpecError`) and in the cell process before `configure` (a frontend picks
+        its engine here). The default ignores the options and returns ``self``.
+        """
+        return self
+
+    @property
+    def label(self) -> str:
+        """Name shown where one backend has several engines (``keras[jax]``)."""
+        return self.name
+
+    def identity(self) -> dict[str, Any]:
+        """``frontend``, ``engine`` and their versions, for every record."""
+        return {"frontend": self.frontend, "frontend_version": None, "engine": self.name,
+                "engine_version": self.version()}
+
+    def engines(self) -> dict[str, Availability]:
+        """The engines this backend can run on and whether each is installed."""
+        return {self.name: self.availability()}
+
+    def conformance_variants(self) -> list[dict[str, Any]]:
+        """``[backend]`` option tables `bench check` checks, each in its own process."""
+        return [{}]
+
     def availability(self) -> Availability:
         """Cheap check (no framework import): are the required modules installed?"""
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]

@@ -123,6 +123,9 @@ def build_parser() -> ArgumentParser:
     check.add_argument("--task", "-t", type=_csv, default=None, help="tasks (default: every shipped training task)")
     check.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                        help="where the checked backends run (the float64 reference always runs on the CPU)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
+                       help="a backend option for the checked backends, e.g. backend.mode=native or "
+                            "backend.engine=jax (default: every installed engine of a frontend)")
     check.set_defaults(handler=cmd_check)
 
     from .doctor import add_parser as add_doctor
@@ -160,13 +163,13 @@ def cmd_list(args) -> int:
         if args.what == "backends":
             colour = "green" if row["status"] == "available" else "red" if row["status"].startswith("broken") \
                 else "yellow"
-            cells[1] = f"[{colour}]{cells[1]}[/]"
+            cells[3] = f"[{colour}]{cells[3]}[/]"
         table.add_row(*cells)
     _console().print(table)
     return EXIT_OK
 
 
-LIST_COLUMNS = {"backends": ("backend", "status", "description"),
+LIST_COLUMNS = {"backends": ("backend", "frontend", "engines", "status", "description"),
                 "tasks": ("task", "dataset", "description", "file"),
                 "studies": ("study", "kind", "cells", "title", "file"),
                 "datasets": ("dataset", "shape", "where", "description")}
@@ -175,12 +178,14 @@ LIST_COLUMNS = {"backends": ("backend", "status", "description"),
 def list_rows(what: str, registry) -> list[dict[str, str]]:
     """The rows of ``bench list WHAT`` (column name -> text), as printed or as ``--json``."""
     if what == "backends":
+        from .frontends import engines_text
         from .plugins import BROKEN_PLUGINS
 
-        rows = [{"backend": name, "status": str(backend.availability()), "description": backend.description}
+        rows = [{"backend": name, "frontend": backend.frontend, "engines": engines_text(backend),
+                 "status": str(backend.availability()), "description": backend.description}
                 for name, backend in sorted(registry.backends.items())]
-        return rows + [{"backend": f"(plugin {name})", "status": f"broken: {reason}",
-                        "description": "reinstall or remove the package"}
+        return rows + [{"backend": f"(plugin {name})", "frontend": "", "engines": "",
+                        "status": f"broken: {reason}", "description": "reinstall or remove the package"}
                        for name, reason in sorted(BROKEN_PLUGINS.items())]
     if what == "tasks":
         from .spec import read_toml
@@ -289,7 +294,10 @@ def cmd_check(args) -> int:
     _pick_backends(registry, [REFERENCE])  # the reference must be available too
     for task in args.task or []:
         registry.get_task_file(task)
-    checks = run_checks(backends, args.task, device=getattr(args, "device", "cpu"))
+    from .frontends import check_variants
+
+    checks = run_checks(check_variants(registry, backends, getattr(args, "overrides", [])), args.task,
+                        device=getattr(args, "device", "cpu"))
     _console().print(summary_table(checks))
     failed = [c for c in checks if not c.passed and not c.skipped]
     skipped = [c for c in checks if c.skipped]

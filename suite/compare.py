@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
 
 IMPROVED, REGRESSED, UNCHANGED, NOT_COMPARABLE = "improved", "regressed", "unchanged", "not comparable"
 VERDICT_STYLE = {IMPROVED: "bold green", REGRESSED: "bold red", UNCHANGED: "dim", NOT_COMPARABLE: "yellow"}
@@ -165,7 +166,7 @@ def _dataset(record: dict) -> str | None:
 
 def cell_key(record: dict, with_dataset: bool = True) -> tuple:
     overrides = json.dumps(record.get("overrides") or {}, sort_keys=True, default=str)
-    key = (str(record.get("backend")), str(record.get("task")), str(record.get("device")), overrides)
+    key = (backend_label(record), str(record.get("task")), str(record.get("device")), overrides)
     return key + ((str(_dataset(record)),) if with_dataset else ())
 
 

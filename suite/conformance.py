@@ -188,25 +188,50 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
     return checks
 
 
-def check_backend(backend_name: str, task_names: list[str] | None = None, device: str = "cpu") -> list[Check]:
+def check_backend(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
+                  options: dict | None = None) -> list[Check]:
     """Run every check for one backend in this process (use `run_checks` for process isolation)."""
-    return [check for _, checks in iter_checks(backend_name, task_names, device) for check in checks]
+    return [check for _, checks in iter_checks(backend_name, task_names, device, options) for check in checks]
 
 
-def iter_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu"):
+def iter_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
+                options: dict | None = None):
     """``(task, checks)`` for each task in turn (default: every training task), in this process,
-    the candidate on ``device``."""
+    the candidate on ``device``.
+
+    ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
+    `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
+    """
     from .plugins import get_registry
     from .spec import load_task
 
     registry = get_registry()
-    candidate = registry.get_backend(backend_name)
+    candidate = registry.get_backend(backend_name).for_options(options or {}, "bench check")
     reference = registry.get_backend(REFERENCE)
     candidate.configure(device=device, threads=1)
     if reference is not candidate:
         reference.configure(device="cpu", threads=1)
     for name in task_names or training_tasks(registry):
-        yield name, check_one(name, load_task(registry.get_task_file(name)), candidate, reference, device)
+        task = load_task(registry.get_task_file(name))
+        found = check_one(name, task, candidate, reference, device)
+        for check in found:
+            check.backend = candidate.label
+        yield name, _native_differences(candidate, task, found)
+
+
+def _native_differences(backend, task: TaskSpec, checks: list[Check]) -> list[Check]:
+    """In a frontend's native mode (``backend.mode = "native"``) a differing quantity is listed
+    with the conventions that explain it (``Backend.native_differences``) instead of failing."""
+    explain = getattr(backend, "native_differences", None)
+    if explain is None:
+        return checks
+    for check in checks:
+        if not check.passed and not check.skipped:
+            reasons = explain(task, check.quantity)
+            if reasons:
+                check.passed = True
+                check.note = "differs in native mode: " + "; ".join(reasons)
+    return checks
 
 
 def training_tasks(registry) -> list[str]:
@@ -232,33 +257,37 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
         return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
 
 
-def run_checks(backends: list[str], tasks: list[str] | None, timeout: float = 1800,
+def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, timeout: float = 1800,
                device: str = "cpu") -> list[Check]:
-    """Each backend in its own process, each task standing alone: the process prints one line per
-    finished task; one that dies (or times out) fails the task it was on, keeps the finished ones
-    and is started again for the rest."""
+    """Each backend (a name, or ``(name, [backend] options)``) in its own process, each task
+    standing alone: the process prints one line per finished task; one that dies (or times out)
+    fails the task it was on, keeps the finished ones and is started again for the rest."""
     from .plugins import get_registry
 
     tasks = list(tasks or training_tasks(get_registry()))
     results = []
-    for backend in backends:
+    for entry in backends:
+        backend, options = (entry, {}) if isinstance(entry, str) else entry
+        label = backend + (f"[{','.join(f'{k}={v}' for k, v in options.items())}]" if options else "")
         todo = list(tasks)
         while todo:
-            done, reason = _check_process(backend, todo, timeout, device)
+            done, reason = _check_process(backend, todo, timeout, device, options)
             for rows in done.values():
                 results += [Check(**row) for row in rows]
             todo = [t for t in todo if t not in done]
             if todo:  # the process ended inside todo[0]
-                results.append(Check(backend, todo[0], "task", np.nan, np.nan, False, reason))
+                results.append(Check(label, todo[0], "task", np.nan, np.nan, False, reason))
                 todo = todo[1:]
     return results
 
 
-def _check_process(backend: str, tasks: list[str], timeout: float,
-                   device: str = "cpu") -> tuple[dict[str, list[dict]], str]:
-    """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE``; the rows of each finished task and,
-    if it did not finish them all, why."""
+def _check_process(backend: str, tasks: list[str], timeout: float, device: str = "cpu",
+                   options: dict | None = None) -> tuple[dict[str, list[dict]], str]:
+    """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE [--options JSON]``; the
+    rows of each finished task and, if it did not finish them all, why."""
     cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks, "--device", device]
+    if options:
+        cmd += ["--options", json.dumps(options)]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -280,6 +309,7 @@ def _check_process(backend: str, tasks: list[str], timeout: float,
 
 def summary_table(checks: list[Check]):
     """One row per (backend, task, quantity group): the largest errors and pass/fail."""
+    from rich.markup import escape
     from rich.table import Table
 
     groups: dict[tuple[str, str, str], list[Check]] = {}
@@ -298,20 +328,25 @@ def summary_table(checks: list[Check]):
         worst = max(items, key=lambda c: (c.passed, -(c.max_abs if np.isfinite(c.max_abs) else np.inf)))
         label = f"{group} ({len(items)})" if len(items) > 1 else group
         note = "" if ok else f" {worst.quantity} {worst.note}".rstrip()
-        table.add_row(backend, task, label, f"{max(c.max_abs for c in items):.2e}",
-                      f"{max(c.max_rel for c in items):.2e}",
-                      "[green]pass[/]" if ok else f"[red]FAIL[/]{note}")
+        explained = next((c.note for c in items if c.passed and c.note), "")  # native mode
+        result = f"[red]FAIL[/]{escape(note)}" if not ok else (
+            f"[yellow]{escape(explained)}[/]" if explained else "[green]pass[/]")
+        table.add_row(escape(backend), task, label, f"{max(c.max_abs for c in items):.2e}",
+                      f"{max(c.max_rel for c in items):.2e}", result)
     return table
 
 
 def main(argv: list[str]) -> int:
     """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes."""
-    device = "cpu"
+    device, options = "cpu", {}
     if "--device" in argv:
         at = argv.index("--device")
         device, argv = argv[at + 1], argv[:at] + argv[at + 2:]
+    if "--options" in argv:
+        at = argv.index("--options")
+        options, argv = json.loads(argv[at + 1]), argv[:at] + argv[at + 2:]
     backend_name, *tasks = argv
-    for name, checks in iter_checks(backend_name, tasks or None, device):
+    for name, checks in iter_checks(backend_name, tasks or None, device, options):
         print(json.dumps({"task": name, "checks": [dataclasses.asdict(c) for c in checks]}, default=float),
               flush=True)
     return 0

@@ -17,8 +17,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from .frontends import backend_label
+
 #: Overrides already shown elsewhere in the table (the dataset column) or set by the suite itself.
-HIDDEN_OVERRIDES = ("dataset.name", "dataset.shape")
+HIDDEN_OVERRIDES = ("dataset.name", "dataset.shape", "backend.engine")  # the engine is in the label
 STATUS_STYLE = {"ok": "green", "failed": "bold red", "timeout": "bold red", "skipped": "yellow"}
 
 
@@ -93,7 +95,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
         where += f" · {r.get('device', '?')}" + (f" [{overrides}]" if overrides else "")
         status = r.get("status", "?") + (f" ({len(r['warnings'])}⚠)" if r.get("warnings") else "")
         table.add_row(
-            r.get("backend", "?"), where, Text(status, style=STATUS_STYLE.get(r.get("status"), "")),
+            Text(backend_label(r)), Text(where), Text(status, style=STATUS_STYLE.get(r.get("status"), "")),
             _fmt(m.get("test_accuracy"), ".2%"), _fmt(r.get("params"), ","), thr,
             _fmt(step * 1e3 if step else None, ".2f"), _fmt(m.get("first_step_s"), ".3f"),
             _fmt(m.get("epochs_run"), "d"),

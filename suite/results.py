@@ -143,10 +143,14 @@ def load_records(paths: Iterable[str | Path] | str | Path = "results",
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One row: identity columns, scalar metrics, step-time stats, a few env facts."""
+    from .frontends import engine_of
+
     metrics = record.get("metrics") or {}
     row = {k: record.get(k) for k in INDEX_COLUMNS}
     row.update(params=record.get("params"), error=record.get("error"),
                backend_version=record.get("backend_version"),
+               frontend=record.get("frontend") or "raw", engine=engine_of(record),
+               frontend_version=record.get("frontend_version"), engine_version=record.get("engine_version"),
                overrides=json.dumps(record.get("overrides") or {}, sort_keys=True),
                profile=record.get("profile"), synthetic_data=record.get("synthetic_data"),
                warnings=len(record.get("warnings") or []), wall_s=record.get("wall_s"),

@@ -25,6 +25,49 @@ def test_backend_conforms_on_every_shipped_task(backend):
     assert any(q.startswith("grad:") for q in quantities)
 
 
+#: Frontends on each engine: (backend, [backend] options, module that must be installed).
+FRONTENDS = [("keras", {"engine": e}, e) for e in ("tensorflow", "jax", "torch")] + [("flax", {}, "flax")]
+
+
+@pytest.mark.parametrize(("backend", "options", "module"), FRONTENDS,
+                         ids=[f"{b}-{o.get('engine', 'jax')}" for b, o, _ in FRONTENDS])
+def test_frontend_conforms_in_exact_mode(backend, options, module):
+    """Keras on every installed engine and Flax, on the MLP (convolutions: the slow test)."""
+    if importlib.util.find_spec(backend) is None or importlib.util.find_spec(module) is None:
+        pytest.skip(f"{backend} or {module} is not installed")
+    checks = run_checks([(backend, options)], ["mlp_mnist"])
+    failed = [dataclasses.asdict(c) for c in checks if not c.passed]
+    assert not failed, failed[:5]
+    assert {c.task for c in checks} == {"mlp_mnist"}
+    label = f"{backend}[{options.get('engine', 'jax')}]"
+    assert {c.backend for c in checks} == {label}
+    assert {"logits", "curve", "step:adam", "step:rmsprop", "step:clip-norm"} <= {c.quantity for c in checks}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "options", "module"), FRONTENDS,
+                         ids=[f"{b}-{o.get('engine', 'jax')}" for b, o, _ in FRONTENDS])
+def test_frontend_conforms_on_convolutions_batchnorm_and_residuals(backend, options, module):
+    if importlib.util.find_spec(backend) is None or importlib.util.find_spec(module) is None:
+        pytest.skip(f"{backend} or {module} is not installed")
+    checks = run_checks([(backend, options)], ["cnn_mnist", "resnet_cifar"])
+    failed = [dataclasses.asdict(c) for c in checks if not c.passed]
+    assert not failed, failed[:5]
+    assert any(c.quantity == "grad:1.gamma" for c in checks)  # BatchNorm gradients are compared
+
+
+def test_native_mode_lists_the_differing_conventions_instead_of_failing():
+    if importlib.util.find_spec("keras") is None or importlib.util.find_spec("jax") is None:
+        pytest.skip("keras or jax is not installed")
+    checks = run_checks([("keras", {"engine": "jax", "mode": "native"})], ["mlp_mnist"])
+    assert all(c.passed for c in checks), [dataclasses.asdict(c) for c in checks if not c.passed][:3]
+    notes = {c.quantity: c.note for c in checks if c.note}
+    assert "step:adam" in notes and "eps" in notes["step:adam"]  # Keras' Adam really differs
+    assert "weight_decay" in notes["step:rmsprop"]
+    assert "step:sgd" not in notes  # plain SGD: Keras' decoupled decay equals L2, the same rule
+    assert not any(q.startswith("grad:") or q == "logits" for q in notes)  # the model itself agrees
+
+
 def test_compare_detects_a_real_difference():
     a = np.array([1.0, 2.0, 3.0])
     assert compare(a, a * (1 + 1e-6))[2]

@@ -120,3 +120,26 @@ def test_full_page_screenshot_is_kept_as_an_artifact(browser, report_page, tmp_p
     assert browser.save_screenshot(str(target))
     data = target.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+
+
+def test_frontend_engine_view_shows_grid_and_overheads(browser, report_page):
+    """The frontend x engine section: a row per frontend, a column per engine, and an overhead
+    ratio with an interval for Keras on JAX and torch and Flax on JAX (`samples.frontend_records`)."""
+    grid = browser.execute_script(
+        "const s = document.getElementById('frontends');"
+        "const t = s.querySelector('table.frontend-table');"
+        "return {engines: Array.from(t.querySelectorAll('thead th')).slice(1).map(th => th.textContent.trim()),"
+        " rows: Array.from(t.querySelectorAll('tbody tr')).map(tr => Array.from(tr.cells).map(c => c.textContent)),"
+        " overheads: Array.from(s.querySelectorAll('table.overhead-table tbody tr'))"
+        "   .map(tr => Array.from(tr.cells).map(c => c.textContent.trim())),"
+        " height: s.offsetHeight};")
+    assert grid["height"] > 0
+    assert grid["engines"] == ["jax", "torch"]
+    assert [row[0] for row in grid["rows"]] == ["raw", "keras", "flax"]
+    assert "samples/s" in grid["rows"][1][1] and "accuracy" in grid["rows"][1][1]
+    ratios = {(o[0], o[1]): o for o in grid["overheads"]}
+    assert set(ratios) == {("keras", "jax"), ("keras", "torch"), ("flax", "jax")}
+    keras_torch = ratios[("keras", "torch")]
+    ratio = float(keras_torch[2].rstrip("×"))
+    low, high = (float(v) for v in keras_torch[3].split("–"))
+    assert 2.5 < ratio < 3.5 and low <= ratio <= high  # the sample's Keras-on-torch steps are 3x slower

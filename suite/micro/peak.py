@@ -272,6 +272,7 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     """
     child = child or run_child
     facts = facts if facts is not None else device_facts(device, threads)
+    available = _with_ops(available)  # a backend without ops.py (keras, flax) has no matmul to time
     cache = read_cache(path)
     key = {name: cache_key(facts, name) for name in [*available, "_bandwidth"]}
     todo = list(available) if refresh else [b for b in run_backends if b in available and key[b] not in cache]
@@ -317,6 +318,14 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
             "source": "measured" if any(v["source"] == "measured" for v in per_backend.values()) else "cache",
             "measured_at": max(str(v.get("measured_at")) for v in per_backend.values()),
             "method": f"best of each backend's own float32 square matmul on the {device}, one process per backend"}
+
+
+def _with_ops(names: list[str]) -> list[str]:
+    """``names`` less the registered backends that have no microbenchmark ops."""
+    from ..plugins import get_registry
+
+    backends = get_registry().backends
+    return [n for n in names if n not in backends or backends[n].has_ops()]
 
 
 def _now() -> str:

@@ -22,6 +22,7 @@ from .cells import (
     short_settings_label,
     sweeps,
 )
+from .frontends import frontend_grids
 from .studies import study_blocks
 
 #: (id, heading) of every section, in order. Every report has all of them.
@@ -29,6 +30,7 @@ SECTIONS = (
     ("summary", "Summary"),
     ("studies", "Studies"),
     ("performance", "Throughput, accuracy and memory"),
+    ("frontends", "Frontend × engine"),
     ("learning-curves", "Learning curves"),
     ("conv2d", "conv2d sweep"),
     ("optimizers", "Optimizers"),
@@ -46,6 +48,10 @@ INTROS = {
     "studies": "Named experiments run with `bench study`: what each one shows, its cells per backend "
                "(test accuracy, and what matters for the study underneath), and the plot that makes its point.",
     "performance": "Each bar is one cell; cells with the same settings sit side by side.",
+    "frontends": "The same task written in each frontend (raw framework, Keras, Flax) and run on each "
+                 "engine: throughput with its 95% interval and test accuracy, then each frontend's overhead "
+                 "over the raw engine (step-time ratio; 1.00× = none) with a bootstrap 95% interval over "
+                 "both cells' step times. Compare only cells measured side by side on one machine.",
     "learning-curves": "Loss and accuracy per epoch, one colour per backend.",
     "conv2d": "Convolution kernels alone: achieved GFLOP/s per input shape and pass.",
     "optimizers": "Optimizer updates alone: time per update as the model grows, and convergence.",
@@ -62,6 +68,8 @@ EMPTY = {
                "(`bench list studies` shows them all).",
     "performance": "No successful training cell; `bench run --task mlp_mnist` measures throughput, "
                    "accuracy and memory.",
+    "frontends": "No frontend cell (Keras or Flax) in these results; `bench run -b jax,keras,flax -t mlp_mnist "
+                 "--set backend.engine=jax` puts Keras and Flax beside raw JAX.",
     "learning-curves": "No record has a per-epoch history; training cells from `bench run` record one "
                        "row per epoch.",
     "conv2d": "No conv2d sweep records (task family \u201cconv2d\u201d, with GFLOP/s per shape and pass) "
@@ -178,7 +186,9 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
     sweep_tables = _sweep_tables(records)
     conv2d_rows = _conv2d_table(records)
     studies = study_blocks(records)
+    grids = frontend_grids(records)
     has_data = {
+        "frontends": bool(grids),
         "summary": bool(summary), "environment": bool(environment["rows"]), "warnings": bool(warnings),
         "studies": bool(studies),
         **{k: bool(v) for k, v in figs.items()},
@@ -187,7 +197,7 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
                  "empty": None if has_data[sid] else EMPTY[sid]} for sid, title in SECTIONS]
     return {"header": _header(records), "sections": sections, "summary": summary, "columns": tables.COLUMNS,
             "environment": environment, "warnings": warnings, "sweep_tables": sweep_tables,
-            "conv2d_rows": conv2d_rows, "studies": studies, "data": _embedded(records), "version": __version__,
+            "conv2d_rows": conv2d_rows, "studies": studies, "frontend_grids": grids, "data": _embedded(records), "version": __version__,
             "section_titles": dict(SECTIONS),
             "warning_kinds": sorted(Counter(w["kind"] for w in warnings).items())}
 

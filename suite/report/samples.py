@@ -153,6 +153,22 @@ def study_records() -> list[dict[str, Any]]:
     return out
 
 
+def frontend_records() -> list[dict[str, Any]]:
+    """Keras on JAX and torch, and Flax, beside the raw torch/jax mlp_mnist cells of
+    `example_records` (the report's frontend x engine view)."""
+    out = []
+    for backend, engine, slowdown, seed in (("keras", "jax", 1.3, 11), ("keras", "torch", 3.0, 12),
+                                            ("flax", "jax", 1.1, 13)):
+        raw_speed = 2.0 if engine == "jax" else 1.0
+        overrides = {"backend.engine": engine} if backend == "keras" else {}
+        record = example_record(backend, "mlp_mnist", overrides=overrides, step_time=0.002 / raw_speed * slowdown,
+                                accuracy=0.905, seed=seed)
+        record.update(frontend=backend, engine=engine, frontend_version="1.0", engine_version="1.0",
+                      backend_mode="exact")
+        out.append(record)
+    return out
+
+
 def example_records() -> list[dict[str, Any]]:
     """Records that give every section of the report some data (two backends, a sweep, a study,
     failures)."""
@@ -168,6 +184,7 @@ def example_records() -> list[dict[str, Any]]:
         records.append(optimizer_record(backend, speed))
         records.append(scaling_record(backend, speed))
     records += study_records()
+    records += frontend_records()
     records.append(example_record("tensorflow", "mlp_mnist", status="failed",
                                   error="RuntimeError: example failure"))
     records.append(example_record("numpy", "cnn_mnist", status="skipped", error="numpy is not installed"))

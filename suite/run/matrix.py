@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
+from ..frontends import runs_on_engine
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id
 from .placement import threads_per_cell
 
@@ -88,19 +89,32 @@ def plan_run(args) -> Plan:
             if not bench:
                 datasets.add(task.dataset.name)
             label = path.stem if task_name == str(path) else task_name
-            for backend in backends:
+            for backend in backends:  # refuse bad [backend] options (an unknown engine) up front
+                registry.get_backend(backend).for_options(task.backend, task.source)
+                if not runs_on_engine(registry.get_backend(backend), overrides):
+                    continue  # --set backend.engine=jax,torch: raw torch only in the torch column
                 for device in args.device:
                     cells.append(Cell(run_id=run_id, backend=backend, task=label, task_path=str(path.resolve()),
                                       device=device, overrides=overrides, profile=profile, threads=threads,
                                       timeout_s=args.timeout, memory_limit_mb=args.memory_limit,
                                       data_dir=str(args.data_dir) if args.data_dir else None,
                                       save_weights=_save_weights_dir(args)))
+    _check_engines(backends, cells, grid)
     for name in sorted(datasets):
         _ensure_dataset(registry, name, args.data_dir)
     cells = _with_peaks(cells, registry, getattr(args, "peak", "off"), threads, backends, args.device)
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
                 {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads})
+
+
+def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> None:
+    """A backend left with no cell by a ``backend.engine`` grid is a mistake: say so."""
+    engines = sorted({str(o["backend.engine"]) for o in grid if "backend.engine" in o})
+    for name in backends:
+        if engines and not any(c.backend == name for c in cells):
+            raise UsageError(f"--set backend.engine={','.join(engines)}: backend {name!r} runs on none of "
+                             f"these engines; drop it from --backend or add its engine to the list")
 
 
 def _save_weights_dir(args) -> str | None:

@@ -70,6 +70,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         "backend": cell["backend"], "backend_version": None, "task": cell["task"],
         "device": cell["device"], "dataset": None, "synthetic_data": None,
         "overrides": cell.get("overrides") or {}, "profile": cell.get("profile"),
+        "frontend": None, "engine": None, "frontend_version": None, "engine_version": None,
         "status": "failed", "error": None, "warnings": [], "params": None, "params_expected": None,
         "metrics": {}, "config": {}, "env": {}, "compile_info": {}, "started_at": started,
     }
@@ -87,6 +88,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         from ..spec import is_bench_spec, load_task
 
         spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
+        backend = backend.for_options(spec.backend, spec.source)  # a frontend picks its engine
         support = backend.supports(spec)
         if not support.ok:
             record.update(status="skipped", error=not_applicable(support.reason),
@@ -248,6 +250,7 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
     if device == "gpu":
         _check_gpu(backend)
     record["backend_version"] = backend.version()
+    record.update(backend.identity())  # frontend, engine and their versions
     return device, memory_status().get("VmRSS", 0)
 
 

@@ -1,0 +1,79 @@
+"""`FlaxBackend`: Flax NNX on JAX. Configured exactly like the raw ``jax`` backend (threads,
+platform, preallocation, full-precision matmuls), so the two differ only in the frontend."""
+from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
+
+from fwbench.backend import Backend, BuildRequest, Trainer
+from fwbench.errors import SpecError
+
+MODES = ("exact", "native")
+
+
+class FlaxBackend(Backend):
+    name = "flax"
+    frontend = "flax"
+    requires = ("flax", "jax", "optax")
+    extra = "flax"
+    description = "Flax NNX modules + optax (nnx.Optimizer), one nnx.jit train step, on JAX"
+
+    def __init__(self, mode: str = "exact"):
+        self.mode = mode
+
+    def for_options(self, options: dict[str, Any], source: str = "<spec>") -> FlaxBackend:
+        mode = str(options.get("mode", "exact")).lower()
+        if mode not in MODES:
+            raise SpecError(source, "backend.mode", f"unknown mode {options.get('mode')!r}; expected exact "
+                            "(the suite's conventions) or native (optax's and Flax's own)")
+        return FlaxBackend(mode)
+
+    def identity(self) -> dict[str, Any]:
+        return {"frontend": "flax", "frontend_version": self.version(), "engine": "jax",
+                "engine_version": importlib.metadata.version("jax"), "backend_mode": self.mode}
+
+    def engines(self):
+        from fwbench_jax.backend import JaxBackend
+
+        return {"jax": JaxBackend().availability()}
+
+    @property
+    def label(self) -> str:
+        return "flax[jax]"
+
+    def native_differences(self, task, quantity: str) -> list[str]:
+        """For `bench check` in native mode: the conventions that explain a differing quantity."""
+        if self.mode != "native":
+            return []
+        from .conventions import differences
+
+        if quantity.startswith("step:"):
+            what = quantity[len("step:"):]
+            if what in ("clip-norm", "clip-value"):
+                return differences(task, optimizer="sgd", clip=what.split("-")[1])
+            if what == "lr-per-step":
+                return differences(task, optimizer="momentum", clip="none")
+            return differences(task, optimizer=what, clip="none")
+        if quantity in ("curve", "logits after curve"):
+            return differences(task)
+        return []
+
+    def version(self) -> str:
+        return importlib.metadata.version("flax")
+
+    def gpu_available(self) -> bool:
+        from fwbench_jax.backend import JaxBackend
+
+        return JaxBackend().gpu_available()
+
+    def configure(self, *, device: str, threads: int) -> dict[str, Any]:
+        from fwbench_jax.backend import JaxBackend
+
+        facts = dict(JaxBackend().configure(device=device, threads=threads))
+        facts.update(flax=self.version(), mode=self.mode)
+        return facts
+
+    def build(self, request: BuildRequest) -> Trainer:
+        from .trainer import FlaxTrainer
+
+        return FlaxTrainer(request, self.mode)

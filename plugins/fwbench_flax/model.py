@@ -1,0 +1,240 @@
+"""The task's model as Flax NNX modules (NHWC, as Flax users write it) and the map between its
+variables and the canonical weights (`fwbench.layers`).
+
+Conv kernels are HWIO in Flax (OIHW canonical), converted at load and read. ``flatten`` of an
+NHWC activation orders features (row, column, channel); the first dense layer after it gets its
+input rows permuted at load (and back at read) instead of a transpose per step. Frozen layers
+(``model.frozen``) hold their parameters as `Frozen` variables, not ``nnx.Param``, so gradients
+and the optimizer (``wrt=nnx.Param``) skip them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from fwbench.layers import (
+    Activation,
+    AvgPool,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Residual,
+)
+from fwbench.model import LayerInfo, ModelInfo, shortcut_stride
+
+
+class Frozen(nnx.Variable):
+    """A parameter of a frozen layer: no gradient, no optimizer state."""
+
+
+def _identity(a):
+    return a
+
+
+@dataclass
+class Binding:
+    """A canonical array and the NNX variable that holds it."""
+
+    name: str
+    variable: nnx.Variable
+    to_flax: Callable = _identity
+    to_canonical: Callable = _identity
+
+
+def _conv_in(a):
+    return a.transpose(2, 3, 1, 0)
+
+
+def _conv_out(a):
+    return a.transpose(3, 2, 0, 1)
+
+
+def _flatten_perm(shape: tuple[int, ...]) -> np.ndarray:
+    c, h, w = shape
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+
+
+class ExactBatchNorm(nnx.Module):
+    """BatchNorm with the suite's rules (PyTorch's momentum, unbiased running variance), NHWC
+    or ``(N, F)``; ``use_running_average`` is flipped by ``model.eval()`` / ``model.train()``."""
+
+    def __init__(self, features: int, momentum: float, eps: float, dtype):
+        self.scale = nnx.Param(jnp.ones((features,), dtype))
+        self.bias = nnx.Param(jnp.zeros((features,), dtype))
+        self.mean = nnx.BatchStat(jnp.zeros((features,), dtype))
+        self.var = nnx.BatchStat(jnp.ones((features,), dtype))
+        self.momentum, self.eps = momentum, eps
+        self.use_running_average = False
+
+    def __call__(self, x):
+        if self.use_running_average:
+            mean, var = self.mean[...], self.var[...]
+        else:
+            axes = tuple(range(x.ndim - 1))
+            mean, var = jnp.mean(x, axis=axes), jnp.var(x, axis=axes)
+            n = x.size // x.shape[-1]
+            m = self.momentum
+            self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
+            self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
+        scale = self.scale[...] * jax.lax.rsqrt(var + self.eps)
+        return x * scale + (self.bias[...] - mean * scale)
+
+
+def _activate(fn: str, x, alpha: float = 0.01):
+    if fn == "relu":
+        return jax.nn.relu(x)
+    if fn == "leaky_relu":
+        return jax.nn.leaky_relu(x, alpha)
+    if fn == "sigmoid":
+        return jax.nn.sigmoid(x)
+    if fn == "tanh":
+        return jnp.tanh(x)
+    if fn == "softmax":
+        return jax.nn.softmax(x, axis=-1)
+    return x
+
+
+def _ends_in_softmax(layer) -> bool:
+    if isinstance(layer, Activation):
+        return layer.fn == "softmax"
+    return getattr(layer, "activation", None) == "softmax" and not isinstance(layer, Residual)
+
+
+class Block(nnx.Module):
+    """One spec layer: a module (or none) plus what to do around it."""
+
+    def __init__(self, kind: str, module=None, activation: str = "linear", alpha: float = 0.01,
+                 size: int = 0, step: int = 0, body=None, shortcut=None):
+        self.kind, self.module, self.activation, self.alpha = kind, module, activation, alpha
+        self.size, self.step = size, step
+        self.body = nnx.List(body) if body is not None else None
+        self.shortcut = shortcut
+
+    def __call__(self, x):
+        kind = self.kind
+        if kind in ("dense", "conv2d", "batchnorm", "dropout"):
+            x = self.module(x)
+        elif kind == "maxpool":
+            x = nnx.max_pool(x, (self.size, self.size), (self.step, self.step))
+        elif kind == "avgpool":
+            x = nnx.avg_pool(x, (self.size, self.size), (self.step, self.step))
+        elif kind == "global_avg_pool":
+            x = jnp.mean(x, axis=(1, 2))
+        elif kind == "flatten":
+            x = x.reshape(x.shape[0], -1)
+        elif kind == "residual":
+            body = x
+            for block in self.body:
+                body = block(body)
+            x = body + (self.shortcut(x) if self.shortcut is not None else x)
+        return _activate(self.activation, x, self.alpha)
+
+
+class Network(nnx.Module):
+    """The whole model: logits out (a final softmax is folded into the loss)."""
+
+    def __init__(self, blocks: list[Block]):
+        self.blocks = nnx.List(blocks)
+
+    def __call__(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _Builder:
+    def __init__(self, dtype, exact: bool, seed: int):
+        self.dtype, self.exact = dtype, exact
+        self.rngs = nnx.Rngs(params=seed, dropout=seed)
+        self.bindings: list[Binding] = []
+        self.pending_perm: np.ndarray | None = None
+
+    def _bind(self, module, li: LayerInfo, names: dict[str, str], to_f=_identity, to_c=_identity):
+        for p in li.params:
+            if ".shortcut." in p.name:
+                continue
+            role = p.name.rsplit(".", 1)[1]
+            attr = names[role]
+            if p.frozen:  # out of nnx.Param: no gradient, no optimizer state
+                setattr(module, attr, Frozen(getattr(module, attr).get_value()))
+            conv = (to_f, to_c) if role == "weight" else (_identity, _identity)
+            self.bindings.append(Binding(p.name, getattr(module, attr), *conv))
+
+    def block(self, li: LayerInfo, logits: bool = False) -> Block:
+        layer = li.layer
+        act = getattr(layer, "activation", "linear")
+        if logits and _ends_in_softmax(layer):
+            act = "linear"
+        if isinstance(layer, Dense):
+            m = nnx.Linear(li.in_shape[0], layer.units, use_bias=layer.use_bias, dtype=self.dtype,
+                           param_dtype=self.dtype, rngs=self.rngs)
+            to_f = to_c = _identity
+            if self.pending_perm is not None:
+                perm, inverse = self.pending_perm, np.argsort(self.pending_perm)
+                to_f, to_c = (lambda a, p=perm: a[p]), (lambda a, i=inverse: a[i])
+                self.pending_perm = None
+            self._bind(m, li, {"weight": "kernel", "bias": "bias"}, to_f, to_c)
+            return Block("dense", m, act)
+        if self.pending_perm is not None and not isinstance(layer, Dropout | Activation):
+            raise NotImplementedError("the flax backend needs flatten to be followed by a dense layer "
+                                      f"(dropout/activation between are fine); got {layer.kind!r}")
+        if isinstance(layer, Conv2D):
+            p = layer.pad
+            m = nnx.Conv(li.in_shape[0], layer.filters, (layer.kernel, layer.kernel), layer.stride,
+                         padding=[(p, p), (p, p)], use_bias=layer.use_bias, dtype=self.dtype,
+                         param_dtype=self.dtype, rngs=self.rngs)
+            self._bind(m, li, {"weight": "kernel", "bias": "bias"}, _conv_in, _conv_out)
+            return Block("conv2d", m, act)
+        if isinstance(layer, AvgPool):
+            return Block("avgpool", size=layer.size, step=layer.step)
+        if isinstance(layer, MaxPool):
+            return Block("maxpool", size=layer.size, step=layer.step)
+        if isinstance(layer, GlobalAvgPool):
+            return Block("global_avg_pool")
+        if isinstance(layer, Flatten):
+            if len(li.in_shape) == 3:
+                self.pending_perm = _flatten_perm(li.in_shape)
+            return Block("flatten")
+        if isinstance(layer, BatchNorm):
+            c = li.in_shape[0]
+            if self.exact:
+                m = ExactBatchNorm(c, layer.momentum, layer.eps, self.dtype)
+            else:  # Flax's momentum is the weight of the running value: 1 - the spec's
+                m = nnx.BatchNorm(c, momentum=1.0 - layer.momentum, epsilon=layer.eps, dtype=self.dtype,
+                                  param_dtype=self.dtype, rngs=self.rngs)
+            self._bind(m, li, {"gamma": "scale", "beta": "bias", "running_mean": "mean", "running_var": "var"})
+            return Block("batchnorm", m)
+        if isinstance(layer, Dropout):
+            return Block("dropout", nnx.Dropout(layer.rate, rngs=self.rngs))
+        if isinstance(layer, Activation):
+            fn = "linear" if logits and layer.fn == "softmax" else layer.fn
+            return Block("activation", activation=fn, alpha=layer.alpha)
+        if isinstance(layer, Residual):
+            body = [self.block(child) for child in li.children]
+            shortcut = None
+            if any(p.name == f"{li.path}.shortcut.weight" for p in li.params):
+                shortcut = nnx.Conv(li.in_shape[0], li.out_shape[0], (1, 1), shortcut_stride(li),
+                                    padding="VALID", dtype=self.dtype, param_dtype=self.dtype, rngs=self.rngs)
+                frozen = any(p.frozen for p in li.params)
+                if frozen:
+                    shortcut.kernel = Frozen(shortcut.kernel.get_value())
+                    shortcut.bias = Frozen(shortcut.bias.get_value())
+                self.bindings += [Binding(f"{li.path}.shortcut.weight", shortcut.kernel, _conv_in, _conv_out),
+                                  Binding(f"{li.path}.shortcut.bias", shortcut.bias)]
+            return Block("residual", activation=act, body=body, shortcut=shortcut)
+        raise NotImplementedError(f"the flax backend has no rule for layer type {layer.kind!r}")
+
+
+def build_model(info: ModelInfo, dtype, *, exact: bool, seed: int) -> tuple[Network, list[Binding]]:
+    builder = _Builder(dtype, exact, seed)
+    last = len(info.layers) - 1
+    blocks = [builder.block(li, logits=(i == last)) for i, li in enumerate(info.layers)]
+    return Network(blocks), builder.bindings

@@ -1,0 +1,133 @@
+"""`KerasBackend`: Keras 3 on one engine (TensorFlow, JAX or PyTorch), chosen per cell.
+
+Nothing here imports Keras or an engine at module level. `for_options` returns a copy bound to
+the cell's ``[backend]`` options; its `configure` sets ``KERAS_BACKEND`` and then lets the engine's
+own fwbench backend set threads, devices and precision exactly as for the raw engine, so Keras on
+an engine and the raw engine run under the same settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import os
+import sys
+from typing import Any
+
+from fwbench.backend import Availability, Backend, BuildRequest, Trainer
+from fwbench.errors import UsageError
+
+from .options import ENGINES, KerasOptions, engine_installed, parse_options
+
+
+def _raw_engine_backend(engine: str) -> Backend:
+    """The fwbench backend of the raw engine, which knows how to configure it."""
+    if engine == "tensorflow":
+        from fwbench_tensorflow.backend import TensorflowBackend
+
+        return TensorflowBackend()
+    if engine == "jax":
+        from fwbench_jax.backend import JaxBackend
+
+        return JaxBackend()
+    from fwbench_torch.backend import TorchBackend
+
+    return TorchBackend()
+
+
+class KerasBackend(Backend):
+    name = "keras"
+    frontend = "keras"
+    requires = ("keras",)
+    extra = "keras"
+    description = ("Keras 3 (functional model, Keras optimizers, model.compile + train_on_batch) "
+                   "on an engine: --set backend.engine=tensorflow|jax|torch")
+
+    def __init__(self, options: KerasOptions | None = None):
+        self.options = options or KerasOptions()
+
+    # -- frontend x engine ----------------------------------------------------------------------
+    def for_options(self, options: dict[str, Any], source: str = "<spec>") -> KerasBackend:
+        return KerasBackend(parse_options(options, source))
+
+    def availability(self) -> Availability:
+        base = super().availability()
+        if not base.ok:
+            return base
+        if not any(engine_installed(e) for e in ENGINES):
+            return Availability(False, "no Keras engine installed — install one with: pip install "
+                                "'fwbench[keras,jax]' (or tensorflow, torch)")
+        return base
+
+    def engines(self) -> dict[str, Availability]:
+        return {e: (Availability(True) if engine_installed(e) else
+                    Availability(False, f"pip install 'fwbench[{ENGINES[e][1]}]'")) for e in ENGINES}
+
+    def conformance_variants(self) -> list[dict[str, Any]]:
+        return [{"engine": e} for e in ENGINES if engine_installed(e)]
+
+    def identity(self) -> dict[str, Any]:
+        engine = self.options.engine
+        return {"frontend": "keras", "frontend_version": self.version(), "engine": engine,
+                "engine_version": _raw_engine_backend(engine).version(), "backend_mode": self.options.mode}
+
+    def native_differences(self, task, quantity: str) -> list[str]:
+        """For `bench check` in native mode: the conventions that explain a differing
+        ``quantity`` (none in exact mode, or for logits, loss and gradients: those must agree)."""
+        if self.options.mode != "native":
+            return []
+        from .conventions import differences
+
+        if quantity.startswith("step:"):
+            what = quantity[len("step:"):]
+            if what in ("clip-norm", "clip-value"):
+                return differences(task, optimizer="sgd", clip=what.split("-")[1]) or [
+                    "clip value: same rule, on Keras' own SGD"]
+            if what == "lr-per-step":
+                return differences(task, optimizer="momentum", clip="none")
+            return differences(task, optimizer=what, clip="none")
+        if quantity in ("curve", "logits after curve"):
+            return differences(task)
+        return []
+
+    @property
+    def label(self) -> str:
+        return f"keras[{self.options.engine}]"
+
+    # -- the contract -----------------------------------------------------------------------------
+    def version(self) -> str:
+        return importlib.metadata.version("keras")
+
+    def gpu_available(self) -> bool:
+        return _raw_engine_backend(self.options.engine).gpu_available()
+
+    def configure(self, *, device: str, threads: int) -> dict[str, Any]:
+        """``KERAS_BACKEND`` = the engine, then the engine's own configure, then Keras itself.
+
+        Raises:
+            UsageError: Keras was already imported in this process with another engine.
+        """
+        engine = self.options.engine
+        if "keras" in sys.modules:
+            import keras
+
+            if keras.backend.backend() != engine:
+                raise UsageError(f"Keras is already loaded with engine {keras.backend.backend()!r} in "
+                                 f"this process; engine {engine!r} needs its own process (bench run "
+                                 "runs each cell in one)")
+        os.environ["KERAS_BACKEND"] = engine
+        facts = dict(_raw_engine_backend(engine).configure(device=device, threads=threads))
+        import keras
+
+        facts.update(keras=keras.__version__, keras_backend=keras.backend.backend(),
+                     image_data_format=keras.config.image_data_format(), mode=self.options.mode)
+        return facts
+
+    def build(self, request: BuildRequest) -> Trainer:
+        from .trainer import KerasTrainer
+
+        return KerasTrainer(request, self.options)
+
+
+def replace_options(backend: KerasBackend, **changes) -> KerasBackend:
+    """A copy of ``backend`` with some options changed (tests)."""
+    return KerasBackend(dataclasses.replace(backend.options, **changes))

@@ -1,0 +1,34 @@
+"""Keras layers subclassed to the suite's conventions (exact mode).
+
+`ExactBatchNorm` follows `fwbench.layers.BatchNorm`: PyTorch's momentum convention, the biased
+batch variance to normalise and the *unbiased* one for the running variance (Keras uses the biased
+one for both), and batch statistics in train mode even when the layer is frozen (Keras switches a
+non-trainable BatchNormalization to inference mode).
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+class ExactBatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization with the suite's running-variance rule; ``momentum`` is Keras' (1 - m)."""
+
+    def call(self, inputs, training=None, mask=None):
+        x = ops.cast(inputs, self.compute_dtype)
+        if training:
+            axes = [a for a in range(len(x.shape)) if a != self.axis % len(x.shape)]
+            mean, var = ops.moments(x, axes=axes)
+            n = 1
+            for a in axes:
+                n *= x.shape[a]
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * m + mean * (1.0 - m))
+            self.moving_variance.assign(ops.cast(self.moving_variance, x.dtype) * m + unbiased * (1.0 - m))
+        else:
+            mean = ops.cast(self.moving_mean, x.dtype)
+            var = ops.cast(self.moving_variance, x.dtype)
+        return ops.batch_normalization(x, mean=mean, variance=var, axis=self.axis,
+                                       offset=ops.cast(self.beta, x.dtype),
+                                       scale=ops.cast(self.gamma, x.dtype), epsilon=self.epsilon)

@@ -1,0 +1,161 @@
+"""`KerasTrainer`: a Keras functional model compiled with a Keras optimizer, stepped by Keras.
+
+What is timed is a Keras user's step: ``model.train_on_batch(x, y)`` on a model compiled with
+``model.compile(optimizer, SparseCategoricalCrossentropy(from_logits=True),
+[SparseCategoricalAccuracy()], jit_compile=...)``. ``train_on_batch`` returns the batch's loss and
+accuracy as host NumPy values, so every step ends in a device sync, as it does for a Keras user;
+the handle is ``(loss, correct)`` already on the host.
+
+The learning rate of each step is assigned to the optimizer's ``learning_rate`` variable before
+the step when it changed (a Keras ``LearningRateScheduler`` callback does the same once per
+epoch); it is a variable of the compiled step, so a new value never recompiles.
+
+Batches are converted to the engine's own tensors (``keras.ops.convert_to_tensor``, channels
+last) in `to_device`, outside the timed region.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from fwbench.backend import BuildRequest, Trainer
+
+from .conventions import differences
+from .model import build_model, images_in
+from .optim import make_optimizer
+from .options import KerasOptions
+
+
+class KerasTrainer(Trainer):
+    """One compiled Keras model on the engine Keras was loaded with."""
+
+    def __init__(self, request: BuildRequest, options: KerasOptions):
+        task = request.task
+        self.task, self.options = task, options
+        self.engine = keras.backend.backend()
+        self.dtype = np.dtype(task.training.dtype)
+        if self.engine == "jax" and self.dtype == np.float64:
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+        keras.config.set_floatx(self.dtype.name)  # the optimizer's lr variable and the loss use it
+        float64_matmul = _keep_float64(self.dtype)
+        keras.utils.set_random_seed(task.training.seed)  # dropout masks
+        exact = options.mode == "exact"
+        built = build_model(request.info, self.dtype.name, exact=exact, seed=task.training.seed)
+        self.model, self.bindings = built.model, built.bindings
+        self.set_weights(request.weights)
+        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=self.dtype.name)
+        self.model.compile(optimizer=make_optimizer(task.optimizer, task.clip, exact), loss=self.loss,
+                           metrics=[keras.metrics.SparseCategoricalAccuracy(dtype=self.dtype.name)],
+                           jit_compile=options.compile)
+        self.optimizer = self.model.optimizer
+        self._lr = float(task.optimizer.lr)
+        self._index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
+        jit = bool(self.model.jit_compile)
+        self.compile_info = {
+            "mode": ("xla" if jit else "graph") if self.engine == "tensorflow" else (
+                ("jit" if jit else "eager") if self.engine == "jax" else ("compile" if jit else "eager")),
+            "jit_compile": jit, "jit_compile_requested": options.compile, "frontend": "keras",
+            "engine": self.engine, "conventions": options.mode, "layout": "NHWC",
+            "step": "model.train_on_batch",
+            "differs": [] if exact else differences(task),
+        }
+        if float64_matmul:
+            self.compile_info["float64_matmul"] = float64_matmul
+
+    # -- the suite's calls -----------------------------------------------------------------------
+    def to_device(self, x: np.ndarray, y: np.ndarray):
+        x = images_in(np.asarray(x, dtype=self.dtype))
+        return (keras.ops.convert_to_tensor(x, dtype=self.dtype.name),
+                keras.ops.convert_to_tensor(np.asarray(y, dtype=np.int32), dtype="int32"))
+
+    def train_step(self, batch, lr: float):
+        x, y = batch
+        if float(lr) != self._lr:
+            self._lr = float(lr)
+            self.optimizer.learning_rate = self._lr
+        loss, accuracy = self.model.train_on_batch(x, y)
+        return float(loss), float(accuracy) * int(x.shape[0])
+
+    def sync(self, handle: Any = None) -> None:
+        """Nothing to wait for: `train_step` already returned host values."""
+
+    def predict(self, batch) -> np.ndarray:
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        return np.asarray(self.model.predict_on_batch(x))
+
+    def loss_and_grads(self, batch):
+        x, y = batch
+        saved = [np.array(keras.ops.convert_to_numpy(v.value)) for v in self.model.non_trainable_variables]
+        logits, loss, grads = _engine_loss_and_grads(self.engine, self.model, self.loss, x, y)
+        for v, value in zip(self.model.non_trainable_variables, saved):  # no BN update leaks out
+            v.assign(value)
+        named = {}
+        for b in self.bindings:
+            i = self._index.get(id(b.variable))
+            if i is not None:
+                named[b.name] = np.array(b.to_canonical(np.asarray(keras.ops.convert_to_numpy(grads[i]))))
+        return np.asarray(keras.ops.convert_to_numpy(logits)), float(keras.ops.convert_to_numpy(loss)), named
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {b.name: np.array(b.to_canonical(np.asarray(keras.ops.convert_to_numpy(b.variable.value))))
+                for b in self.bindings}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        for b in self.bindings:
+            if b.name not in weights:
+                raise ValueError(f"weights lack {b.name!r}; pass every array of the model "
+                                 "(see fwbench.model.initial_weights)")
+            value = np.ascontiguousarray(b.to_keras(np.asarray(weights[b.name], dtype=self.dtype)))
+            if tuple(value.shape) != tuple(b.variable.shape):
+                raise ValueError(f"weight {b.name!r} has shape {np.shape(weights[b.name])}; the model "
+                                 "needs the canonical layout (see fwbench.layers)")
+            b.variable.assign(value)
+
+    def num_trainable(self) -> int:
+        return int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
+
+
+def _keep_float64(dtype: np.dtype) -> str | None:
+    """Keras' type promotion (``keras.src.backend.common.dtypes``) turns a float64 result into
+    float32 on the JAX and torch engines (JAX's default without x64), so a float64 model's
+    matmuls would run in float32. For a float64 task (the conformance checks) this switches that
+    demotion off for the process; float32 training is untouched."""
+    if dtype != np.float64 or keras.backend.backend() == "tensorflow":
+        return None
+    from keras.src.backend.common import dtypes
+
+    if dtypes.BIT64_TO_BIT32_DTYPE.get("float64") != "float64":
+        dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
+    return "Keras' float64 -> float32 result-type demotion disabled for this float64 task"
+
+
+def _engine_loss_and_grads(engine: str, model, loss_fn, x, y):
+    """Train-mode logits, mean loss and the gradient of every trainable variable (in order)."""
+    if engine == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def f(tv):
+            logits, _ = model.stateless_call(tv, non_trainable, x, training=True)
+            return loss_fn(y, logits), logits
+
+        (loss, logits), grads = jax.value_and_grad(f, has_aux=True)(trainable)
+        return logits, loss, grads
+    if engine == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = loss_fn(y, logits)
+        return logits, loss, tape.gradient(loss, model.trainable_variables)
+    import torch
+
+    logits = model(x, training=True)
+    loss = loss_fn(y, logits)
+    grads = torch.autograd.grad(loss, [v.value for v in model.trainable_variables])
+    return logits.detach(), loss.detach(), [g.detach() for g in grads]

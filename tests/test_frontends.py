@@ -1,0 +1,82 @@
+"""Frontend x engine bookkeeping: labels from records (old ones too), `bench check` variants, and
+the report's overhead ratio with its interval."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fwbench.errors import UsageError
+from fwbench.frontends import backend_label, backend_options, check_variants, engine_of, frontend_of
+from fwbench.plugins import get_registry
+from fwbench.report.frontends import overhead_ratio
+from fwbench.report.samples import example_record
+
+
+def test_old_and_raw_records_are_raw_on_their_own_engine():
+    old = {"backend": "torch", "overrides": {}}
+    assert (frontend_of(old), engine_of(old), backend_label(old)) == ("raw", "torch", "torch")
+    keras = {"backend": "keras", "frontend": "keras", "engine": "jax"}
+    assert backend_label(keras) == "keras[jax]"
+    failed_early = {"backend": "keras", "frontend": None, "overrides": {"backend.engine": "torch"}}
+    assert engine_of(failed_early) == "torch"
+
+
+def test_backend_options_accepts_only_backend_keys():
+    assert backend_options(["backend.mode=native", "backend.engine=jax"]) == {"mode": "native", "engine": "jax"}
+    for bad in ("optimizer.lr=0.1", "backend.=1", "mode"):
+        with pytest.raises(UsageError, match="backend options only"):
+            backend_options([bad])
+
+
+def test_check_variants_expand_a_frontend_over_its_installed_engines():
+    registry = get_registry()
+    if "keras" not in registry.backends:
+        pytest.skip("the keras plugin is not installed")
+    keras = registry.get_backend("keras")
+    variants = check_variants(registry, ["numpy", "keras"], [])
+    assert variants[0] == ("numpy", {})
+    assert variants[1:] == [("keras", v) for v in keras.conformance_variants()]
+    assert check_variants(registry, ["keras"], ["backend.engine=jax", "backend.mode=native"]) == [
+        ("keras", {"engine": "jax", "mode": "native"})]
+
+
+def _with_steps(times):
+    record = example_record("keras")
+    record["metrics"]["step_time_s"]["raw"] = list(times)
+    return record
+
+
+def test_overhead_ratio_is_the_ratio_of_medians_with_an_interval_around_it():
+    rng = np.random.default_rng(0)
+    slow = _with_steps(0.003 * (1 + 0.05 * rng.standard_normal(200)))
+    fast = _with_steps(0.001 * (1 + 0.05 * rng.standard_normal(200)))
+    found = overhead_ratio(slow, fast)
+    assert found["ratio"] == pytest.approx(3.0, rel=0.03)
+    assert found["low"] < found["ratio"] < found["high"] and found["high"] - found["low"] < 0.3
+    same = overhead_ratio(fast, _with_steps(0.001 * (1 + 0.05 * rng.standard_normal(200))))
+    assert same["low"] < 1.0 < same["high"]  # no overhead: the interval covers 1
+
+
+def test_overhead_ratio_without_step_times_is_none():
+    record = _with_steps([])
+    assert overhead_ratio(record, _with_steps([0.1, 0.2, 0.3])) is None
+    assert overhead_ratio(_with_steps([0.2]), _with_steps([0.1]))["low"] is None
+
+
+def test_an_engine_grid_plans_each_raw_backend_only_on_its_own_engine(tmp_path):
+    from fwbench.cli import build_parser
+    from fwbench.matrix import plan_run
+
+    registry = get_registry()
+    wanted = [b for b in ("jax", "torch", "keras") if b in registry.backends]
+    if "keras" not in wanted:
+        pytest.skip("the keras plugin is not installed")
+    engines = [e for e in ("jax", "torch") if e in registry.backends and registry.backends[e].availability().ok]
+    if not engines or not registry.backends["keras"].availability().ok:
+        pytest.skip("needs keras and jax or torch")
+    args = build_parser().parse_args(["run", "-b", ",".join(wanted), "-t", "mlp_mnist", "--dataset", "digits",
+                                      "--set", "backend.engine=" + ",".join(engines), "--peak", "off",
+                                      "--out", str(tmp_path)])
+    args.argv = []
+    planned = [(c.backend, c.overrides["backend.engine"]) for c in plan_run(args).cells]
+    expected = [(b, e) for e in engines for b in wanted if b in (e, "keras")]
+    assert planned == expected
