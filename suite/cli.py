@@ -294,7 +294,7 @@ def cmd_check(args) -> int:
     _pick_backends(registry, [REFERENCE])  # the reference must be available too
     for task in args.task or []:
         registry.get_task_file(task)
-    from .frontends import check_variants
+    from .conformance import check_variants
 
     checks = run_checks(check_variants(registry, backends, getattr(args, "overrides", [])), args.task,
                         device=getattr(args, "device", "cpu"))

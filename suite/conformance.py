@@ -26,13 +26,15 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .backend import BuildRequest, Unsupported
+from .errors import UsageError
 from .layers import Dropout, Layer, Residual
 from .model import analyze, initial_weights
-from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
+from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec, parse_value
 
 RTOL, ATOL = 1e-4, 1e-5  # float32 against the float64 reference
 CURVE_RTOL = 1e-3
@@ -305,6 +307,35 @@ def _check_process(backend: str, tasks: list[str], timeout: float, device: str =
             done[item["task"]] = item["checks"]
     tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
     return done, f"check process died in this task ({why}): {tail[0]}"
+
+
+# -- which (backend, options) variants `bench check` runs -----------------------------------------
+def backend_options(items: list[str]) -> dict[str, Any]:
+    """``["backend.mode=native"]`` -> ``{"mode": "native"}``; only ``backend.*`` keys."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("backend.") or len(key) <= len("backend."):
+            raise UsageError(f"bad --set {item!r}: bench check takes backend options only, "
+                             "e.g. --set backend.mode=native or --set backend.engine=jax")
+        options[key[len("backend."):]] = parse_value(value.strip())
+    return options
+
+
+def check_variants(registry, backends: list[str], items: list[str]) -> list[tuple[str, dict]]:
+    """Each backend with each option table to check: the given options, on every installed engine
+    of a frontend unless ``backend.engine`` is given. Options are validated here (exit 2)."""
+    options = backend_options(items)
+    out = []
+    for name in backends:
+        backend = registry.get_backend(name)
+        variants = [{}] if "engine" in options else backend.conformance_variants()
+        for variant in variants:
+            table = {**variant, **options}
+            if table:
+                backend.for_options(table, "--set")  # raises SpecError for an unknown value
+            out.append((name, table))
+    return out
 
 
 def summary_table(checks: list[Check]):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import UsageError
-
 RAW = "raw"
 
 
@@ -38,36 +36,6 @@ def runs_on_engine(backend, overrides: dict[str, Any]) -> bool:
     ``-b jax,torch,keras --set backend.engine=jax,torch`` gives the frontend x engine grid."""
     engine = overrides.get("backend.engine")
     return engine is None or str(engine).lower() in backend.engines()
-
-
-def backend_options(items: list[str]) -> dict[str, Any]:
-    """``["backend.mode=native"]`` -> ``{"mode": "native"}``; only ``backend.*`` keys."""
-    from .spec import parse_value
-
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("backend.") or len(key) <= len("backend."):
-            raise UsageError(f"bad --set {item!r}: bench check takes backend options only, "
-                             "e.g. --set backend.mode=native or --set backend.engine=jax")
-        options[key[len("backend."):]] = parse_value(value.strip())
-    return options
-
-
-def check_variants(registry, backends: list[str], items: list[str]) -> list[tuple[str, dict]]:
-    """Each backend with each option table to check: the given options, on every installed engine
-    of a frontend unless ``backend.engine`` is given. Options are validated here (exit 2)."""
-    options = backend_options(items)
-    out = []
-    for name in backends:
-        backend = registry.get_backend(name)
-        variants = [{}] if "engine" in options else backend.conformance_variants()
-        for variant in variants:
-            table = {**variant, **options}
-            if table:
-                backend.for_options(table, "--set")  # raises SpecError for an unknown value
-            out.append((name, table))
-    return out
 
 
 def engines_text(backend) -> str:

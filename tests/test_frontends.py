@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fwbench.conformance import backend_options, check_variants
 from fwbench.errors import UsageError
-from fwbench.frontends import backend_label, backend_options, check_variants, engine_of, frontend_of
+from fwbench.frontends import backend_label, engine_of, frontend_of
 from fwbench.plugins import get_registry
 from fwbench.report.frontends import overhead_ratio
 from fwbench.report.samples import example_record
@@ -64,7 +65,7 @@ def test_overhead_ratio_without_step_times_is_none():
 
 def test_an_engine_grid_plans_each_raw_backend_only_on_its_own_engine(tmp_path):
     from fwbench.cli import build_parser
-    from fwbench.matrix import plan_run
+    from fwbench.run.matrix import plan_run
 
     registry = get_registry()
     wanted = [b for b in ("jax", "torch", "keras") if b in registry.backends]
