@@ -8,7 +8,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from fwbench.conformance import TASK_SHAPES
+from fwbench.conformance import task_input
 from fwbench.model import analyze
 from fwbench.spec import load_task
 from fwbench_tensorflow.model import conv_padding
@@ -16,7 +16,6 @@ from tf_helpers import make_task
 from tf_reference import CONV, MLP, RESNET, forward, randomize
 
 TASKS = sorted((Path(__file__).parents[2] / "tasks").glob("*.toml"))  # the training tasks
-INPUT_SHAPES = {**TASK_SHAPES, "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.stem)
@@ -24,7 +23,7 @@ def test_parameter_count_matches_the_suite_for_every_shipped_task(build, path):
     task = load_task(path)
     if task.task.family != "train":
         pytest.skip("not a training task")
-    shape = INPUT_SHAPES[task.dataset.name]
+    shape, _ = task_input(task)  # the dataset's shape, from the registry
     trainer, _ = build(task, shape, 10)
     assert trainer.num_trainable() == analyze(task.model, shape, 10).trainable_count
 
