@@ -277,6 +277,8 @@ def classify_warning(text: str) -> str:
         return "synthetic data"
     if "unstable" in lowered:
         return "unstable"
+    if "varies within the run" in lowered:
+        return "within-run spread"
     if "too fast" in lowered:
         return "too fast"
     if "too short" in lowered:

@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
-from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id
+from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
+
+#: Repeats (fresh processes) per cell when `bench run --repeat` is not given: the fewest that give a
+#: repeat-level interval with the main job inside 3 minutes on the 2-core reference machine (README).
+DEFAULT_REPEATS = 3
 
 
 @dataclass
@@ -16,6 +20,17 @@ class Plan:
     run_dir: Path
     resume_done: set[str] = field(default_factory=set)
     manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def default_repeats() -> int:
+    """``--repeat`` when not given: $FWBENCH_REPEAT if set, else `DEFAULT_REPEATS`."""
+    text = os.environ.get("FWBENCH_REPEAT", "").strip()
+    if not text:
+        return DEFAULT_REPEATS
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"FWBENCH_REPEAT={text!r}: expected a positive integer (the default of --repeat); "
+                         "unset it or set e.g. FWBENCH_REPEAT=3")
+    return int(text)
 
 
 def default_threads() -> int:
@@ -68,6 +83,7 @@ def plan_run(args) -> Plan:
         raise UsageError(f"--threads {threads} is more than the {default_threads()} cores this process may use; "
                          f"use --threads {default_threads()} or fewer")
     profile = None if args.profile == "full" else args.profile
+    repeats = getattr(args, "repeat", None) or default_repeats()
     resume_dir = latest_run_dir(args.out) if args.resume else None
     if args.resume and resume_dir is None:
         raise UsageError(f"--resume: no earlier run in {args.out}; drop --resume to start a new run")
@@ -96,7 +112,7 @@ def plan_run(args) -> Plan:
                                       device=device, overrides=overrides, profile=profile, threads=threads,
                                       timeout_s=args.timeout, memory_limit_mb=args.memory_limit,
                                       data_dir=str(args.data_dir) if args.data_dir else None,
-                                      save_weights=_save_weights_dir(args)))
+                                      save_weights=_save_weights_dir(args), repeats=repeats))
     for name in sorted(datasets):
         _ensure_dataset(registry, name, args.data_dir)
     peak = _machine_peak(registry, getattr(args, "peak", "off"), threads, backends)
@@ -107,7 +123,8 @@ def plan_run(args) -> Plan:
         cells = [replace(c, peak_flops=peak["gflops"] * 1e9, peak_info=info) for c in cells]
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
-                {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads})
+                {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads,
+                 "repeats": repeats})
 
 
 def _save_weights_dir(args) -> str | None:
@@ -155,9 +172,11 @@ def run_planned(plan: Plan, args) -> int:
     registry = get_registry()
     executor = registry.executors[args.executor](**vars(args))
     console = make_console(stderr=True)
-    todo = len(plan.cells) - len(plan.resume_done & {c.cell_id for c in plan.cells})
-    console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s), {todo} to run, "
-                  f"{plan.cells[0].threads if plan.cells else 0} thread(s) each → {plan.run_dir}")
+    todo = runs_to_do(plan.cells, plan.run_dir, plan.resume_done)
+    repeats = plan.cells[0].repeats if plan.cells else 1
+    console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s) × {repeats} repeat(s), "
+                  f"{todo} process(es) to run, {plan.cells[0].threads if plan.cells else 0} thread(s) each "
+                  f"→ {plan.run_dir}")
     show = not args.no_progress and sys.stderr.isatty()
     with RunDisplay(todo, console, enabled=show) as display:
         outcome = execute(plan.cells, plan.run_dir, executor, resume_done=plan.resume_done,

@@ -124,7 +124,7 @@ def test_unstable_timings_are_flagged():
         clock.now += next(costs)
 
     m = measure(run, lambda h: None, fake_protocol(clock, repeats=6))
-    assert m.inner == 1 and any("unstable" in w for w in m.warnings("x"))
+    assert m.inner == 1 and any("varies within the run" in w for w in m.warnings("x"))
 
 
 def test_a_failing_case_becomes_data_and_every_case_failing_fails_the_cell():
