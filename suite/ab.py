@@ -157,28 +157,36 @@ def run_block(side: Side, matrix: list[str], out: Path, block: int, timeout: flo
     return done.returncode
 
 
-def merged_side(out: Path) -> list[dict]:
-    """One record per cell from the side's blocks (block order = repeat order), written to ``out``."""
+def merge_blocks(blocks: list[list[dict]]) -> list[dict]:
+    """One record per cell from runs of the same matrix, ``blocks[i]`` = the records of run *i*
+    (run order = repeat order); a cell that failed in any run is that failure."""
     from .repeats import merge_repeats
-    from .results import load_records, write_record
 
     by_cell: dict[str, list[dict]] = {}
-    for record in load_records(out / "blocks"):
-        by_cell.setdefault(record["cell_id"], []).append(record)
+    for i, records in enumerate(blocks, start=1):
+        for record in records:
+            by_cell.setdefault(record["cell_id"], []).append({**record, "repeat": i})
     merged = []
     for _cell_id, records in sorted(by_cell.items()):
-        records.sort(key=lambda r: (str(r.get("run_id")), str(r.get("finished_at"))))
-        for i, record in enumerate(records, start=1):
-            record["repeat"] = i
         bad = [r for r in records if r.get("status") != "ok"]
         if bad:
             final = dict(bad[0])
             final["error"] = f"repeat {bad[0]['repeat']}/{len(records)}: {bad[0].get('error')}"
         else:
             final = merge_repeats(records)
-        final.pop("_path", None)
-        final["_path"] = str(write_record(final, out / "cells"))
         merged.append(final)
+    return merged
+
+
+def merged_side(out: Path) -> list[dict]:
+    """`merge_blocks` of the side's runs in ``out/blocks`` (one folder per run), written to ``out/cells``."""
+    from .results import load_records, write_record
+
+    runs = sorted(p.parent for p in (out / "blocks").glob("*/run.json"))  # run ids sort by start time
+    merged = merge_blocks([load_records(run) for run in runs])
+    for record in merged:
+        record.pop("_path", None)
+        record["_path"] = str(write_record(record, out / "cells"))
     return merged
 
 

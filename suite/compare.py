@@ -88,8 +88,9 @@ def _throughput(record: dict) -> float | None:
     return value
 
 
+THROUGHPUT_LABEL = "throughput (samples/s)"
 METRICS: tuple[Metric, ...] = (
-    Metric("throughput", "throughput (samples/s)", "higher", _throughput, _fmt_count,
+    Metric("throughput", THROUGHPUT_LABEL, "higher", _throughput, _fmt_count,
            repeats=_repeat_values("median_step_s"), repeats_are_inverse=True, speed=True),
     Metric("test_accuracy", "test accuracy", "higher", lambda r: _num(_m(r, "test_accuracy")), lambda v: f"{v:.2%}",
            repeats=_repeat_values("test_accuracy")),
