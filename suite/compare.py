@@ -92,6 +92,9 @@ THROUGHPUT_LABEL = "throughput (samples/s)"
 METRICS: tuple[Metric, ...] = (
     Metric("throughput", THROUGHPUT_LABEL, "higher", _throughput, _fmt_count,
            repeats=_repeat_values("median_step_s"), repeats_are_inverse=True, speed=True),
+    Metric("throughput_best", "best-window throughput", "higher",
+           lambda r: _num(_m(r, "throughput_best_samples_per_s")), _fmt_count,
+           repeats=_repeat_values("best_step_s"), repeats_are_inverse=True, optional=True, speed=True),
     Metric("test_accuracy", "test accuracy", "higher", lambda r: _num(_m(r, "test_accuracy")), lambda v: f"{v:.2%}",
            repeats=_repeat_values("test_accuracy")),
     Metric("peak_host_bytes", "peak host memory", "lower", lambda r: _num(_m(r, "peak_host_bytes")),

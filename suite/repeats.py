@@ -11,6 +11,9 @@ are. On top of it:
   statistics move to ``metrics["step_time_within_run_s"]`` (a diagnostic);
 * ``throughput_samples_per_s`` / ``throughput_ci95`` = batch / those; ``interval`` says which units
   the interval comes from ("repeats", or "within-run only" with one repeat);
+* ``throughput_best_samples_per_s`` / ``throughput_best_ci95``: the same over each repeat's *fastest*
+  window (``best_step_s``): the speed with the least interference from neighbours (additive noise
+  only slows a window down), which the regression gate also judges (docs/statistics.md);
 * microbenchmark cases: ``median_s`` and ``ci95`` over repeats the same way, rates rescaled,
   ``repeat_median_s`` per case and the in-process values under ``within_run``.
 
@@ -43,6 +46,7 @@ def repeat_summary(record: dict[str, Any]) -> dict[str, Any]:
     stats = m.get("step_time_s") or {}
     return {"repeat": record.get("repeat", 1), "status": record.get("status"),
             "median_step_s": _num(stats.get("median")), "within_run_cv": _num(stats.get("cv")),
+            "best_step_s": _num(stats.get("min")),
             "throughput_samples_per_s": _num(m.get("throughput_samples_per_s")),
             "first_step_s": _num(m.get("first_step_s")), "test_accuracy": _num(m.get("test_accuracy")), "peak_host_bytes": m.get("peak_host_bytes"),
             "peak_device_bytes": m.get("peak_device_bytes"), "wall_s": _num(record.get("wall_s")),
@@ -76,6 +80,9 @@ def mark_single(record: dict[str, Any]) -> dict[str, Any]:
     if m.get("step_time_s") or m.get("cases"):
         m["interval"] = WITHIN_RUN_ONLY
         m["repeats_n"] = 1
+    stats, thr = m.get("step_time_s") or {}, _num(m.get("throughput_samples_per_s"))
+    if thr and _num(stats.get("median")) and _num(stats.get("min")):
+        m["throughput_best_samples_per_s"] = thr * stats["median"] / stats["min"]
     return record
 
 
@@ -118,6 +125,10 @@ def _merge_training(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
         thr = [s["throughput_samples_per_s"] for s in m["repeats"] if s["throughput_samples_per_s"]]
         m["throughput_mean_samples_per_s"] = sum(thr) / len(thr) if thr else None
         m["throughput_wide"] = bool(ci.relative_half_width and ci.relative_half_width > WIDE_INTERVAL)
+        best = repeat_interval([s["best_step_s"] for s in m["repeats"]])
+        if best.n:
+            m["throughput_best_samples_per_s"] = batch / best.center
+            m["throughput_best_ci95"] = [batch / best.high, batch / best.low] if best.low and best.high else None
         scale = old_median / ci.center if old_median else None
         for key in ("achieved_gflops", "percent_of_peak"):
             if _num(m.get(key)) is not None and scale:
