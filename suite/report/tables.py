@@ -46,11 +46,22 @@ def _throughput(r):
     return number(metric(r, "throughput_samples_per_s"))
 
 
+def repeats_note(r) -> str:
+    """``3 repeats`` or ``1 repeat: within-run CI only``; ``wide`` when the interval is > ±10%."""
+    n = metric(r, "repeats_n")
+    if metric(r, "interval") == "within-run only" or n == 1:
+        return "1 repeat: within-run CI only"
+    if not n:
+        return ""
+    return f"{n} repeats" + (" · ⚠ wide" if metric(r, "throughput_wide") else "")
+
+
 def _throughput_ci(r) -> str:
     ci = metric(r, "throughput_ci95")
+    note = repeats_note(r)
     if isinstance(ci, list) and len(ci) == 2 and all(number(v) is not None for v in ci):
-        return f"95% CI {fmt_count(ci[0])}–{fmt_count(ci[1])}"
-    return ""
+        return f"95% CI {fmt_count(ci[0])}–{fmt_count(ci[1])}" + (f" ({note})" if note else "")
+    return note
 
 
 def _step_ms(r):
