@@ -86,7 +86,7 @@ def find_repo(start: Path) -> Path:
     top = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True,
                          text=True, check=False)
     if top.returncode != 0:
-        raise UsageError(f"bench ab: {start} is not inside a git repository; run it in a clone of the project, "
+        raise UsageError(f"{start} is not inside a git repository; run it in a clone of the project, "
                          "or give BASE and NEW as two venv folders")
     return Path(top.stdout.strip())
 
@@ -96,13 +96,13 @@ def _install_revision(repo: Path, commit: str, work: Path, stack: ExitStack) -> 
     src, site = work / f"src-{commit[:12]}", work / f"site-{commit[:12]}"
     added = _git(repo, "worktree", "add", "--detach", "--force", str(src), commit)
     if added.returncode != 0:
-        raise UsageError(f"bench ab: git worktree add {commit[:12]} failed: {_last(added.stderr)}")
+        raise UsageError(f"git worktree add {commit[:12]} failed: {_last(added.stderr)}")
     stack.callback(_git, repo, "worktree", "remove", "--force", str(src))
     install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                               "--no-index", "--disable-pip-version-check", "--target", str(site), str(src)],
                              capture_output=True, text=True, check=False)
     if install.returncode != 0:
-        raise UsageError(f"bench ab: installing revision {commit[:12]} failed: {_last(install.stderr)}")
+        raise UsageError(f"installing revision {commit[:12]} failed: {_last(install.stderr)}")
     return str(site)
 
 
@@ -131,7 +131,7 @@ def prepare_sides(base: str, new: str, work: Path, stack: ExitStack, cwd: Path |
     for side in sides:
         shown = side.bench("run", "--help", timeout=300)
         if shown.returncode != 0:
-            raise UsageError(f"bench ab: {side.name} {side.label} cannot start `bench`: {_last(shown.stderr)}")
+            raise UsageError(f"{side.name} {side.label} cannot start `bench`: {_last(shown.stderr)}")
         side.help_text = shown.stdout
     return sides[0], sides[1]
 
@@ -149,11 +149,15 @@ def run_block(side: Side, matrix: list[str], out: Path, block: int, timeout: flo
     """One run of the matrix by ``side`` into ``out/blocks``; its log in ``out/logs``."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log_path = out / "logs" / f"block{block:03d}.log"
+    before = set((out / "blocks").glob("*/run.json"))
     with open(log_path, "w") as log:
         done = side.bench(*_block_args(side, matrix), "--out", str(out / "blocks"), timeout=timeout, log=log)
+    reason = _last(log_path.read_text()).removeprefix("bench: error: ")
     if done.returncode == 2:
-        raise UsageError(f"bench ab: {side.name} {side.label} refused the matrix: "
-                         f"{_last(log_path.read_text()).removeprefix('bench: error: ')}")
+        raise UsageError(f"{side.name} {side.label} refused the matrix: {reason}")
+    if done.returncode != 0 and not set((out / "blocks").glob("*/run.json")) - before:
+        # nothing ran (e.g. a dataset that cannot be fetched): every further block would fail alike
+        raise UsageError(f"{side.name} {side.label} could not start the matrix: {reason}")
     return done.returncode
 
 
@@ -246,7 +250,7 @@ def cmd_ab(args) -> int:
         records = {side.name: merged_side(out / side.name.lower()) for side in sides}
     if not records["BASE"] or not records["NEW"]:
         empty = "BASE" if not records["BASE"] else "NEW"
-        raise UsageError(f"bench ab: {empty} produced no records (see the logs in {out / empty.lower() / 'logs'})")
+        raise UsageError(f"{empty} produced no records (see the logs in {out / empty.lower() / 'logs'})")
     result = compare(records["BASE"], records["NEW"], threshold, alpha, metrics, paired=True)
     result.notes.append(f"BASE {base.label}, NEW {new.label}: {args.repeat} interleaved block(s), paired by block; "
                         f"{time.perf_counter() - started:.0f} s; records in {out}")
