@@ -69,3 +69,24 @@ def test_merge_of_microbenchmark_cases_over_repeats():
     assert case["ci95"][0] < case["median_s"] < case["ci95"][1]
     assert case["gflops"] == pytest.approx(first["gflops"] * first["median_s"] / case["median_s"])
     assert case["within_run"]["median_s"] == first["median_s"]
+
+
+def test_the_report_and_the_table_show_the_repeats_and_mark_wide_intervals():
+    from fwbench.display import results_table
+    from fwbench.report.tables import repeats_note, summary_groups
+    from rich.console import Console
+
+    steady = example_record("torch", repeats=3, repeat_cv=0.005, seed=1)
+    noisy = example_record("jax", repeats=3, repeat_cv=0.2, seed=2)
+    single = example_record("numpy", seed=3)
+    single["metrics"].update(interval="within-run only", repeats_n=1)
+    assert repeats_note(steady) == "3 repeats"
+    assert repeats_note(noisy) == "3 repeats · ⚠ wide"
+    assert repeats_note(single) == "1 repeat: within-run CI only"
+    notes = [cell["note"] for group in summary_groups([steady, noisy, single]) for row in group["rows"]
+             for cell in row["cells"] if "CI" in cell["note"]]
+    assert any(n.endswith("(3 repeats)") for n in notes) and any("wide" in n for n in notes)
+    console = Console(width=250, record=True)
+    console.print(results_table([steady, noisy, single]))
+    text = console.export_text()
+    assert "×3" in text and "⚠wide" in text and "×1 (within-run)" in text
