@@ -37,6 +37,7 @@ VERDICT_STYLE = {FASTER: "bold green", IMPROVED: "bold green", SLOWER: "bold red
 VERDICT_MARK = {FASTER: "🟢", IMPROVED: "🟢", SLOWER: "🔴", REGRESSED: "🔴", FAILED: "🔴", UNCHANGED: "⚪",
                 INCONCLUSIVE: "🟡", NOT_COMPARABLE: "⚠️"}
 FAIL_ON = ("slower", "inconclusive")
+NEEDED_CAP = 200  # repeats_needed's cap: beyond it, say "more than"
 
 
 def _num(value: Any) -> float | None:
@@ -265,14 +266,15 @@ def judge(ratio: RatioInterval, metric: Metric, threshold: float, alpha: float) 
         return (good if better else bad), "", None
     if 1 - threshold <= ratio.low and ratio.high <= 1 + threshold:
         return UNCHANGED, "", None
-    needed = repeats_needed(ratio, threshold, 1 - alpha)
+    needed = repeats_needed(ratio, threshold, 1 - alpha, cap=NEEDED_CAP)
     if abs(change) > threshold:
         why = f"moved {change:+.1%} but p={ratio.p_value:.2g} ≥ {alpha:g}"
     elif ratio.p_value < alpha:
         why = f"significant {change:+.1%}, but the interval reaches past ±{threshold:.0%}"
     else:
         why = f"the interval reaches past ±{threshold:.0%}"
-    more = f"; about {needed} repeats a side would decide it" if needed else ""
+    more = (f"; more than {needed} repeats a side would be needed" if needed and needed >= NEEDED_CAP else
+            f"; about {needed} repeats a side would decide it" if needed else "")
     return INCONCLUSIVE, why + more, needed
 
 
