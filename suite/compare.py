@@ -351,9 +351,10 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: f
     counts_b, counts_n = _latest(base), _latest(new)
     pairs = pair(base, new)
     if base and new and not any(b is not None and n is not None for _, b, n in pairs):
-        def tasks(records: list[dict]) -> str:
-            return ", ".join(sorted({str(r.get("task")) for r in records}))
-        raise UsageError(f"BASE and NEW share no cell (BASE: {tasks(base)}; NEW: {tasks(new)}); compare runs of "
+        def cells(records: list[dict]) -> str:
+            labels = sorted({cell_label(cell_key(r)) for r in records})
+            return ", ".join(labels[:2]) + (f" and {len(labels) - 2} more" if len(labels) > 2 else "")
+        raise UsageError(f"BASE and NEW share no cell (BASE: {cells(base)}; NEW: {cells(new)}); compare runs of "
                          "the same backends, tasks, dataset and --set values")
     for key, b, n in pairs:
         label = cell_label(key)
