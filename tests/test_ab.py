@@ -77,3 +77,15 @@ def test_bad_input_is_one_line_exit_2(bench, repo, args, fragment):
 def test_outside_a_repository_is_refused(bench, tmp_path):
     result = bench("ab", "HEAD~1", "HEAD", *MATRIX, cwd=tmp_path)
     assert result.returncode == 2 and "not inside a git repository" in result.stderr
+
+
+def test_a_side_can_be_a_venv_folder_or_its_python(tmp_path):
+    from fwbench.ab import _environment_python
+
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    assert _environment_python(str(tmp_path / "venv")) == str(python)
+    assert _environment_python(str(python)) == str(python)
+    assert _environment_python("HEAD~1") is None and _environment_python(str(tmp_path)) is None
