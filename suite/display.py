@@ -76,7 +76,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
     """One row per cell; errors and warnings go in `results_notes` below it (they are long)."""
     table = Table(title=title, header_style="bold", title_justify="left")
     for name in ("backend", "task · dataset · device", "status", "test acc", "params",
-                 "samples/s (95% CI) ×repeats", "step ms", "1st step s", "epochs"):
+                 "samples/s (95% CI) ×repeats", "best window", "step ms", "1st step s", "epochs"):
         table.add_column(name, justify="left" if name in ("backend", "status") or "task" in name else "right",
                          overflow="fold")
     for r in records:
@@ -99,6 +99,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
         table.add_row(
             r.get("backend", "?"), where, Text(status, style=STATUS_STYLE.get(r.get("status"), "")),
             _fmt(m.get("test_accuracy"), ".2%"), _fmt(r.get("params"), ","), thr,
+            _fmt(m.get("throughput_best_samples_per_s"), ",.0f"),
             _fmt(step * 1e3 if step else None, ".2f"), _fmt(m.get("first_step_s"), ".3f"),
             _fmt(m.get("epochs_run"), "d"),
         )

@@ -64,6 +64,14 @@ def _throughput_ci(r) -> str:
     return note
 
 
+def _best_ci(r) -> str:
+    """The best-window throughput's interval: the speed least disturbed by neighbours."""
+    ci = metric(r, "throughput_best_ci95")
+    if isinstance(ci, list) and len(ci) == 2 and all(number(v) is not None for v in ci):
+        return f"95% CI {fmt_count(ci[0])}–{fmt_count(ci[1])}"
+    return ""
+
+
 def _step_ms(r):
     median = number((metric(r, "step_time_s") or {}).get("median"))
     return None if median is None else median * 1e3
@@ -95,6 +103,8 @@ COLUMNS = (
     Column("test_accuracy", "test acc.", lambda r: number(metric(r, "test_accuracy")), fmt_percent, "max"),
     Column("params", "params", lambda r: number(r.get("params")), fmt_count, None),
     Column("throughput", "samples/s", _throughput, fmt_count, "max", _throughput_ci),
+    Column("throughput_best", "samples/s (best window)", lambda r: number(metric(r, "throughput_best_samples_per_s")),
+           fmt_count, "max", _best_ci),
     Column("step_ms", "step (median)", _step_ms, lambda v: fmt_sig(v, "ms"), "min"),
     Column("peak_memory", "peak memory", _peak_memory, fmt_mib, "min", _memory_note),
     Column("compile_s", "compile", lambda r: number(metric(r, "compile_s")), lambda v: fmt_sig(v, "s"), "min"),
