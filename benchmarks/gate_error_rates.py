@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The gate of .ci/bench-gate (keep the two in step).
 GATE = {"threshold": "3%", "alpha": "0.01", "metrics": ["throughput", "throughput_best", "test_accuracy"],
         "fail_on": "slower"}
+CONDITIONS = {"A/A": "base2", "A/B 5%": "slow5", "A/B 10%": "slow10"}
+SIDES = ("base", "base2", "slow5", "slow10")
 MATRIX = ["--backend", "numpy", "--task", "mlp_mnist", "--dataset", "mnist_5k", "--profile", "quick"]
 
 INJECTION = '''
@@ -96,22 +98,25 @@ def make_repo(where: Path, fractions: dict[str, float]) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    from fwbench.ab import Side, _install_revision, merge_blocks
-    from fwbench.compare import THROUGHPUT_LABEL, compare, exit_code, parse_alpha, parse_threshold
+    from fwbench.ab import Side, _install_revision
+    from fwbench.compare import parse_alpha, parse_threshold
     from fwbench.results import load_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=50, help="comparisons per condition (default 50)")
-    parser.add_argument("--repeat", type=int, default=5, help="blocks per side, as `bench ab --repeat` (default 5)")
+    parser.add_argument("--repeat", type=int, default=8, help="blocks per side, as `bench ab --repeat` (default 8)")
     parser.add_argument("--threads", type=int, default=1, help="threads per cell (default 1, as the gate)")
     parser.add_argument("--threshold", default=GATE["threshold"])
     parser.add_argument("--alpha", default=GATE["alpha"])
     parser.add_argument("--out", type=Path, default=None, help="write the comparisons as JSON here")
     parser.add_argument("--keep", type=Path, default=None, help="keep the records in this folder")
+    parser.add_argument("--from-records", type=Path, default=None, metavar="DIR",
+                        help="run nothing: judge the rounds kept by an earlier --keep DIR, in groups of --repeat")
     args = parser.parse_args(argv)
     threshold, alpha = parse_threshold(args.threshold), parse_alpha(args.alpha)
+    if args.from_records:
+        return rejudge(args.from_records, args.repeat, threshold, alpha)
     matrix = MATRIX + ["--threads", str(args.threads), "--repeat", "1", "--peak", "off", "--no-progress"]
-    conditions = {"A/A": "base2", "A/B 5%": "slow5", "A/B 10%": "slow10"}
     rows: list[dict] = []
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="fwbench-gate-"))
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
         sites = {name: _install_revision(work / "repo", commit, work, stack) for name, commit in commits.items()}
         sides = {name: Side(name, name, sys.executable, pythonpath=sites[name if name != "base2" else "base"],
                             commit=commits[name if name != "base2" else "base"])
-                 for name in ("base", "base2", "slow5", "slow10")}
+                 for name in SIDES}
         names = list(sides)
         run_times: list[float] = []
         print(f"gate: threshold {threshold:.1%}, alpha {alpha:g}, metrics {GATE['metrics']}, --fail-on "
@@ -140,24 +145,51 @@ def main(argv=None) -> int:
                     if done.returncode == 2:
                         raise SystemExit(f"{name}: bench run refused the matrix: {done.stderr.strip()[-300:]}")
                     blocks[name].append(load_records(out))
-            base = merge_blocks(blocks["base"])
-            for condition, other in conditions.items():
-                result = compare(base, merge_blocks(blocks[other]), threshold, alpha, GATE["metrics"], paired=True)
-                by_metric = {r.metric: r for r in result.rows}
-                row, best = by_metric.get(THROUGHPUT_LABEL), by_metric.get("best-window throughput")
-                failed = exit_code(result, GATE["fail_on"]) == 1
-                rows.append({"group": group, "condition": condition, "gate_failed": failed,
-                             "failing": [f"{r.metric}: {r.verdict}" for r in result.failing(GATE["fail_on"])],
-                             "verdict": row.verdict if row else "none", "change": row.change if row else None,
-                             "ci": row.ci if row else None, "p": row.p_value if row else None,
-                             "best_verdict": best.verdict if best else "none",
-                             "best_change": best.change if best else None, "best_ci": best.ci if best else None})
+            rows += judge_group(blocks, threshold, alpha, group)
             print(summary(rows, run_times, args.repeat, final=False), flush=True)
     print(summary(rows, run_times, args.repeat, final=True))
     if args.out:
         args.out.write_text(json.dumps({"gate": {**GATE, "threshold": args.threshold, "alpha": args.alpha,
                                                  "repeat": args.repeat, "threads": args.threads},
                                         "matrix": MATRIX, "rows": rows}, indent=1))
+    return 0
+
+
+def judge_group(blocks: dict[str, list[list[dict]]], threshold: float, alpha: float, group: int) -> list[dict]:
+    """The three comparisons of one group of rounds, as the gate judges them."""
+    from fwbench.ab import merge_blocks
+    from fwbench.compare import THROUGHPUT_LABEL, compare, exit_code
+
+    rows = []
+    base = merge_blocks(blocks["base"])
+    for condition, other in CONDITIONS.items():
+        result = compare(base, merge_blocks(blocks[other]), threshold, alpha, GATE["metrics"], paired=True)
+        by_metric = {r.metric: r for r in result.rows}
+        row, best = by_metric.get(THROUGHPUT_LABEL), by_metric.get("best-window throughput")
+        rows.append({"group": group, "condition": condition,
+                     "gate_failed": exit_code(result, GATE["fail_on"]) == 1,
+                     "failing": [f"{r.metric}: {r.verdict}" for r in result.failing(GATE["fail_on"])],
+                     "verdict": row.verdict if row else "none", "change": row.change if row else None,
+                     "ci": row.ci if row else None, "p": row.p_value if row else None,
+                     "best_verdict": best.verdict if best else "none",
+                     "best_change": best.change if best else None, "best_ci": best.ci if best else None,
+                     "best_p": best.p_value if best else None})
+    return rows
+
+
+def rejudge(folder: Path, repeat: int, threshold: float, alpha: float) -> int:
+    """Judge kept rounds again in groups of ``repeat`` consecutive rounds (no new runs)."""
+    from fwbench.results import load_records
+
+    rounds = sorted(set.intersection(*({p.name for p in (folder / side).iterdir() if (p / "run.json").exists()
+                                        or any(p.rglob("run.json"))} for side in SIDES)))
+    rows: list[dict] = []
+    for group in range(len(rounds) // repeat):
+        names = rounds[group * repeat:(group + 1) * repeat]
+        blocks = {side: [load_records(folder / side / name) for name in names] for side in SIDES}
+        rows += judge_group(blocks, threshold, alpha, group)
+    print(f"{len(rounds)} kept rounds judged in groups of {repeat} (threshold {threshold:.1%}, alpha {alpha:g}):")
+    print(summary(rows, [], repeat, final=True))
     return 0
 
 

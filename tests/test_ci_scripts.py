@@ -39,7 +39,7 @@ def test_the_gate_runs_bench_ab_with_its_settings_and_keeps_the_exit_code(tmp_pa
     assert done.returncode == code
     assert args[:3] == ["ab", "origin/release", "HEAD"]
     joined = " ".join(args)
-    for part in ("--profile quick", "--repeat 5", "--threads 1", "--threshold 3%", "--alpha 0.01",
+    for part in ("--profile quick", "--repeat 8", "--threads 1", "--threshold 3%", "--alpha 0.01",
                  "--fail-on slower", "--format md", "--backend numpy,torch,tensorflow,jax", "--task mlp_mnist"):
         assert part in joined
     assert summary.read_text() == "### fwbench compare: table\n" == (tmp_path / "gate.md").read_text()
