@@ -46,6 +46,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> ArgumentParser:
     from .plugins import get_plugin_manager
+    from .run.matrix import DEFAULT_REPEATS
 
     parser = ArgumentParser(prog="bench", description="Benchmark deep-learning frameworks on the same tasks.",
                             epilog="Run `bench COMMAND --help` for a command's options.")
@@ -67,6 +68,9 @@ def build_parser() -> ArgumentParser:
                      help="quick: fewer epochs and samples (from each task's [profiles.quick])")
     run.add_argument("--threads", type=_positive_int, default=None,
                      help="CPU threads for every backend alike (default: all cores available)")
+    run.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
+                     help="run every cell N times, each in a fresh process, interleaved across cells; the "
+                          f"headline and its interval come from the repeats (default: {DEFAULT_REPEATS})")
     run.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
     run.add_argument("--memory-limit", type=_positive_int, default=None, metavar="MB",
                      help="address-space limit per cell process, in MiB")

@@ -78,7 +78,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
     """One row per cell; errors and warnings go in `results_notes` below it (they are long)."""
     table = Table(title=title, header_style="bold", title_justify="left")
     for name in ("backend", "task · dataset · device", "status", "test acc", "params",
-                 "samples/s (95% CI)", "step ms", "1st step s", "epochs"):
+                 "samples/s (95% CI) ×repeats", "best window", "step ms", "1st step s", "epochs"):
         table.add_column(name, justify="left" if name in ("backend", "status") or "task" in name else "right",
                          overflow="fold")
     for r in records:
@@ -87,6 +87,10 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
         thr = _fmt(m.get("throughput_samples_per_s"), ",.0f")
         if ci and None not in ci:
             thr += f" ({ci[0]:,.0f}–{ci[1]:,.0f})"
+        n = m.get("repeats_n")
+        thr += f" ×{n}" if n and n > 1 else (" ×1 (within-run)" if n == 1 and r.get("status") == "ok" else "")
+        if m.get("throughput_wide"):
+            thr += " ⚠wide"
         step = (m.get("step_time_s") or {}).get("median")
         overrides = " ".join(f"{k}={v}" for k, v in sorted((r.get("overrides") or {}).items())
                              if k not in HIDDEN_OVERRIDES)
@@ -97,6 +101,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
         table.add_row(
             Text(backend_label(r)), Text(where), Text(status, style=STATUS_STYLE.get(r.get("status"), "")),
             _fmt(m.get("test_accuracy"), ".2%"), _fmt(r.get("params"), ","), thr,
+            _fmt(m.get("throughput_best_samples_per_s"), ",.0f"),
             _fmt(step * 1e3 if step else None, ".2f"), _fmt(m.get("first_step_s"), ".3f"),
             _fmt(m.get("epochs_run"), "d"),
         )

@@ -114,7 +114,8 @@ def record_paths(paths: Iterable[str | Path], skipped: list[str] | None = None) 
         if p.is_dir():
             found += sorted(q for q in p.rglob("*.json")
                             if q.name != "run.json" and not q.name.startswith(".tmp-")
-                            and "asv" not in q.relative_to(p).parts[:1])
+                            and "asv" not in q.relative_to(p).parts[:1]
+                            and "repeats" not in q.relative_to(p).parts[:-1])  # single repeats of a cell
         elif p.exists():
             found.append(p)
         elif skipped is not None:

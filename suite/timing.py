@@ -6,7 +6,10 @@ from typing import Any
 
 import numpy as np
 
-UNSTABLE_CV = 0.05  # coefficient of variation above which a timing is flagged unstable
+UNSTABLE_CV = 0.05  # within-run coefficient of variation above which a timing is flagged as varying
+#: Marks the within-run variability warning; with repeats, `fwbench.repeats` replaces it by the
+#: repeat-level "unstable" warning (units inside one process are correlated, see docs/statistics.md).
+WITHIN_RUN_MARK = "varies within the run"
 TOO_SHORT_S = 1e-3  # a timed unit shorter than this is dominated by timer and call overhead
 
 
@@ -62,7 +65,8 @@ def timing_warnings(stats: dict[str, Any], *, what: str, flops: float | None = N
         return [f"{what}: nothing was timed"]
     cv, median = stats.get("cv", 0.0), stats["median"]
     if cv is not None and not math.isnan(cv) and cv > UNSTABLE_CV:
-        warnings.append(f"{what}: unstable (CV {cv:.1%} > {UNSTABLE_CV:.0%}); close other programs or add repeats")
+        warnings.append(f"{what}: {WITHIN_RUN_MARK} (CV {cv:.1%} > {UNSTABLE_CV:.0%}); its interval is within-run "
+                        "only: add repeats (--repeat 3 or more), close other programs")
     unit = median if unit_s is None else unit_s
     if unit < TOO_SHORT_S:
         warnings.append(f"{what}: too short to time reliably ({unit * 1e3:.3f} ms < 1 ms per timed unit); "

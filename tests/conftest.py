@@ -34,8 +34,9 @@ def bench(toy_site, tmp_path):
     """Run the real ``bench`` CLI in a subprocess with the toy plugin importable. Returns CompletedProcess."""
 
     def run(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
+        # one repeat per cell unless a test asks for more (--repeat or FWBENCH_REPEAT): tests stay fast
         full_env = {**os.environ, "PYTHONPATH": str(toy_site), "FWBENCH_DATA_DIR": str(tmp_path / "data"),
-                    "COLUMNS": "200", **(env or {})}
+                    "COLUMNS": "200", "FWBENCH_REPEAT": "1", **(env or {})}
         return subprocess.run([sys.executable, "-m", "fwbench.cli", *args], capture_output=True, text=True,
                               timeout=timeout, env=full_env, cwd=cwd or tmp_path)
 

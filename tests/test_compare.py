@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 from fwbench.compare import (
+    FAILED,
+    FASTER,
     IMPROVED,
+    INCONCLUSIVE,
     NOT_COMPARABLE,
     REGRESSED,
+    SLOWER,
     UNCHANGED,
     compare,
     markdown,
@@ -20,121 +24,127 @@ from fwbench.compare import (
 from fwbench.errors import UsageError
 from fwbench.report.samples import example_record
 from fwbench.results import write_record
-from fwbench.timing import summarize
+
+THROUGHPUT = "throughput (samples/s)"
 
 
-def _verdicts(result, metric: str = "throughput (samples/s)") -> dict[str, str]:
-    return {row.cell: row.verdict for row in result.rows if row.metric == metric}
-
-
-def _one(result, metric: str = "throughput (samples/s)"):
+def _one(result, metric: str = THROUGHPUT):
     (row,) = [r for r in result.rows if r.metric == metric]
     return row
 
 
-def test_a_20_percent_slowdown_with_tight_repeats_is_a_regression():
-    base = [example_record("torch", step_time=0.010, noise=0.0001, seed=1)]
-    new = [example_record("torch", step_time=0.012, noise=0.0001, seed=2)]
-    result = compare(base, new, threshold=0.05, alpha=0.01)
-    row = _one(result)
-    assert row.verdict == REGRESSED
-    assert row.change == pytest.approx(0.010 / 0.012 - 1, abs=0.01)  # throughput -16.7%
-    assert row.p_value < 1e-6
-    assert row.better == "higher"
-    assert result.regressed
+def _rec(backend="torch", task="mlp_mnist", *, step=0.010, cv=0.01, n=5, seed=1, **kw):
+    return example_record(backend, task, step_time=step, noise=step / 100, repeats=n, repeat_cv=cv, seed=seed, **kw)
 
 
-def test_noise_within_the_threshold_is_unchanged():
-    base = [example_record("torch", step_time=0.0100, noise=0.0001, seed=1)]
-    new = [example_record("torch", step_time=0.0102, noise=0.0001, seed=2)]  # 2% slower: significant but small
-    result = compare(base, new, threshold=0.05)
-    assert _one(result).verdict == UNCHANGED
-    assert not result.regressed
+def test_a_20_percent_slowdown_over_tight_repeats_is_slower_with_its_interval():
+    row = _one(compare([_rec(step=0.010, seed=1)], [_rec(step=0.012, seed=2)], threshold=0.05, alpha=0.01))
+    assert row.verdict == SLOWER and row.better == "higher"
+    assert row.change == pytest.approx(0.010 / 0.012 - 1, abs=0.02)  # throughput about -17%
+    low, high = row.ci
+    assert low < row.change + 1 < high < 0.95  # the whole 99% interval is below 1 - threshold here
+    assert row.p_value < 1e-3 and row.repeats == (5, 5)
 
 
-def _with_raw(record: dict, raw: list[float]) -> dict:
-    stats = summarize(raw)
-    record["metrics"]["step_time_s"] = stats
-    record["metrics"]["throughput_samples_per_s"] = 64 / stats["median"]
-    return record
+def test_a_small_change_whose_interval_lies_within_the_threshold_is_unchanged():
+    row = _one(compare([_rec(step=0.0100, cv=0.004, n=6, seed=1)], [_rec(step=0.0101, cv=0.004, n=6, seed=2)]))
+    assert row.verdict == UNCHANGED
+    assert 0.95 <= row.ci[0] and row.ci[1] <= 1.05
 
 
-def test_a_large_change_that_is_not_significant_is_unchanged():
-    # 4 repeats a side: even perfectly separated samples give p = 2/70 > alpha
-    base = [_with_raw(example_record("torch"), [0.010, 0.014, 0.008, 0.012])]
-    new = [_with_raw(example_record("torch"), [0.016, 0.018, 0.015, 0.020])]
-    row = _one(compare(base, new, threshold=0.05, alpha=0.01))
-    assert row.change == pytest.approx(0.011 / 0.017 - 1)
-    assert row.p_value == pytest.approx(2 / 70)
-    assert row.verdict == UNCHANGED and "not significant" in row.reason
-    assert _one(compare(base, new, threshold=0.05, alpha=0.05)).verdict == REGRESSED
+def test_noisy_repeats_are_inconclusive_and_say_how_many_repeats_would_decide():
+    base, new = [_rec(step=0.010, cv=0.08, n=3, seed=1)], [_rec(step=0.0108, cv=0.08, n=3, seed=2)]
+    row = _one(compare(base, new, threshold=0.05))
+    assert row.verdict == INCONCLUSIVE
+    assert row.needed is not None and row.needed > 3 and f"about {row.needed} repeats a side" in row.reason
+    assert not compare(base, new).regressed
+    assert compare(base, new).failing("inconclusive")
 
 
-def test_an_improvement_is_improved():
-    base = [example_record("jax", step_time=0.010, noise=0.0001, seed=1)]
-    new = [example_record("jax", step_time=0.008, noise=0.0001, seed=2)]
-    result = compare(base, new)
-    assert _one(result).verdict == IMPROVED
-    assert not result.regressed
+def test_an_improvement_is_faster():
+    row = _one(compare([_rec("jax", step=0.010, seed=1)], [_rec("jax", step=0.008, seed=2)]))
+    assert row.verdict == FASTER and row.change > 0.2
 
 
-def test_single_valued_metrics_use_the_threshold_and_their_direction():
-    base = [example_record("torch", accuracy=0.90, peak_host_bytes=400 * 2**20, compile_s=1.0)]
-    new = [example_record("torch", accuracy=0.80, peak_host_bytes=300 * 2**20, compile_s=1.02)]
+def test_one_repeat_gives_no_interval_across_runs():
+    row = _one(compare([_rec(n=1, seed=1)], [_rec(n=1, step=0.02, seed=2)]))
+    assert row.verdict == INCONCLUSIVE and "--repeat 3" in row.reason
+
+
+def test_shared_drift_is_removed_by_pairing_the_interleaved_repeats():
+    drift = [1.0, 1.15, 0.9, 1.2, 0.95, 1.1]  # the machine's speed, shared by each A, B pair
+    base = _rec(step=0.010, cv=0.0, n=6, seed=1)
+    new = _rec(step=0.0106, cv=0.0, n=6, seed=2)
+    for record in (base, new):
+        for rep, d in zip(record["metrics"]["repeats"], drift, strict=True):
+            rep["median_step_s"] *= d * (1 + 0.002 * (rep["repeat"] % 2))
+    assert _one(compare([base], [new], paired=False)).verdict == INCONCLUSIVE
+    paired = _one(compare([base], [new], paired=True))
+    assert paired.verdict == SLOWER and paired.change == pytest.approx(0.010 / 0.0106 - 1, abs=0.005)
+
+
+def test_non_speed_metrics_are_judged_over_repeats_in_their_own_direction():
+    base = [_rec(accuracy=0.90, peak_host_bytes=400 * 2**20, seed=1)]
+    new = [_rec(accuracy=0.80, peak_host_bytes=300 * 2**20, seed=2)]
     result = compare(base, new, threshold=0.05)
     assert _one(result, "test accuracy").verdict == REGRESSED  # higher is better, it fell 11%
     assert _one(result, "peak host memory").verdict == IMPROVED  # lower is better, it fell 25%
-    assert _one(result, "compile time").verdict == UNCHANGED  # +2% < 5%
-    assert not [r for r in result.rows if r.metric == "peak device memory"]  # absent on both sides: not listed
+    assert not [r for r in result.rows if r.metric == "peak device memory"]  # absent on both sides
     assert result.regressed
 
 
-def test_missing_failed_and_rawless_cells_are_not_comparable():
-    base = [example_record("torch", "mlp_mnist"), example_record("jax", "mlp_mnist"),
-            example_record("torch", "cnn_mnist"), example_record("jax", "cnn_mnist")]
-    rawless = example_record("jax", "cnn_mnist")
-    rawless["metrics"]["step_time_s"].pop("raw")
-    new = [example_record("torch", "mlp_mnist"),
+def test_a_cell_ok_in_base_and_failed_or_missing_in_new_is_a_regression():
+    base = [_rec("torch", "mlp_mnist"), _rec("jax", "mlp_mnist"), _rec("torch", "cnn_mnist"),
+            example_record("jax", "cnn_mnist", status="failed", error="boom in base")]
+    new = [_rec("torch", "mlp_mnist", seed=3),
            example_record("jax", "mlp_mnist", status="failed", error="RuntimeError: boom"),
-           rawless,
-           example_record("numpy", "mlp_mnist")]  # cnn torch missing in NEW, numpy missing in BASE
+           _rec("jax", "cnn_mnist", seed=4),
+           _rec("numpy", "mlp_mnist")]  # torch cnn missing in NEW, numpy new in NEW
     result = compare(base, new)
     reasons = {(r.cell, r.metric): (r.verdict, r.reason) for r in result.rows}
-    assert reasons[("torch · cnn_mnist · digits · cpu", "(cell)")] == (NOT_COMPARABLE, "missing in NEW")
-    assert reasons[("numpy · mlp_mnist · digits · cpu", "(cell)")] == (NOT_COMPARABLE, "missing in BASE")
+    assert reasons[("torch · cnn_mnist · digits · cpu", "(cell)")] == (FAILED, "ok in BASE, missing in NEW")
     verdict, reason = reasons[("jax · mlp_mnist · digits · cpu", "(cell)")]
-    assert verdict == NOT_COMPARABLE and "failed in NEW" in reason and "boom" in reason
-    verdict, reason = reasons[("jax · cnn_mnist · digits · cpu", "throughput (samples/s)")]
-    assert verdict == NOT_COMPARABLE and "no raw repeats in NEW" in reason
-    assert reasons[("torch · mlp_mnist · digits · cpu", "throughput (samples/s)")][0] == UNCHANGED
-    assert not result.regressed
+    assert verdict == FAILED and "failed in NEW" in reason and "boom" in reason
+    assert reasons[("numpy · mlp_mnist · digits · cpu", "(cell)")][0] == NOT_COMPARABLE
+    assert reasons[("jax · cnn_mnist · digits · cpu", "(cell)")][0] == NOT_COMPARABLE  # failed in BASE
+    assert result.regressed and {r.cell for r in result.failing()} == {"torch · cnn_mnist · digits · cpu",
+                                                                       "jax · mlp_mnist · digits · cpu"}
+
+
+def test_a_record_compared_with_itself_is_unchanged():
+    record = _rec(cv=0.1, n=3)
+    result = compare([record], [record])
+    assert {r.verdict for r in result.rows} == {UNCHANGED} and not result.failing("inconclusive")
 
 
 def test_a_failed_cell_without_dataset_pairs_with_its_base_cell():
-    base = [example_record("torch", "mlp_mnist", overrides={}, dataset="mnist")]
+    base = [_rec(dataset="mnist")]
     base[0]["overrides"] = {}
     failed = example_record("torch", "mlp_mnist", status="timeout", error="killed after 10 s")
     failed.update(dataset=None, overrides={})
-    result = compare(base, [failed])
-    (row,) = result.rows
-    assert row.verdict == NOT_COMPARABLE and "timeout in NEW" in row.reason
+    (row,) = compare(base, [failed]).rows
+    assert row.verdict == FAILED and "timeout in NEW" in row.reason
 
 
 def test_cells_pair_by_overrides():
-    base = [example_record("torch", overrides={"optimizer.lr": 0.1}, step_time=0.01, noise=1e-4, seed=1),
-            example_record("torch", overrides={"optimizer.lr": 0.01}, step_time=0.02, noise=1e-4, seed=2)]
-    new = [example_record("torch", overrides={"optimizer.lr": 0.01}, step_time=0.02, noise=1e-4, seed=3),
-           example_record("torch", overrides={"optimizer.lr": 0.1}, step_time=0.01, noise=1e-4, seed=4)]
-    assert set(_verdicts(compare(base, new)).values()) == {UNCHANGED}
+    base = [_rec(overrides={"optimizer.lr": 0.1}, step=0.01, seed=1),
+            _rec(overrides={"optimizer.lr": 0.01}, step=0.02, seed=2)]
+    new = [_rec(overrides={"optimizer.lr": 0.01}, step=0.02, seed=3),
+           _rec(overrides={"optimizer.lr": 0.1}, step=0.01, seed=4)]
+    assert {r.verdict for r in compare(base, new).rows if r.metric == THROUGHPUT} <= {UNCHANGED, INCONCLUSIVE}
+    assert not compare(base, new).regressed
+
+
+def test_runs_of_different_tasks_share_no_cell_and_are_refused():
+    with pytest.raises(UsageError, match="share no cell"):
+        compare([_rec(task="mlp_mnist")], [_rec(task="cnn_mnist")])
 
 
 def test_markdown_table_for_a_pull_request():
-    base = [example_record("torch", step_time=0.010, noise=0.0001, seed=1)]
-    new = [example_record("torch", step_time=0.012, noise=0.0001, seed=2)]
-    text = markdown(compare(base, new))
+    text = markdown(compare([_rec(step=0.010, seed=1)], [_rec(step=0.012, seed=2)]))
     assert text.startswith("### fwbench compare: ❌ regression")
-    assert "| cell | metric | better | base | new | change | p | verdict |" in text
-    assert "🔴 regressed" in text and "↑ higher" in text and "↓ lower" in text
+    assert "| cell | metric | better | base | new | change [CI] | p | repeats | verdict |" in text
+    assert "🔴 slower" in text and "↑ higher" in text and "↓ lower" in text and "| 5/5 |" in text
 
 
 @pytest.mark.parametrize("text,value", [("5%", 0.05), ("2.5%", 0.025), ("10", 0.10), (" 0% ", 0.0)])
@@ -172,21 +182,31 @@ def _bench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_exit_codes(tmp_path):
-    base = _write(tmp_path / "base", [example_record("torch", step_time=0.010, noise=0.0001, seed=1),
-                                      example_record("jax", "cnn_mnist")])
-    slow = _write(tmp_path / "slow", [example_record("torch", step_time=0.012, noise=0.0001, seed=2)])
-    same = _write(tmp_path / "same", [example_record("torch", step_time=0.0101, noise=0.0001, seed=3)])
+    base = _write(tmp_path / "base", [_rec(step=0.010, seed=1), _rec("jax", "cnn_mnist")])
+    slow = _write(tmp_path / "slow", [_rec(step=0.011, seed=2), _rec("jax", "cnn_mnist", seed=5)])
+    same = _write(tmp_path / "same", [_rec(step=0.0100, cv=0.003, n=6, seed=3), _rec("jax", "cnn_mnist", seed=6)])
+    broken = _write(tmp_path / "broken", [_rec(step=0.0100, seed=3),
+                                         example_record("jax", "cnn_mnist", status="failed", error="Boom")])
+    noisy = _write(tmp_path / "noisy", [_rec(step=0.0104, cv=0.1, n=3, seed=7), _rec("jax", "cnn_mnist", seed=8)])
 
-    regressed = _bench(str(base), str(slow), cwd=tmp_path)
+    itself = _bench(str(base), str(base), cwd=tmp_path)
+    assert itself.returncode == 0 and "no regression: 0 slower, 10 unchanged, 0 inconclusive" in itself.stdout
+
+    regressed = _bench(str(base), str(slow), cwd=tmp_path)  # 10% slower
     assert regressed.returncode == 1, regressed.stdout + regressed.stderr
-    assert "regressed" in regressed.stdout and "not comparable" in regressed.stdout  # jax cnn missing in NEW
+    assert "slower: torch · mlp_mnist" in regressed.stdout
+
+    failed = _bench(str(base), str(broken), cwd=tmp_path)
+    assert failed.returncode == 1 and "failed: jax · cnn_mnist" in failed.stdout and "Boom" in failed.stdout
 
     fine = _bench(str(base), str(same), "--format", "md", cwd=tmp_path)
     assert fine.returncode == 0, fine.stdout + fine.stderr
     assert fine.stdout.startswith("### fwbench compare: ✅ no regression")
 
-    strict = _bench(str(base), str(same), "--strict", cwd=tmp_path)
-    assert strict.returncode == 1  # the missing jax cell counts under --strict
+    unsure = _bench(str(base), str(noisy), "--metric", "throughput", cwd=tmp_path)
+    assert unsure.returncode == 0 and "inconclusive" in unsure.stdout
+    assert _bench(str(base), str(noisy), "--metric", "throughput", "--fail-on", "inconclusive",
+                  cwd=tmp_path).returncode == 1
 
     only_accuracy = _bench(str(base), str(slow), "--metric", "test_accuracy", cwd=tmp_path)
     assert only_accuracy.returncode == 0 and "throughput" not in only_accuracy.stdout
@@ -196,6 +216,7 @@ def test_cli_exit_codes(tmp_path):
     (["--threshold", "5x"], "--threshold '5x'"),
     (["--alpha", "2"], "--alpha '2'"),
     (["--metric", "speed"], "--metric 'speed'"),
+    (["--fail-on", "never"], "--fail-on"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     base = _write(tmp_path / "base", [example_record("torch")])

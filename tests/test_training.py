@@ -146,7 +146,7 @@ def test_timing_summary_and_warnings():
     stats = summarize([1.0, 1.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     assert stats["median"] == 1.0 and stats["n"] == 11 and stats["ci95_low"] <= 1.0 <= stats["ci95_high"]
     assert stats["raw"][4] == 2.0
-    assert any("unstable" in w for w in timing_warnings(stats, what="x"))
+    assert any("varies within the run" in w for w in timing_warnings(stats, what="x"))
     assert timing_warnings(summarize([0.01] * 20), what="x") == []
     assert any("too short" in w for w in timing_warnings(summarize([1e-5] * 20), what="x"))
 

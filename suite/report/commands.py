@@ -22,23 +22,20 @@ def add_commands(subparsers) -> None:
                         help="html (default), md, csv or parquet; default: from the --output suffix")
     report.set_defaults(handler=cmd_report)
 
+    from ..compare import add_compare_options
+
     compare = subparsers.add_parser(
-        "compare", help="compare two sets of records; exit 1 on a significant regression",
+        "compare", help="compare two sets of records; exit 1 on a regression or a failed cell",
         description="Pair the cells of BASE and NEW by (backend, task, device, dataset, overrides) and judge "
-                    "each metric: throughput by a Mann-Whitney U test on the raw step times plus the threshold, "
-                    "single-valued metrics by the threshold. Exit 1 if any metric regressed, else 0.")
+                    "each metric over the repeats (one value per process): the ratio NEW/BASE with its interval, "
+                    "faster / slower when significant and beyond the threshold, unchanged when the interval lies "
+                    "within it, else inconclusive. A cell ok in BASE and failed or missing in NEW is a "
+                    "regression. Exit 1 on a regression, else 0. See docs/statistics.md.")
     compare.add_argument("base", type=Path, metavar="BASE", help="record file or folder of the baseline")
     compare.add_argument("new", type=Path, metavar="NEW", help="record file or folder to judge")
-    compare.add_argument("--threshold", default="5%",
-                         help="smallest relative change that counts, as a percentage (default: 5%%)")
-    compare.add_argument("--alpha", default="0.01", help="significance level of the test (default: 0.01)")
-    compare.add_argument("--format", choices=["text", "md"], default="text",
-                         help="text (a table for the terminal) or md (for a pull-request comment)")
-    compare.add_argument("--metric", action="append", default=[], metavar="NAME",
-                         help="compare only this metric (repeatable): throughput, test_accuracy, "
-                              "peak_host_bytes, peak_device_bytes, compile_s")
+    add_compare_options(compare)
     compare.add_argument("--strict", action="store_true",
-                         help="also exit 1 when a cell or metric is not comparable (missing, failed, no repeats)")
+                         help="also exit 1 when a cell is not comparable (new in NEW, failed in BASE)")
     compare.set_defaults(handler=cmd_compare)
 
 

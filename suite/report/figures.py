@@ -72,7 +72,9 @@ def _memory_value(r):
 
 BAR_METRICS = (
     ("throughput", "Training throughput", "samples / s (higher is better)", _throughput_value, compact,
-     "Median step throughput; error bars are the 95% confidence interval of the median."),
+     ("Throughput from the median step of each repeat (a fresh process), combined over repeats; error bars are "
+      "the 95% interval over repeats (within-run only for a single repeat). The table lists the repeats and "
+      "marks intervals wider than ±10%.")),
     ("accuracy", "Test accuracy", "test accuracy (higher is better)", _accuracy_value,
      lambda v: f"{v:.1%}", "Accuracy on the held-out test split after training (best weights restored)."),
     ("memory", "Peak memory", "MiB (lower is better)", _memory_value, lambda v: f"{v:,.0f}",

@@ -37,8 +37,28 @@ def example_record(backend: str = "torch", task: str = "mlp_mnist", *, dataset: 
                    n_steps: int = 40, seed: int = 0, accuracy: float = 0.9, params: int = 9610,
                    peak_host_bytes: int = 400 * 2**20, compile_s: float | None = 0.5, epochs: int = 3,
                    batch_size: int = 64, conv: bool | None = None, run_id: str = RUN_ID,
-                   warnings: list[str] | None = None, family: str = "train") -> dict[str, Any]:
-    """One record as `fwbench.run.worker` writes it. ``step_time ± noise`` gives the raw step times."""
+                   warnings: list[str] | None = None, family: str = "train", repeats: int = 1,
+                   repeat_cv: float = 0.02) -> dict[str, Any]:
+    """One record as `fwbench.run.worker` writes it. ``step_time ± noise`` gives the raw step times.
+
+    ``repeats > 1``: that many repeats (processes) whose step times differ by ``repeat_cv`` (log-normal,
+    seeded), merged into one record as `bench run --repeat` does (`fwbench.repeats.merge_repeats`).
+    """
+    if repeats > 1 and status == "ok":
+        from ..repeats import merge_repeats
+
+        rng = np.random.default_rng([seed, 7])
+        factors = np.exp(repeat_cv * rng.standard_normal(repeats))
+        singles = []
+        for i, factor in enumerate(factors, start=1):
+            one = example_record(backend, task, dataset=dataset, device=device, overrides=overrides,
+                                 step_time=step_time * factor, noise=noise * factor, n_steps=n_steps,
+                                 seed=seed * 1000 + i, accuracy=accuracy, params=params,
+                                 peak_host_bytes=peak_host_bytes, compile_s=compile_s, epochs=epochs,
+                                 batch_size=batch_size, conv=conv, run_id=run_id, warnings=warnings, family=family)
+            one["repeat"] = i
+            singles.append(one)
+        return merge_repeats(singles)
     overrides = {"dataset.name": dataset, **(overrides or {})}
     conv = task.startswith("cnn") if conv is None else conv
     cell_id = "__".join([backend, task, device] + [f"{k}={v}" for k, v in sorted(overrides.items())])

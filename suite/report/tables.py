@@ -46,8 +46,27 @@ def _throughput(r):
     return number(metric(r, "throughput_samples_per_s"))
 
 
+def repeats_note(r) -> str:
+    """``3 repeats`` or ``1 repeat: within-run CI only``; ``wide`` when the interval is > ±10%."""
+    n = metric(r, "repeats_n")
+    if metric(r, "interval") == "within-run only" or n == 1:
+        return "1 repeat: within-run CI only"
+    if not n:
+        return ""
+    return f"{n} repeats" + (" · ⚠ wide" if metric(r, "throughput_wide") else "")
+
+
 def _throughput_ci(r) -> str:
     ci = metric(r, "throughput_ci95")
+    note = repeats_note(r)
+    if isinstance(ci, list) and len(ci) == 2 and all(number(v) is not None for v in ci):
+        return f"95% CI {fmt_count(ci[0])}–{fmt_count(ci[1])}" + (f" ({note})" if note else "")
+    return note
+
+
+def _best_ci(r) -> str:
+    """The best-window throughput's interval: the speed least disturbed by neighbours."""
+    ci = metric(r, "throughput_best_ci95")
     if isinstance(ci, list) and len(ci) == 2 and all(number(v) is not None for v in ci):
         return f"95% CI {fmt_count(ci[0])}–{fmt_count(ci[1])}"
     return ""
@@ -84,6 +103,8 @@ COLUMNS = (
     Column("test_accuracy", "test acc.", lambda r: number(metric(r, "test_accuracy")), fmt_percent, "max"),
     Column("params", "params", lambda r: number(r.get("params")), fmt_count, None),
     Column("throughput", "samples/s", _throughput, fmt_count, "max", _throughput_ci),
+    Column("throughput_best", "samples/s (best window)", lambda r: number(metric(r, "throughput_best_samples_per_s")),
+           fmt_count, "max", _best_ci),
     Column("step_ms", "step (median)", _step_ms, lambda v: fmt_sig(v, "ms"), "min"),
     Column("peak_memory", "peak memory", _peak_memory, fmt_mib, "min", _memory_note),
     Column("compile_s", "compile", lambda r: number(metric(r, "compile_s")), lambda v: fmt_sig(v, "s"), "min"),
@@ -277,6 +298,8 @@ def classify_warning(text: str) -> str:
         return "synthetic data"
     if "unstable" in lowered:
         return "unstable"
+    if "varies within the run" in lowered:
+        return "within-run spread"
     if "too fast" in lowered:
         return "too fast"
     if "too short" in lowered:

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ class Cell:
     peak_flops: float | None = None  # the machine's measured peak (FLOP/s), see fwbench.micro.peak
     peak_info: dict[str, Any] = field(default_factory=dict)  # its details (bandwidth, per backend)
     save_weights: str | None = None  # a folder: the cell writes <folder>/<cell_id>.npz (fwbench.checkpoints)
+    repeats: int = 1  # fresh processes per cell (`bench run --repeat`), interleaved across cells
+    repeat: int = 1  # which of them this is (1-based); the cell_id is the same for all
 
     @property
     def cell_id(self) -> str:
@@ -54,7 +56,12 @@ class Cell:
     @property
     def label(self) -> str:
         extra = " ".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
-        return f"{self.backend} · {self.task} · {self.device}" + (f" · {extra}" if extra else "")
+        label = f"{self.backend} · {self.task} · {self.device}" + (f" · {extra}" if extra else "")
+        return label + (f" (repeat {self.repeat}/{self.repeats})" if self.repeats > 1 else "")
+
+    @property
+    def log_name(self) -> str:
+        return self.cell_id + (f".r{self.repeat}" if self.repeats > 1 else "")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cell_id": self.cell_id}
@@ -105,7 +112,7 @@ def run_cell_subprocess(cell: Cell, run_dir: Path, on_output: Callable[[str], No
     """Run one cell in a fresh interpreter; always returns a record (never raises for the cell)."""
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{cell.cell_id}.log"
+    log_path = logs / f"{cell.log_name}.log"
     env = dict(os.environ)
     env.update({name: str(cell.threads) for name in THREAD_ENV})
     env["PYTHONUNBUFFERED"] = "1"
@@ -214,8 +221,17 @@ class RunOutcome:
 
 def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable[str] = (),
             display=None, manifest: dict | None = None) -> RunOutcome:
-    """Run ``cells`` with ``executor``; write each record the moment it arrives; call hooks."""
+    """Run ``cells`` with ``executor``; write each record the moment it arrives; call hooks.
+
+    A cell with ``repeats > 1`` runs that many times, each in a fresh process, interleaved across
+    cells (every cell's repeat 1, then every cell's repeat 2, ...). Each repeat's record is kept in
+    ``<run_dir>/repeats/`` as it ends (``--resume`` reuses them); when a cell's last repeat ends, the
+    cell's one record (`fwbench.repeats.merge_repeats`) is written. A repeat that fails ends its cell:
+    the cell's record is the failure, with the repeats done before it.
+    """
     from ..plugins import get_plugin_manager
+    from ..repeats import mark_single, merge_repeats
+    from .repeats import RepeatStore
 
     pm = get_plugin_manager()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -226,8 +242,9 @@ def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable
     done = set(resume_done)
     todo = [c for c in cells if c.cell_id not in done]
     outcome = RunOutcome(run_dir, skipped_as_done=len(cells) - len(todo))
+    store = RepeatStore(run_dir)
 
-    def on_record(cell: Cell, record: dict) -> None:
+    def write_final(cell: Cell, record: dict) -> None:
         try:
             path = write_record(record, run_dir)
         except OSError as exc:  # disk full, permissions...: report it, keep going, lose nothing else
@@ -240,11 +257,56 @@ def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable
             record["_path"] = str(path)
             pm.hook.fwbench_result_recorded(record=record, path=str(path))
         outcome.records.append(record)
+
+    ended: set[str] = set()
+
+    def on_record(cell: Cell, record: dict) -> None:
+        if cell.repeats <= 1:
+            write_final(cell, mark_single(record))
+        else:
+            record["repeat"] = cell.repeat
+            store.add(cell, record)
+            ok = [r for r in store.records(cell.cell_id) if r.get("status") == "ok"]
+            if record.get("status") != "ok":
+                ended.add(cell.cell_id)
+                final = {**record, "metrics": record.get("metrics") or {}}
+                if record.get("status") != "skipped":
+                    final["error"] = f"repeat {cell.repeat}/{cell.repeats}: {record.get('error')}"
+                final["repeats_done"] = len(ok)
+                write_final(cell, final)
+            elif len(ok) >= cell.repeats:
+                ended.add(cell.cell_id)
+                write_final(cell, merge_repeats(ok[:cell.repeats]))
         if display:
             display.finished(cell, record)
 
-    executor.run(todo, run_dir, on_record,
-                 on_start=display.started if display else (lambda cell: None),
-                 on_output=display.output if display else (lambda line: None))
+    rounds = max((c.repeats for c in todo), default=1)
+    for repeat in range(1, rounds + 1):
+        batch = []
+        for cell in todo:
+            if repeat > cell.repeats or cell.cell_id in ended:
+                continue
+            if cell.repeats > 1 and store.has_ok(cell.cell_id, repeat):
+                continue
+            batch.append(replace(cell, repeat=repeat, save_weights=cell.save_weights if repeat == 1 else None))
+        if batch:
+            executor.run(batch, run_dir, on_record,
+                         on_start=display.started if display else (lambda cell: None),
+                         on_output=display.output if display else (lambda line: None))
+    for cell in todo:  # every repeat was already on disk (--resume after the last one): merge them
+        if cell.repeats > 1 and cell.cell_id not in ended:
+            ok = [r for r in store.records(cell.cell_id) if r.get("status") == "ok"]
+            if len(ok) >= cell.repeats:
+                write_final(cell, merge_repeats(ok[:cell.repeats]))
     pm.hook.fwbench_session_finished(records=outcome.records, out_dir=str(run_dir))
     return outcome
+
+
+def runs_to_do(cells: list[Cell], run_dir: Path, resume_done: Iterable[str] = ()) -> int:
+    """How many cell processes `execute` will start (repeats kept from an earlier run excluded)."""
+    from .repeats import RepeatStore
+
+    store = RepeatStore(run_dir)
+    done = set(resume_done)
+    return sum(sum(1 for r in range(1, c.repeats + 1) if not (c.repeats > 1 and store.has_ok(c.cell_id, r)))
+               for c in cells if c.cell_id not in done)

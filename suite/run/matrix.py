@@ -8,8 +8,12 @@ from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
 from ..frontends import runs_on_engine
-from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id
+from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
 from .placement import threads_per_cell
+
+#: Repeats (fresh processes) per cell when `bench run --repeat` is not given: the fewest that give a
+#: repeat-level interval with the main job inside 3 minutes on the 2-core reference machine (README).
+DEFAULT_REPEATS = 3
 
 
 @dataclass
@@ -18,6 +22,17 @@ class Plan:
     run_dir: Path
     resume_done: set[str] = field(default_factory=set)
     manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def default_repeats() -> int:
+    """``--repeat`` when not given: $FWBENCH_REPEAT if set, else `DEFAULT_REPEATS`."""
+    text = os.environ.get("FWBENCH_REPEAT", "").strip()
+    if not text:
+        return DEFAULT_REPEATS
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"FWBENCH_REPEAT={text!r}: expected a positive integer (the default of --repeat); "
+                         "unset it or set e.g. FWBENCH_REPEAT=3")
+    return int(text)
 
 
 def default_threads() -> int:
@@ -67,6 +82,7 @@ def plan_run(args) -> Plan:
     grid = parse_overrides(args.overrides)
     threads = threads_per_cell(args.threads, getattr(args, "workers", None) or 1, default_threads())
     profile = None if args.profile == "full" else args.profile
+    repeats = getattr(args, "repeat", None) or default_repeats()
     resume_dir = latest_run_dir(args.out) if args.resume else None
     if args.resume and resume_dir is None:
         raise UsageError(f"--resume: no earlier run in {args.out}; drop --resume to start a new run")
@@ -98,14 +114,15 @@ def plan_run(args) -> Plan:
                                       device=device, overrides=overrides, profile=profile, threads=threads,
                                       timeout_s=args.timeout, memory_limit_mb=args.memory_limit,
                                       data_dir=str(args.data_dir) if args.data_dir else None,
-                                      save_weights=_save_weights_dir(args)))
+                                      save_weights=_save_weights_dir(args), repeats=repeats))
     _check_engines(backends, cells, grid)
     for name in sorted(datasets):
         _ensure_dataset(registry, name, args.data_dir)
     cells = _with_peaks(cells, registry, getattr(args, "peak", "off"), threads, backends, args.device)
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
-                {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads})
+                {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads,
+                 "repeats": repeats})
 
 
 def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> None:
@@ -197,9 +214,11 @@ def run_planned(plan: Plan, args) -> int:
     if hasattr(executor, "prepare"):  # refuse what it cannot run before any cell starts
         executor.prepare(plan.cells)
     console = make_console(stderr=True)
-    todo = len(plan.cells) - len(plan.resume_done & {c.cell_id for c in plan.cells})
-    console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s), {todo} to run, "
-                  f"{plan.cells[0].threads if plan.cells else 0} thread(s) each → {plan.run_dir}")
+    todo = runs_to_do(plan.cells, plan.run_dir, plan.resume_done)
+    repeats = plan.cells[0].repeats if plan.cells else 1
+    console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s) × {repeats} repeat(s), "
+                  f"{todo} process(es) to run, {plan.cells[0].threads if plan.cells else 0} thread(s) each "
+                  f"→ {plan.run_dir}")
     show = not args.no_progress and sys.stderr.isatty()
     with RunDisplay(todo, console, enabled=show) as display:
         outcome = execute(plan.cells, plan.run_dir, executor, resume_done=plan.resume_done,

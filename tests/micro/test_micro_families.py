@@ -124,7 +124,7 @@ def test_unstable_timings_are_flagged():
         clock.now += next(costs)
 
     m = measure(run, lambda h: None, fake_protocol(clock, repeats=6))
-    assert m.inner == 1 and any("unstable" in w for w in m.warnings("x"))
+    assert m.inner == 1 and any("varies within the run" in w for w in m.warnings("x"))
 
 
 def test_a_failing_case_becomes_data_and_every_case_failing_fails_the_cell():
@@ -324,12 +324,12 @@ def test_bench_run_conv2d_quick_makes_a_record_with_cases_gflops_and_percent_of_
     env = {**os.environ, "FWBENCH_CACHE_DIR": str(tmp_path / "cache"), "FWBENCH_DATA_DIR": str(tmp_path / "data"),
            "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "fwbench.cli", "run", "--backend", "numpy", "--task", "conv2d",
-           "--profile", "quick", "--threads", "1", "--no-progress", "--out", str(out),
+           "--profile", "quick", "--threads", "1", "--no-progress", "--out", str(out), "--repeat", "2",
            "--set", "bench.repeats=3", "--set", "bench.max_warmup=2", "--set", "cases.batch=2"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "machine peak" in proc.stderr and (tmp_path / "cache" / "peak.json").exists()
-    (path,) = [p for p in out.rglob("*.json") if p.name != "run.json"]
+    (path,) = [p for p in out.rglob("*.json") if p.name != "run.json" and p.parent.name != "repeats"]
     record = json.loads(path.read_text())
     assert record["status"] == "ok" and record["task"] == "conv2d" and record["params"] is None
     m = record["metrics"]
@@ -340,6 +340,7 @@ def test_bench_run_conv2d_quick_makes_a_record_with_cases_gflops_and_percent_of_
     for c in cases:
         assert c["median_s"] > 0 and c["gflops"] > 0 and 0 < c["percent_of_peak"]
         assert c["ci95"][0] <= c["median_s"] <= c["ci95"][1] and c["repeats"] == 3 and c["inner"] >= 1
+        assert c["repeats_n"] == 2 and len(c["repeat_median_s"]) == 2 and c["within_run"]["repeats"] == 3
         assert c["array_bytes"] > 0 and c["peak_host_bytes"] > 0
         assert math.isclose(c["gflops"], c["flops"] / c["median_s"] / 1e9)
     env_ = record["env"]

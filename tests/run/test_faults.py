@@ -14,7 +14,8 @@ from fwbench import results as results_mod
 from fwbench.results import load_records, write_record
 from fwbench.run.local import Cell, execute
 
-QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=2", "--no-progress"]
+QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=2", "--no-progress",
+         "--repeat", "1"]
 
 
 def comparable(record):

@@ -82,7 +82,7 @@ def test_resume_skips_finished_cells(bench, tmp_path):
     before = first_cell.stat().st_mtime_ns
     second = bench("run", "--backend", "toy", *QUICK, "--set", "seed=1,2", "--out", str(out), "--resume")
     assert second.returncode == 0, second.stderr
-    assert "2 cell(s), 1 to run" in second.stderr
+    assert "2 cell(s) × 1 repeat(s), 1 process(es) to run" in second.stderr
     assert first_cell.stat().st_mtime_ns == before and second_cell.exists()
     assert len(load_records(out)) == 2
 

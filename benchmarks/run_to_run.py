@@ -1,0 +1,69 @@
+"""Do the numbers hold between runs? The main job's quick matrix run K times as separate invocations.
+
+    .venv/bin/python benchmarks/run_to_run.py            # K = 4, the default --repeat of `bench run`
+    .venv/bin/python benchmarks/run_to_run.py --k 4 --run-args "--repeat 5 --threads 1"
+
+For every backend it prints the headline throughput of each run, the run-to-run CV of the headline
+and how many of the K records' 95% intervals contain the median of the K headlines (coverage). The
+same for the best-window throughput. Goals (issue "Numbers that hold between runs"): coverage >= 90%,
+CV <= 5% (3% better). Not a test: minutes on the 2-core reference machine.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MATRIX = ["--backend", "numpy,torch,tensorflow,jax", "--task", "mlp_mnist", "--dataset", "mnist_5k",
+          "--profile", "quick"]
+METRICS = (("throughput", "throughput_samples_per_s", "throughput_ci95"),
+           ("best-window", "throughput_best_samples_per_s", "throughput_best_ci95"))
+
+
+def main(argv=None) -> int:
+    from fwbench.results import load_records
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--k", type=int, default=4, help="separate runs (default 4)")
+    parser.add_argument("--run-args", default="", help="extra `bench run` options, e.g. \"--repeat 5\"")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    out = args.out or Path(tempfile.mkdtemp(prefix="fwbench-r2r-"))
+    command = [sys.executable, "-m", "fwbench.cli", "run", *MATRIX, *shlex.split(args.run_args), "--no-progress"]
+    print("command:", " ".join(["bench", *command[3:]]), f"(x{args.k}, into {out})", flush=True)
+    walls = []
+    for k in range(args.k):
+        t0 = time.perf_counter()
+        subprocess.run([*command, "--out", str(out / f"run{k}")], check=False, stdout=subprocess.DEVNULL)
+        walls.append(time.perf_counter() - t0)
+        print(f"run {k + 1}/{args.k}: {walls[-1]:.0f} s", flush=True)
+    runs = [{r["backend"]: r for r in load_records(out / f"run{k}") if r.get("status") == "ok"}
+            for k in range(args.k)]
+    backends = sorted(set().union(*runs))
+    for label, key, ci_key in METRICS:
+        covered = total = 0
+        print(f"\n{label} throughput (samples/s): per run | run-to-run CV | intervals containing the median of runs")
+        for backend in backends:
+            values = [run[backend]["metrics"].get(key) for run in runs if backend in run]
+            cis = [run[backend]["metrics"].get(ci_key) for run in runs if backend in run]
+            values = [v for v in values if v]
+            if len(values) < 2:
+                continue
+            middle = statistics.median(values)
+            cv = statistics.stdev(values) / statistics.mean(values)
+            hits = sum(1 for ci in cis if ci and ci[0] is not None and ci[0] <= middle <= ci[1])
+            covered, total = covered + hits, total + len(cis)
+            print(f"  {backend:<11} {' '.join(f'{v:>9,.0f}' for v in values)} | CV {cv:5.1%} | {hits}/{len(cis)}")
+        if total:
+            print(f"  coverage: {covered}/{total} = {covered / total:.0%}")
+    print(f"\nwall time per run: {statistics.mean(walls):.0f} s (mean of {args.k})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""``bench ab BASE NEW``: run one matrix on two revisions, alternately, on this machine, and judge.
+
+This is the regression gate CI should use (as ``asv continuous`` does): no baseline from another
+machine or another day. BASE and NEW are git revisions of the repository in the current folder, or
+two Python environments with fwbench installed (a venv folder or its ``python``).
+
+1. **Prepare** each side once: a git worktree of the revision (in a temporary folder) installed with
+   ``pip install --no-deps --target`` into a folder of its own; it runs with *this* environment's
+   Python and dependencies, with that folder first on ``PYTHONPATH`` (so its ``fwbench``, its
+   backends, tasks and entry points are the revision's). The same revision twice is prepared once.
+2. **Run** the matrix ``--repeat`` times per side, each time through the side's own ``bench run``
+   (one fresh process per cell), alternating sides in ABBA blocks — A B, B A, A B ... — so drift of
+   the machine and any order effect hit both sides alike, and block *i* of A and of B form a pair.
+3. **Judge**: each side's runs become one record per cell (`fwbench.repeats.merge_repeats`), kept
+   in ``OUT/base`` and ``OUT/new``; `fwbench.compare.compare` pairs block *i* of BASE with block *i*
+   of NEW (a paired t on log times) and the table and exit code are those of ``bench compare``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+DEFAULT_AB_REPEATS = 8  # what the gate uses: its error rates are measured (docs/statistics.md)
+
+
+@dataclass
+class Side:
+    """One side of the comparison: how to start its ``bench`` and where its records go."""
+
+    name: str  # "BASE" or "NEW"
+    spec: str  # what the user gave: a revision or an environment
+    python: str
+    pythonpath: str | None = None  # the revision's install folder, first on PYTHONPATH
+    commit: str | None = None
+    help_text: str = field(default="", repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec} ({self.commit[:10]})" if self.commit else self.spec
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (self.pythonpath, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def bench(self, *args: str, timeout: float | None = None, log=None) -> subprocess.CompletedProcess:
+        return subprocess.run([self.python, "-m", "fwbench.cli", *args], env=self.env(), text=True,
+                              stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT if log else subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=False)
+
+
+def _environment_python(spec: str) -> str | None:
+    """The Python of an environment given as a venv folder or its interpreter, else None."""
+    path = Path(spec)
+    if path.is_dir() and (path / "bin" / "python").exists():
+        return str(path / "bin" / "python")
+    if path.is_file() and os.access(path, os.X_OK) and path.name.startswith("python"):
+        return str(path)
+    return None
+
+
+def resolve_commit(repo: Path, spec: str, name: str) -> str:
+    found = _git(repo, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+    if found.returncode != 0 or not found.stdout.strip():
+        raise UsageError(f"{name} {spec!r} is not a revision of {repo} (git rev-parse found no commit); "
+                         "use a branch, tag or commit hash (e.g. HEAD~1), or a venv folder")
+    return found.stdout.strip()
+
+
+def find_repo(start: Path) -> Path:
+    top = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True,
+                         text=True, check=False)
+    if top.returncode != 0:
+        raise UsageError(f"{start} is not inside a git repository; run it in a clone of the project, "
+                         "or give BASE and NEW as two venv folders")
+    return Path(top.stdout.strip())
+
+
+def _install_revision(repo: Path, commit: str, work: Path, stack: ExitStack) -> str:
+    """A worktree of ``commit`` installed into a folder of its own; returns that folder."""
+    src, site = work / f"src-{commit[:12]}", work / f"site-{commit[:12]}"
+    added = _git(repo, "worktree", "add", "--detach", "--force", str(src), commit)
+    if added.returncode != 0:
+        raise UsageError(f"git worktree add {commit[:12]} failed: {_last(added.stderr)}")
+    stack.callback(_git, repo, "worktree", "remove", "--force", str(src))
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--no-index", "--disable-pip-version-check", "--target", str(site), str(src)],
+                             capture_output=True, text=True, check=False)
+    if install.returncode != 0:
+        raise UsageError(f"installing revision {commit[:12]} failed: {_last(install.stderr)}")
+    return str(site)
+
+
+def _last(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def prepare_sides(base: str, new: str, work: Path, stack: ExitStack, cwd: Path | None = None,
+                  progress=lambda message: None) -> tuple[Side, Side]:
+    """BASE and NEW ready to run. Bad revisions are refused before anything is built."""
+    sides, repo, specs = [], None, {}
+    for name, spec in (("BASE", base), ("NEW", new)):
+        python = _environment_python(spec)
+        if python:
+            sides.append(Side(name, spec, python))
+            continue
+        repo = repo or find_repo(cwd or Path.cwd())
+        sides.append(Side(name, spec, sys.executable, commit=resolve_commit(repo, spec, name)))
+    for side in sides:
+        if side.commit:
+            if side.commit not in specs:
+                progress(f"preparing {side.label}: git worktree + pip install --no-deps --target")
+                specs[side.commit] = _install_revision(repo, side.commit, work, stack)
+            side.pythonpath = specs[side.commit]
+    for side in sides:
+        shown = side.bench("run", "--help", timeout=300)
+        if shown.returncode != 0:
+            raise UsageError(f"{side.name} {side.label} cannot start `bench`: {_last(shown.stderr)}")
+        side.help_text = shown.stdout
+    return sides[0], sides[1]
+
+
+def _block_args(side: Side, matrix: list[str]) -> list[str]:
+    extra = []
+    if "--repeat" in side.help_text:
+        extra += ["--repeat", "1"]  # one process per cell per block; the blocks are the repeats
+    if "--peak" in side.help_text:
+        extra += ["--peak", "off"]  # % of peak is not compared; measuring it would cost minutes
+    return ["run", *matrix, *extra, "--no-progress"]
+
+
+def run_block(side: Side, matrix: list[str], out: Path, block: int, timeout: float | None) -> int:
+    """One run of the matrix by ``side`` into ``out/blocks``; its log in ``out/logs``."""
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    log_path = out / "logs" / f"block{block:03d}.log"
+    before = set((out / "blocks").glob("*/run.json"))
+    with open(log_path, "w") as log:
+        done = side.bench(*_block_args(side, matrix), "--out", str(out / "blocks"), timeout=timeout, log=log)
+    reason = _last(log_path.read_text()).removeprefix("bench: error: ")
+    if done.returncode == 2:
+        raise UsageError(f"{side.name} {side.label} refused the matrix: {reason}")
+    if done.returncode != 0 and not set((out / "blocks").glob("*/run.json")) - before:
+        # nothing ran (e.g. a dataset that cannot be fetched): every further block would fail alike
+        raise UsageError(f"{side.name} {side.label} could not start the matrix: {reason}")
+    return done.returncode
+
+
+def merge_blocks(blocks: list[list[dict]]) -> list[dict]:
+    """One record per cell from runs of the same matrix, ``blocks[i]`` = the records of run *i*
+    (run order = repeat order); a cell that failed in any run is that failure."""
+    from .repeats import merge_repeats
+
+    by_cell: dict[str, list[dict]] = {}
+    for i, records in enumerate(blocks, start=1):
+        for record in records:
+            by_cell.setdefault(record["cell_id"], []).append({**record, "repeat": i})
+    merged = []
+    for _cell_id, records in sorted(by_cell.items()):
+        bad = [r for r in records if r.get("status") != "ok"]
+        if bad:
+            final = dict(bad[0])
+            final["error"] = f"repeat {bad[0]['repeat']}/{len(records)}: {bad[0].get('error')}"
+        else:
+            final = merge_repeats(records)
+        merged.append(final)
+    return merged
+
+
+def merged_side(out: Path) -> list[dict]:
+    """`merge_blocks` of the side's runs in ``out/blocks`` (one folder per run), written to ``out/cells``."""
+    from .results import load_records, write_record
+
+    runs = sorted(p.parent for p in (out / "blocks").glob("*/run.json"))  # run ids sort by start time
+    merged = merge_blocks([load_records(run) for run in runs])
+    for record in merged:
+        record.pop("_path", None)
+        record["_path"] = str(write_record(record, out / "cells"))
+    return merged
+
+
+def order(blocks: int) -> list[tuple[int, int]]:
+    """(block, side index) in ABBA order: A B, B A, A B, ... (side 0 = BASE)."""
+    steps = []
+    for block in range(1, blocks + 1):
+        sides = (0, 1) if block % 2 else (1, 0)
+        steps += [(block, s) for s in sides]
+    return steps
+
+
+def matrix_args(args) -> list[str]:
+    """The ``bench run`` options of the matrix both sides run."""
+    out: list[str] = []
+    if args.backend:
+        out += ["--backend", ",".join(args.backend)]
+    out += ["--task", ",".join(args.task)]
+    if args.dataset:
+        out += ["--dataset", args.dataset]
+    if args.profile:
+        out += ["--profile", args.profile]
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.threads:
+        out += ["--threads", str(args.threads)]
+    if args.device:
+        out += ["--device", ",".join(args.device)]
+    out += ["--timeout", f"{args.timeout:g}"]
+    return out
+
+
+def cmd_ab(args) -> int:
+    from .compare import compare, exit_code, markdown, options, print_result
+    from .display import make_console
+
+    threshold, alpha, metrics = options(args)  # refuse bad options before building anything
+    console = make_console(stderr=True)
+    out = (args.out or Path("results")) / f"ab-{time.strftime('%Y%m%d-%H%M%S')}"
+    matrix = matrix_args(args)
+    with ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="fwbench-ab-"))
+        stack.callback(shutil.rmtree, work, True)
+        base, new = prepare_sides(args.base, args.new, work, stack,
+                                  progress=lambda m: console.print(m, style="dim"))
+        console.print(f"bench ab: BASE {base.label} vs NEW {new.label}, {args.repeat} block(s) in ABBA order "
+                      f"→ {out}")
+        sides = (base, new)
+        started = time.perf_counter()
+        for block, index in order(args.repeat):
+            side = sides[index]
+            t0 = time.perf_counter()
+            rc = run_block(side, matrix, out / side.name.lower(), block, args.block_timeout)
+            console.print(f"  block {block}/{args.repeat} {side.name:<4} {side.label}: "
+                          f"{'ok' if rc == 0 else 'some cell failed'} ({time.perf_counter() - t0:.0f} s)",
+                          style="dim" if rc == 0 else "yellow")
+        records = {side.name: merged_side(out / side.name.lower()) for side in sides}
+    if not records["BASE"] or not records["NEW"]:
+        empty = "BASE" if not records["BASE"] else "NEW"
+        raise UsageError(f"{empty} produced no records (see the logs in {out / empty.lower() / 'logs'})")
+    result = compare(records["BASE"], records["NEW"], threshold, alpha, metrics, paired=True)
+    result.notes.append(f"BASE {base.label}, NEW {new.label}: {args.repeat} interleaved block(s), paired by block; "
+                        f"{time.perf_counter() - started:.0f} s; records in {out}")
+    (out / "compare.md").write_text(markdown(result, args.fail_on, title="fwbench ab"))
+    print_result(result, args.format, args.fail_on, title=f"bench ab: BASE {base.label} → NEW {new.label}")
+    return exit_code(result, args.fail_on)
+
+
+def add_ab_command(subparsers) -> None:
+    from .cli import _csv, _positive_float, _positive_int
+    from .compare import add_compare_options
+
+    ab = subparsers.add_parser(
+        "ab", help="run one matrix on two revisions alternately on this machine and compare (the CI gate)",
+        description="Prepare BASE and NEW (git revisions of the repository here, or two venv folders), run the "
+                    "same matrix --repeat times per side in ABBA order (each cell a fresh process), keep both "
+                    "sides' records and end with the `bench compare` table (paired by block) and its exit code: "
+                    "1 on a slower metric or a cell that failed in NEW, 2 on bad input.")
+    ab.add_argument("base", metavar="BASE", help="git revision (HEAD~1, main, a hash) or a venv folder")
+    ab.add_argument("new", metavar="NEW", help="git revision or a venv folder")
+    ab.add_argument("--backend", "-b", type=_csv, default=None, help="comma-separated backends (default: all)")
+    ab.add_argument("--task", "-t", type=_csv, default=["mlp_mnist"], help="comma-separated tasks (default: mlp_mnist)")
+    ab.add_argument("--dataset", default=None, help="dataset instead of each task's")
+    ab.add_argument("--profile", choices=["quick", "full"], default=None, help="quick or full (default: full)")
+    ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a spec value, as in `bench run`")
+    ab.add_argument("--threads", type=_positive_int, default=None, help="threads per cell, both sides alike")
+    ab.add_argument("--device", type=_csv, default=None, help="cpu, gpu or auto")
+    ab.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
+    ab.add_argument("--block-timeout", type=_positive_float, default=None,
+                    help="seconds for one side's whole run of the matrix (default: none)")
+    ab.add_argument("--repeat", type=_positive_int, default=DEFAULT_AB_REPEATS, metavar="N",
+                    help=f"blocks per side (each cell runs N times per side; default: {DEFAULT_AB_REPEATS})")
+    ab.add_argument("--out", "-o", type=Path, default=Path("results"),
+                    help="where OUT/ab-<time>/{base,new} go (default: results)")
+    add_compare_options(ab)
+    ab.set_defaults(handler=cmd_ab)
