@@ -1,17 +1,30 @@
 """Cross-backend conformance: same weights + same batch → same logits, loss, gradients and updates.
 
-The reference is the NumPy backend in float64; the backend under test runs in float32 (the NumPy
-backend in float32 is checked against its own float64 path). Dropout is switched off (rate 0) so
-train-mode passes are deterministic; BatchNorm runs on batch statistics. Checks per task:
+The reference is the NumPy backend in float64. What each check compares, and why (the reasoning
+behind every tolerance is in ``docs/conformance.md``):
 
-* ``logits``: eval-mode predictions from the canonical initial weights;
-* ``loss`` and ``grad:<name>``: one train-mode forward/backward (`Trainer.loss_and_grads`);
-* ``step:<optimizer>``: every parameter (and BN state) after 3 steps of each optimizer, with L2 /
-  decoupled weight decay on, both sides in float64 (see `check_task`); ``step:clip-norm``,
-  ``step:clip-value`` and ``step:lr-per-step`` (the schedule's lr is the one applied) likewise;
-* ``curve``: the loss of 20 training steps with the task's own optimizer and schedule
-  (relative tolerance 1e-3), and the eval logits after them (1e-2 relative, 1e-3 absolute).
+* ``logits``, ``train logits``, ``loss``: the candidate in float32 against the reference in
+  float64, eval and train mode, from the canonical initial weights (dropout off, BatchNorm on
+  batch statistics). A forward pass is continuous in its inputs, so float32 rounding stays small.
+* ``grad:<name>``: one train-mode backward, both sides in **float64**. A gradient is discontinuous
+  at every ReLU/max-pool kink: in float32 a pre-activation within rounding of 0 legitimately takes
+  the other branch and moves one element by a whole ``dy``; in float64 that needs a value within
+  1e-16 of the kink. The reference itself is checked against central finite differences
+  (``fd:<name>``) instead, as comparing it with itself could not fail.
+* ``rule:<optimizer>``, ``rule:clip-*``, ``rule:lr-per-step``, ``rule:task``: each backend's
+  optimizer, clipping and learning-rate plumbing on a softmax-regression probe (``flatten ->
+  dense``) whose gradients are well conditioned and identical everywhere, against the closed-form
+  trajectory of `fwbench.conformance_reference` (every backend, the reference included).
+* ``step:<optimizer>``, ``step:clip-*``, ``step:lr-per-step``, ``step:task``: the same rules
+  end to end on the task's model (every parameter, BatchNorm state), both sides in float64, with
+  adaptive rules' eps raised to `CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
+  cannot be turned into a full step; the exact eps is what ``rule:`` checks.
+* ``curve`` and ``logits after curve``: 20 steps with the task's own optimizer, schedule and
+  clipping, float64 on both sides; the eval logits after them.
 
+Multi-step checks drop the bias of a conv/dense layer that feeds a BatchNorm (`without_gauge_biases`):
+its exact gradient is 0, so every backend's value is rounding noise that adaptive rules and weight
+decay amplify; the exact trajectory keeps it at 0, so dropping it changes nothing else.
 Each backend is checked in its own process (``python -m fwbench.conformance BACKEND``).
 """
 from __future__ import annotations
@@ -25,13 +38,30 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import BuildRequest
-from .layers import Dropout, Layer, Residual
+from .layers import (
+    AvgPool,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    MaxPool,
+    Residual,
+)
 from .model import analyze, initial_weights
 from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
 
-RTOL, ATOL = 1e-4, 1e-5  # float32 against the float64 reference
-CURVE_RTOL = 1e-3
-STEP_RTOL, STEP_ATOL = 1e-6, 1e-6  # float64 against float64; a wrong rule is off by ~lr
+RTOL, ATOL = 1e-4, 1e-5  # forward: float32 against the float64 reference
+GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-10  # float64 against float64 (atol relative to the largest gradient)
+FD_RTOL = 1e-5  # finite differences: |fd - g.d| <= FD_RTOL * |g| (|d| = 1)
+RULE_RTOL = 1e-8  # closed form against float64: relative to the largest update of each array
+STEP_RTOL, STEP_ATOL = 1e-6, 1e-12  # float64 end to end: relative to the largest update
+CURVE_RTOL = 1e-6  # float64 losses over CURVE_STEPS
+AFTER_RTOL, AFTER_ATOL = 1e-5, 1e-7  # float64 eval logits after the curve
+CONDITIONED_EPS = 1e-3
+ADAPTIVE = ("rmsprop", "adagrad", "adam", "adamw")
 BATCH = 8
 STEPS = 3
 CURVE_STEPS = 20
@@ -62,8 +92,33 @@ def _no_dropout(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
     return tuple(out)
 
 
-def deterministic(task: TaskSpec, dtype: str, **changes) -> TaskSpec:
-    model = dataclasses.replace(task.model, layers=_no_dropout(task.model.layers))
+#: Layers that add a per-channel constant to their output when one is added to their input.
+_SHIFT_EQUIVARIANT = (Dropout, MaxPool, AvgPool, GlobalAvgPool, Flatten)
+
+
+def without_gauge_biases(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """``layers`` with ``use_bias = False`` on every conv/dense whose output reaches a BatchNorm
+    through shift-equivariant layers only (dropout, pooling, flatten, linear activation): BN
+    subtracts the batch mean, so that bias has an exact gradient of 0 and stays at its initial 0."""
+    out = list(layers)
+    for i, layer in enumerate(out):
+        if isinstance(layer, Residual):
+            out[i] = dataclasses.replace(layer, layers=without_gauge_biases(layer.layers))
+        elif isinstance(layer, Conv2D | Dense) and layer.use_bias and layer.activation == "linear":
+            j = i + 1
+            while j < len(out) and (isinstance(out[j], _SHIFT_EQUIVARIANT)
+                                    or getattr(out[j], "fn", None) == "linear"):
+                j += 1
+            if j < len(out) and isinstance(out[j], BatchNorm):
+                out[i] = dataclasses.replace(layer, use_bias=False)
+    return tuple(out)
+
+
+def deterministic(task: TaskSpec, dtype: str, gauge_free: bool = False, **changes) -> TaskSpec:
+    layers = _no_dropout(task.model.layers)
+    if gauge_free:
+        layers = without_gauge_biases(layers)
+    model = dataclasses.replace(task.model, layers=changes.pop("layers", layers))
     training = dataclasses.replace(task.training, dtype=dtype, batch_size=BATCH)
     return dataclasses.replace(task, model=model, training=training, **changes)
 
@@ -75,7 +130,41 @@ def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, at
     diff = np.abs(reference - candidate)
     max_abs = float(diff.max(initial=0.0))
     max_rel = float((diff / np.maximum(np.abs(reference), 1e-12)).max(initial=0.0))
-    return max_abs, max_rel, bool(np.all(diff <= atol + rtol * np.abs(reference)))
+    ok = bool(np.all(diff <= atol + rtol * np.abs(reference))) and not np.isnan(diff).any()
+    return max_abs, max_rel, ok
+
+
+def compare_updates(before, reference, candidate, rtol: float, atol: float):
+    """Compare two arrays after an update, relative to the largest element of the reference update
+    ``reference - before`` (an element-wise relative error means nothing where the update is ~0)."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        return np.inf, np.inf, False
+    scale = float(np.abs(reference - np.asarray(before, np.float64)).max(initial=0.0))
+    diff = np.abs(reference - candidate)
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else np.inf)
+    return max_abs, max_rel, bool(max_abs <= atol + rtol * scale)
+
+
+def worst(results):
+    """The failing (or else largest) of several ``(max_abs, max_rel, ok)`` triples."""
+    return max(results, key=lambda t: (not t[2], t[0])) if results else (0.0, 0.0, True)
+
+
+def input_shape(task: TaskSpec) -> tuple[int, ...]:
+    """The per-sample input shape of the task's dataset (registry first, then the fixed table)."""
+    if task.dataset.shape:
+        return tuple(task.dataset.shape)
+    try:
+        from .plugins import get_registry
+
+        shape = tuple(get_registry().get_dataset(task.dataset.name).input_shape)
+        if shape:
+            return shape
+    except Exception:  # an unknown dataset: the table's default, as before
+        pass
+    return TASK_SHAPES.get(task.dataset.name, (3, 32, 32))
 
 
 class Side:
@@ -84,11 +173,15 @@ class Side:
     def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str):
         self.backend, self.task, self.shape, self.num_classes, self.dtype = backend, task, shape, num_classes, dtype
 
-    def build(self, **changes):
-        task = deterministic(self.task, self.dtype, **changes)
+    def build(self, gauge_free: bool = False, **changes):
+        trainer, _ = self.build_with_weights(gauge_free, **changes)
+        return trainer
+
+    def build_with_weights(self, gauge_free: bool = False, **changes):
+        task = deterministic(self.task, self.dtype, gauge_free, **changes)
         info = analyze(task.model, self.shape, self.num_classes, task.source)
         weights = initial_weights(task.model, info, task.training.seed, self.dtype)
-        return self.backend.build(BuildRequest(task, info, weights, "cpu", self.num_classes))
+        return self.backend.build(BuildRequest(task, info, weights, "cpu", self.num_classes)), weights
 
 
 def batches(shape, num_classes: int, n: int, seed: int = 0):
@@ -101,57 +194,147 @@ def _put(trainer, batch, dtype):
     return trainer.to_device(x.astype(dtype), y.astype(np.int64))
 
 
-def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend) -> list[Check]:
-    shape = TASK_SHAPES.get(task.dataset.name, (3, 32, 32))
+def _conditioned(opt: OptimizerSpec) -> OptimizerSpec:
+    if opt.name in ADAPTIVE:
+        return dataclasses.replace(opt, eps=max(opt.eps, CONDITIONED_EPS))
+    return opt
+
+
+def _task_lrs(task: TaskSpec, n: int) -> list[float]:
+    from .schedules import make_schedule
+
+    lr = make_schedule(task.schedule, task.optimizer.lr, n, n)
+    return [float(lr(i)) for i in range(n)]
+
+
+def _rule_variants(task: TaskSpec, full: bool) -> dict[str, dict]:
+    """Optimizer/clip/learning-rate variants: ``{name: {"optimizer", "clip", "lrs"}}``."""
+    variants = {"task": {"optimizer": task.optimizer, "clip": task.clip, "lrs": _task_lrs(task, STEPS)}}
+    if not full:
+        return variants
+    none = ClipSpec()
+    for opt in OPTIMIZERS:
+        variants[opt] = {"optimizer": OptimizerSpec(name=opt, lr=0.01, weight_decay=0.01), "clip": none}
+    variants["clip-norm"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="norm", max=0.05)}
+    variants["clip-value"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="value", max=1e-3)}
+    variants["lr-per-step"] = {"optimizer": OptimizerSpec(name="momentum", lr=0.1), "clip": none,
+                               "lrs": [0.1, 0.03, 0.001]}
+    for v in variants.values():
+        v.setdefault("lrs", [v["optimizer"].lr] * STEPS)
+    return variants
+
+
+def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, full: bool = True) -> list[Check]:
+    """Every check of one task for one backend. ``full=False`` (the spec fuzzer) checks only the
+    task's own optimizer/clipping in ``rule:``/``step:``, not every optimizer."""
+    shape = input_shape(task)
     classes = len(task.dataset.classes) or 10  # `dataset.classes`: a subset, relabelled 0..k-1
+    is_reference = candidate_backend.name == reference_backend.name
     ref = Side(reference_backend, task, shape, classes, "float64")
     cand = Side(candidate_backend, task, shape, classes, "float32")
+    cand64 = Side(candidate_backend, task, shape, classes, "float64")
     data = batches(shape, classes, max(STEPS, CURVE_STEPS))
     checks: list[Check] = []
 
-    def add(quantity, a, b, rtol=RTOL, atol=ATOL):
-        max_abs, max_rel, ok = compare(a, b, rtol, atol)
-        checks.append(Check(candidate_backend.name, name, quantity, max_abs, max_rel, ok))
+    def add(quantity, result, note=""):
+        checks.append(Check(candidate_backend.name, name, quantity, *result, note))
 
     r, c = ref.build(), cand.build()
-    add("logits", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")))
+    add("logits", compare(r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32"))))
     r_logits, r_loss, r_grads = r.loss_and_grads(_put(r, data[0], "float64"))
-    c_logits, c_loss, c_grads = c.loss_and_grads(_put(c, data[0], "float32"))
-    add("train logits", r_logits, c_logits)
-    add("loss", np.array([r_loss]), np.array([c_loss]))
-    for key in sorted(r_grads):
-        add(f"grad:{key}", r_grads[key], c_grads.get(key, np.full(1, np.nan)))
+    c_logits, c_loss, _ = c.loss_and_grads(_put(c, data[0], "float32"))
+    add("train logits", compare(r_logits, c_logits))
+    add("loss", compare(np.array([r_loss]), np.array([c_loss])))
 
-    # Update rules are checked in float64 on both sides: adaptive rules divide by sqrt(v), so in
-    # float32 a gradient of pure rounding noise (1e-9) can become a full-size step of either sign
-    # and hide what is being tested. In float64 the rule itself must agree to 1e-6.
-    variants = {f"step:{opt}": {"optimizer": OptimizerSpec(name=opt, lr=0.01, weight_decay=0.01)}
-                for opt in OPTIMIZERS}
-    variants["step:clip-norm"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="norm", max=0.05)}
-    variants["step:clip-value"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="value", max=1e-3)}
-    variants["step:lr-per-step"] = {"optimizer": OptimizerSpec(name="momentum", lr=0.1), "lrs": (0.1, 0.03, 0.001)}
-    ref64, cand64 = Side(reference_backend, task, shape, classes, "float64"), Side(candidate_backend, task, shape, classes, "float64")
-    for quantity, changes in variants.items():
-        lrs = changes.pop("lrs", (changes["optimizer"].lr,) * STEPS)
-        r, c = ref64.build(**changes), cand64.build(**changes)
-        for batch, step_lr in zip(data[:STEPS], lrs):
+    if is_reference:
+        checks += _finite_difference_checks(name, candidate_backend, ref, data[0], r_grads)
+    else:
+        c = cand64.build()
+        _, _, c_grads = c.loss_and_grads(_put(c, data[0], "float64"))
+        scale = max((float(np.abs(g).max(initial=0.0)) for g in r_grads.values()), default=1.0)
+        for key in sorted(r_grads):
+            add(f"grad:{key}", compare(r_grads[key], c_grads.get(key, np.full(1, np.nan)),
+                                       GRAD_RTOL, GRAD_ATOL * max(scale, 1.0)))
+
+    checks += _rule_checks(name, task, candidate_backend, shape, classes, data, full)
+    if is_reference:  # float64 against the same float64 code could not fail: not counted
+        return checks
+
+    for label, v in _rule_variants(task, full).items():
+        changes = {"optimizer": _conditioned(v["optimizer"]), "clip": v["clip"]}
+        (r, w0), c = ref.build_with_weights(True, **changes), cand64.build(True, **changes)
+        for batch, step_lr in zip(data[:STEPS], v["lrs"]):
             r.sync(r.train_step(_put(r, batch, "float64"), step_lr))
             c.sync(c.train_step(_put(c, batch, "float64"), step_lr))
         rw, cw = r.get_weights(), c.get_weights()
-        worst = max((compare(rw[k], cw.get(k, np.full(1, np.nan)), STEP_RTOL, STEP_ATOL) for k in rw),
-                    key=lambda t: (not t[2], t[0]))
-        checks.append(Check(candidate_backend.name, name, quantity, *worst))
+        add(f"step:{label}", worst([compare_updates(w0[k], rw[k], cw.get(k, np.full(1, np.nan)),
+                                                    STEP_RTOL, STEP_ATOL) for k in rw]))
 
-    from .schedules import make_schedule
-
-    r, c = ref.build(), cand.build()
-    lr = make_schedule(task.schedule, task.optimizer.lr, CURVE_STEPS, CURVE_STEPS)
-    r_handles = [r.train_step(_put(r, b, "float64"), lr(i)) for i, b in enumerate(data[:CURVE_STEPS])]
-    c_handles = [c.train_step(_put(c, b, "float32"), lr(i)) for i, b in enumerate(data[:CURVE_STEPS])]
+    r, c = ref.build(True), cand64.build(True)
+    lrs = _task_lrs(task, CURVE_STEPS)
+    r_handles = [r.train_step(_put(r, b, "float64"), lr) for b, lr in zip(data[:CURVE_STEPS], lrs)]
+    c_handles = [c.train_step(_put(c, b, "float64"), lr) for b, lr in zip(data[:CURVE_STEPS], lrs)]
     c.sync()
-    add("curve", r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], rtol=CURVE_RTOL, atol=0.0)
-    add("logits after curve", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")),
-        rtol=10 * CURVE_RTOL, atol=1e-3)  # after 20 steps + BN running stats: looser
+    add("curve", compare(r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], CURVE_RTOL, 0.0))
+    add("logits after curve", compare(r.predict(_put(r, data[0], "float64")),
+                                      c.predict(_put(c, data[0], "float64")), AFTER_RTOL, AFTER_ATOL))
+    return checks
+
+
+def _finite_difference_checks(name, backend, ref: Side, batch, grads) -> list[Check]:
+    """``fd:<name>``: the reference's gradient along a random direction of each array against a
+    central difference of its loss (retried once with a 10x smaller step and a new direction, so
+    that a ReLU kink inside the step cannot fail it; a wrong gradient fails both)."""
+    from .conformance_reference import directional_fd
+
+    trainer, weights = ref.build_with_weights()
+    weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    x = _put(trainer, batch, "float64")
+
+    def loss_at(w):
+        trainer.set_weights(w)
+        return float(trainer.loss_and_grads(x)[1])
+
+    rng = np.random.default_rng(0)
+    checks = []
+    for key in sorted(grads):
+        norm = float(np.linalg.norm(grads[key]))
+        result = (np.inf, np.inf, False)
+        for rel_step in (1e-6, 1e-7):
+            slope, direction = directional_fd(loss_at, weights, key, rng, rel_step)
+            exact = float(np.sum(grads[key] * direction))
+            err = abs(slope - exact)
+            result = (err, err / max(norm, 1e-300), err <= FD_RTOL * norm + 1e-9)
+            if result[2]:
+                break
+        checks.append(Check(backend.name, name, f"fd:{key}", *result))
+    trainer.set_weights(weights)
+    return checks
+
+
+def probe_task(task: TaskSpec, classes: int) -> TaskSpec:
+    """The task with a ``flatten -> dense(classes)`` model (no kinks; see `_rule_checks`)."""
+    layers = (Flatten(), Dense(units=classes))
+    model = dataclasses.replace(task.model, layers=layers, frozen=(), init_from=None)
+    return dataclasses.replace(task, model=model)
+
+
+def _rule_checks(name, task, backend, shape, classes, data, full) -> list[Check]:
+    """``rule:<variant>``: the backend's update rule on a softmax-regression probe, float64,
+    against the closed-form trajectory (`fwbench.conformance_reference.probe_steps`)."""
+    from .conformance_reference import probe_steps
+
+    side = Side(backend, probe_task(task, classes), shape, classes, "float64")
+    checks = []
+    for label, v in _rule_variants(task, full).items():
+        trainer, w0 = side.build_with_weights(optimizer=v["optimizer"], clip=v["clip"])
+        for batch, lr in zip(data[:STEPS], v["lrs"]):
+            trainer.sync(trainer.train_step(_put(trainer, batch, "float64"), lr))
+        got = trainer.get_weights()
+        want = probe_steps(w0["1.weight"], w0["1.bias"], data[:STEPS], v["lrs"], v["optimizer"], v["clip"])
+        result = worst([compare_updates(w0[k], want[k], got.get(k, np.full(1, np.nan)), RULE_RTOL, 1e-15)
+                        for k in want])
+        checks.append(Check(backend.name, name, f"rule:{label}", *result))
     return checks
 
 
