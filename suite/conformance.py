@@ -231,9 +231,10 @@ def _rule_variants(task: TaskSpec, full: bool) -> dict[str, dict]:
 
 
 def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, full: bool = True,
-               curve_steps: int = CURVE_STEPS) -> list[Check]:
+               curve_steps: int = CURVE_STEPS, rule_cache: dict | None = None) -> list[Check]:
     """Every check of one task for one backend. ``full=False`` (the spec fuzzer) checks only the
-    task's own optimizer/clipping in ``rule:``/``step:``, not every optimizer."""
+    task's own optimizer/clipping in ``rule:``/``step:``, not every optimizer. ``rule_cache``
+    (a dict kept across the tasks of one run) reuses ``rule:`` results of identical probes."""
     shape = input_shape(task)
     classes = len(task.dataset.classes) or 10  # `dataset.classes`: a subset, relabelled 0..k-1
     is_reference = candidate_backend.name == reference_backend.name
@@ -278,7 +279,7 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
             add(f"grad:{key}", compare(r_grads[key], c_grads.get(key, np.full(1, np.nan)),
                                        GRAD_RTOL, GRAD_ATOL * max(scale, 1.0)))
 
-    checks += _rule_checks(name, task, candidate_backend, shape, classes, data, full)
+    checks += _rule_checks(name, task, candidate_backend, shape, classes, data, full, rule_cache)
     if is_reference:  # float64 against the same float64 code could not fail: not counted
         return checks
 
@@ -364,14 +365,19 @@ def probe_task(task: TaskSpec, classes: int) -> TaskSpec:
     return dataclasses.replace(task, model=model)
 
 
-def _rule_checks(name, task, backend, shape, classes, data, full) -> list[Check]:
+def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | None = None) -> list[Check]:
     """``rule:<variant>``: the backend's update rule on a softmax-regression probe, float64,
     against the closed-form trajectory (`fwbench.conformance_reference.probe_steps`)."""
     from .conformance_reference import probe_steps
 
-    side = Side(backend, probe_task(task, classes), shape, classes, "float64")
+    probe = probe_task(task, classes)
+    side = Side(backend, probe, shape, classes, "float64")
     checks = []
     for label, v in _rule_variants(task, full).items():
+        key = (backend.name, shape, classes, probe.model.init, probe.training.seed, repr(v))
+        if cache is not None and key in cache:  # the same probe and variant as an earlier task's
+            checks.append(Check(backend.name, name, f"rule:{label}", *cache[key]))
+            continue
         trainer, w0 = side.build_with_weights(optimizer=v["optimizer"], clip=v["clip"])
         for batch, lr in zip(data[:STEPS], v["lrs"]):
             trainer.sync(trainer.train_step(_put(trainer, batch, "float64"), lr))
@@ -379,6 +385,8 @@ def _rule_checks(name, task, backend, shape, classes, data, full) -> list[Check]
         want = probe_steps(w0["1.weight"], w0["1.bias"], data[:STEPS], v["lrs"], v["optimizer"], v["clip"])
         result = worst([compare_updates(w0[k], want[k], got.get(k, np.full(1, np.nan)), RULE_RTOL, 1e-15)
                         for k in want])
+        if cache is not None:
+            cache[key] = result
         checks.append(Check(backend.name, name, f"rule:{label}", *result))
     return checks
 
@@ -394,13 +402,13 @@ def check_backend(backend_name: str, task_names: list[str] | None = None) -> lis
     candidate.configure(device="cpu", threads=1)
     if reference is not candidate:
         reference.configure(device="cpu", threads=1)
-    checks = []
+    checks, rule_cache = [], {}
     for name in task_names or sorted(registry.task_files):
         task = load_task(registry.get_task_file(name))
         if task.task.family != "train":
             continue
         try:
-            checks += check_task(name, task, candidate, reference)
+            checks += check_task(name, task, candidate, reference, rule_cache=rule_cache)
         except NotImplementedError as exc:
             checks.append(Check(backend_name, name, "loss_and_grads", np.nan, np.nan, False,
                                 f"not implemented: {exc}"))

@@ -21,8 +21,13 @@ def test_backend_conforms_on_every_shipped_task(backend):
     tasks = {c.task for c in checks}
     assert {"mlp_mnist", "cnn_mnist", "cnn_cifar", "resnet_cifar"} <= tasks
     quantities = {c.quantity for c in checks}
-    assert {"logits", "loss", "curve", "step:adam", "step:rmsprop", "step:clip-norm"} <= quantities
-    assert any(q.startswith("grad:") for q in quantities)
+    assert {"logits", "loss", "rule:adam", "rule:rmsprop", "rule:clip-norm", "rule:task"} <= quantities
+    if backend == "numpy":  # the reference: finite differences, not itself
+        assert any(q.startswith("fd:") for q in quantities)
+        assert not any(q.startswith(("grad:", "step:", "curve")) for q in quantities)
+    else:
+        assert {"curve", "step:adam", "step:rmsprop", "step:clip-norm", "step:task"} <= quantities
+        assert any(q.startswith("grad:") for q in quantities)
 
 
 def test_compare_detects_a_real_difference():
