@@ -26,7 +26,7 @@ def test_backend_conforms_on_every_shipped_task(backend):
         assert any(q.startswith("fd:") for q in quantities)
         assert not any(q.startswith(("grad:", "step:", "curve")) for q in quantities)
     else:
-        assert {"curve", "step:adam", "step:rmsprop", "step:clip-norm", "step:task"} <= quantities
+        assert {"curve", "step:adam", "step:momentum", "step:clip-norm", "step:task"} <= quantities
         assert any(q.startswith("grad:") for q in quantities)
 
 

@@ -52,8 +52,8 @@ def test_non_finite_numbers_are_refused_in_a_spec_and_in_set(bench, tmp_path, va
 @pytest.mark.parametrize("layers, key, fix", [
     ('[[model.layers]]\ntype = "conv2d"\nfilters = 2\nkernel = 9', "model.layers[0].kernel", "smaller kernel"),
     ('[[model.layers]]\ntype = "maxpool"\nsize = 9', "model.layers[0].size", "smaller size"),
-    ('[[model.layers]]\ntype = "residual"\nprojection = "none"\n'
-     'layers = [{ type = "conv2d", filters = 3, kernel = 3, padding = "same" }]',
+    (('[[model.layers]]\ntype = "residual"\nprojection = "none"\n'
+      'layers = [{ type = "conv2d", filters = 3, kernel = 3, padding = "same" }]'),
      "model.layers[0]", 'projection = "auto"'),
 ])
 def test_shape_errors_are_refused_before_any_cell(bench, tmp_path, layers, key, fix):
