@@ -97,7 +97,7 @@ def test_gauge_biases_are_only_those_that_feed_batch_norm():
     assert [getattr(layer, "use_bias", None) for layer in out] == [False, None, None, None, True, None, True]
 
 
-@pytest.mark.parametrize("name", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["numpy", "torch", pytest.param("tensorflow", marks=pytest.mark.slow),
                                   pytest.param("jax", marks=pytest.mark.slow)])  # XLA compiles: ~30 s CPU
 def test_outside_specs_pass_on_every_backend(name):
     """The outside specs of issue 14: the VGG-like net (value clipping, overlapping avg pool,
