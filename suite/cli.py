@@ -120,11 +120,18 @@ def build_parser() -> ArgumentParser:
     fetch.set_defaults(handler=cmd_data_fetch)
 
     check = sub.add_parser("check", help="conformance: every backend against the NumPy float64 reference",
-                           description="From identical weights and batches, compare logits, loss, every "
-                                       "gradient, 3 steps of every optimizer and a 20-step loss curve with the "
-                                       "NumPy backend in float64. Each backend runs in its own process.")
+                           description="From identical weights and batches, compare logits and loss (float32), "
+                                       "every gradient, 3 steps of every optimizer and a 20-step loss curve "
+                                       "(float64) with the NumPy backend in float64; update rules against closed "
+                                       "forms and the reference's gradients against finite differences (see "
+                                       "docs/conformance.md). Each backend runs in its own process.")
     check.add_argument("--backend", "-b", type=_csv, default=None, help="backends to check (default: all available)")
-    check.add_argument("--task", "-t", type=_csv, default=None, help="tasks (default: every shipped training task)")
+    check.add_argument("--task", "-t", type=_csv, default=None,
+                       help="tasks or spec files (default: every shipped training task)")
+    check.add_argument("--random", type=int, default=None, metavar="N",
+                       help="instead of tasks, check N random valid specs (hypothesis); a failure prints "
+                            "the smallest failing spec as TOML")
+    check.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
     check.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                        help="where the checked backends run (the float64 reference always runs on the CPU)")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
@@ -289,25 +296,71 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .conformance import REFERENCE, run_checks, summary_table
+    from .conformance import REFERENCE
+    from .conformance_runner import run_checks, summary_table
     from .plugins import get_registry
     from .run.matrix import _pick_backends
 
     registry = get_registry()
     backends = _pick_backends(registry, args.backend)
     _pick_backends(registry, [REFERENCE])  # the reference must be available too
+    if args.random is not None:
+        if args.task:
+            raise UsageError("--random draws its own specs; drop --task or --random")
+        if args.random < 1:
+            raise UsageError(f"--random {args.random}: give a number of specs >= 1, e.g. --random 50")
+        return _check_random(backends, args.random, args.seed)
     for task in args.task or []:
-        registry.get_task_file(task)
-    from .conformance import check_variants
+        _validate_check_task(registry, task)
+    skipped = [] if args.backend else [
+        (name, str(backend.availability())) for name, backend in sorted(registry.backends.items())
+        if not backend.availability().ok]
+    from .conformance_runner import check_variants
 
     checks = run_checks(check_variants(registry, backends, getattr(args, "overrides", [])), args.task,
                         device=getattr(args, "device", "cpu"))
-    _console().print(summary_table(checks))
+    _console().print(summary_table(checks, skipped))
     failed = [c for c in checks if not c.passed and not c.skipped]
-    skipped = [c for c in checks if c.skipped]
-    _console().print(f"{len(checks) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
-                     f"{len(skipped)} skipped (not applicable)")
+    not_applicable = [c for c in checks if c.skipped]
+    _console().print(f"{len(checks) - len(failed) - len(not_applicable)} passed, {len(failed)} failed, "
+                     f"{len(not_applicable)} skipped (not applicable)"
+                     + (f", {len(skipped)} backend(s) skipped (unavailable)" if skipped else ""))
     return EXIT_CELL_FAILED if failed else EXIT_OK
+
+
+def _validate_check_task(registry, task: str) -> None:
+    """Refuse a spec that cannot be checked (bad keys, shapes) before any check process starts."""
+    from .conformance import task_input
+    from .model import analyze
+    from .spec import load_task
+
+    spec = load_task(registry.get_task_file(task))
+    if spec.task.family == "train":
+        shape, classes = task_input(spec, registry)
+        analyze(spec.model, shape, classes, spec.source)
+
+
+def _check_random(backends: list[str], examples: int, seed: int) -> int:
+    try:
+        from .conformance_fuzz import fuzz
+    except ImportError as exc:
+        raise UsageError(f"bench check --random needs hypothesis ({exc}); install it: "
+                         "pip install hypothesis") from None
+    console = _console()
+
+    def progress(i, raw):
+        if i == 1 or i % 10 == 0:
+            console.print(f"[dim]random spec {i}...[/]")
+
+    result = fuzz(backends, examples, seed, progress)
+    where = f"on {', '.join(backends)} (seed {seed}, {result.seconds:.0f} s)"
+    if result.failure is None:
+        console.print(f"{result.examples} random specs, 0 disagreements {where}")
+        return EXIT_OK
+    console.print(f"[red]disagreement[/] after {result.examples} specs {where}: {result.failure}")
+    console.print("Smallest failing spec (paste into a test or a task file):")
+    console.print(result.toml, markup=False, highlight=False)
+    return EXIT_CELL_FAILED
 
 
 def cmd_run(args) -> int:

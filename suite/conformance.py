@@ -1,17 +1,29 @@
 """Cross-backend conformance: same weights + same batch → same logits, loss, gradients and updates.
 
-The reference is the NumPy backend in float64; the backend under test runs in float32 (the NumPy
-backend in float32 is checked against its own float64 path). Dropout is switched off (rate 0) so
-train-mode passes are deterministic; BatchNorm runs on batch statistics. Checks per task:
+The reference is the NumPy backend in float64. What each check compares, and why (the reasoning
+behind every tolerance is in ``docs/conformance.md``):
 
-* ``logits``: eval-mode predictions from the canonical initial weights;
-* ``loss`` and ``grad:<name>``: one train-mode forward/backward (`Trainer.loss_and_grads`);
-* ``step:<optimizer>``: every parameter (and BN state) after 3 steps of each optimizer, with L2 /
-  decoupled weight decay on, both sides in float64 (see `check_task`); ``step:clip-norm``,
-  ``step:clip-value`` and ``step:lr-per-step`` (the schedule's lr is the one applied) likewise;
-* ``curve``: the loss of 20 training steps with the task's own optimizer and schedule
-  (relative tolerance 1e-3), and the eval logits after them (1e-2 relative, 1e-3 absolute).
+* ``logits``, ``train logits``, ``loss``: the candidate in float32 against the reference in
+  float64, eval and train mode, from the canonical initial weights (dropout off, BatchNorm on
+  batch statistics). A forward pass is continuous in its inputs, so float32 rounding stays small.
+* ``grad:<name>``: one train-mode backward, both sides in **float64**. A gradient is discontinuous
+  at every ReLU/max-pool kink: in float32 a pre-activation within rounding of 0 legitimately takes
+  the other branch and moves one element by a whole ``dy``; in float64 that needs a value within
+  1e-16 of the kink. The reference itself is checked against central finite differences
+  (``fd:<name>``) instead, as comparing it with itself could not fail.
+* ``rule:<optimizer>``, ``rule:clip-*``, ``rule:lr-per-step``, ``rule:task``: each backend's
+  optimizer, clipping and learning-rate plumbing on a softmax-regression probe (``flatten ->
+  dense``) whose gradients are well conditioned and identical everywhere, against the closed-form
+  trajectory of `fwbench.conformance_reference` (every backend, the reference included).
+* ``step:<variant>`` (`STEP_VARIANTS`): the same rules end to end on the task's model (every
+  parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
+  cannot be turned into a full step; the exact eps is what ``rule:`` checks.
+* ``curve`` and ``logits after curve``: 20 steps with the task's own optimizer (eps conditioned
+  likewise), schedule and clipping, float64 on both sides; the eval logits after them.
 
+Multi-step checks drop the bias of a conv/dense layer that feeds a BatchNorm (`without_gauge_biases`):
+its exact gradient is 0, so every backend's value is rounding noise that adaptive rules and weight
+decay amplify; the exact trajectory keeps it at 0, so dropping it changes nothing else.
 Each backend is checked in its own process (``python -m fwbench.conformance BACKEND``), which
 prints one JSON line per task as it finishes; each (backend, task) stands alone: an exception in
 one task fails that task only, a task the backend declines (`Backend.supports`, or
@@ -23,22 +35,42 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .backend import BuildRequest, Unsupported
-from .errors import UsageError
-from .layers import Dropout, Layer, Residual
+from .layers import (
+    AvgPool,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    MaxPool,
+    Residual,
+)
 from .model import analyze, initial_weights
-from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec, parse_value
+from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
 
-RTOL, ATOL = 1e-4, 1e-5  # float32 against the float64 reference
-CURVE_RTOL = 1e-3
-STEP_RTOL, STEP_ATOL = 1e-6, 1e-6  # float64 against float64; a wrong rule is off by ~lr
+RTOL, ATOL = 1e-4, 1e-5  # forward: float32 against the float64 reference
+ROUNDING_FACTOR = 10  # ... plus 10x the reference's own float32 spread (see check_task)
+SELF_RTOL, SELF_ATOL = 1e-2, 1e-3  # the reference's float32 path against its float64 path
+GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-10  # float64 against float64 (atol relative to the largest gradient)
+FD_RTOL, FD_ATOL = 1e-5, 1e-7  # finite differences: |fd - g.d| <= FD_RTOL * |g| + FD_ATOL (|d| = 1)
+FD_STEPS = (1e-6, 1e-7, 1e-8)  # relative steps tried in turn (see _finite_difference_checks)
+RULE_RTOL = 1e-8  # closed form against float64: relative to the largest update of each array
+STEP_RTOL, STEP_ATOL = 1e-6, 1e-12  # float64 end to end: relative to the largest update
+CURVE_RTOL = 1e-6  # float64 losses over CURVE_STEPS
+AFTER_RTOL, AFTER_ATOL = 1e-5, 1e-7  # float64 eval logits after the curve
+CONDITIONED_EPS = 1e-3
+ADAPTIVE = ("rmsprop", "adagrad", "adam", "adamw")
+#: End-to-end ``step:`` variants: each rule's formula is checked exactly by ``rule:``; these check
+#: that every parameter and its state get it (buffers, L2 and decoupled decay, clipping, lr).
+STEP_VARIANTS = ("task", "momentum", "adam", "adamw", "clip-norm", "clip-value", "lr-per-step")
 BATCH = 8
 STEPS = 3
 CURVE_STEPS = 20
@@ -84,8 +116,33 @@ def _no_dropout(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
     return tuple(out)
 
 
-def deterministic(task: TaskSpec, dtype: str, **changes) -> TaskSpec:
-    model = dataclasses.replace(task.model, layers=_no_dropout(task.model.layers))
+#: Layers that add a per-channel constant to their output when one is added to their input.
+_SHIFT_EQUIVARIANT = (Dropout, MaxPool, AvgPool, GlobalAvgPool, Flatten)
+
+
+def without_gauge_biases(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """``layers`` with ``use_bias = False`` on every conv/dense whose output reaches a BatchNorm
+    through shift-equivariant layers only (dropout, pooling, flatten, linear activation): BN
+    subtracts the batch mean, so that bias has an exact gradient of 0 and stays at its initial 0."""
+    out = list(layers)
+    for i, layer in enumerate(out):
+        if isinstance(layer, Residual):
+            out[i] = dataclasses.replace(layer, layers=without_gauge_biases(layer.layers))
+        elif isinstance(layer, Conv2D | Dense) and layer.use_bias and layer.activation == "linear":
+            j = i + 1
+            while j < len(out) and (isinstance(out[j], _SHIFT_EQUIVARIANT)
+                                    or getattr(out[j], "fn", None) == "linear"):
+                j += 1
+            if j < len(out) and isinstance(out[j], BatchNorm):
+                out[i] = dataclasses.replace(layer, use_bias=False)
+    return tuple(out)
+
+
+def deterministic(task: TaskSpec, dtype: str, gauge_free: bool = False, **changes) -> TaskSpec:
+    layers = _no_dropout(task.model.layers)
+    if gauge_free:
+        layers = without_gauge_biases(layers)
+    model = dataclasses.replace(task.model, layers=changes.pop("layers", layers))
     training = dataclasses.replace(task.training, dtype=dtype, batch_size=BATCH)
     return dataclasses.replace(task, model=model, training=training, **changes)
 
@@ -97,7 +154,26 @@ def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, at
     diff = np.abs(reference - candidate)
     max_abs = float(diff.max(initial=0.0))
     max_rel = float((diff / np.maximum(np.abs(reference), 1e-12)).max(initial=0.0))
-    return max_abs, max_rel, bool(np.all(diff <= atol + rtol * np.abs(reference)))
+    ok = bool(np.all(diff <= atol + rtol * np.abs(reference))) and not np.isnan(diff).any()
+    return max_abs, max_rel, ok
+
+
+def compare_updates(before, reference, candidate, rtol: float, atol: float):
+    """Compare two arrays after an update, relative to the largest element of the reference update
+    ``reference - before`` (an element-wise relative error means nothing where the update is ~0)."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        return np.inf, np.inf, False
+    scale = float(np.abs(reference - np.asarray(before, np.float64)).max(initial=0.0))
+    diff = np.abs(reference - candidate)
+    max_abs = float(diff.max(initial=0.0))
+    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else np.inf)
+    return max_abs, max_rel, bool(max_abs <= atol + rtol * scale)
+
+
+def worst(results):
+    """The failing (or else largest) of several ``(max_abs, max_rel, ok)`` triples."""
+    return max(results, key=lambda t: (not t[2], t[0])) if results else (0.0, 0.0, True)
 
 
 class Side:
@@ -107,11 +183,15 @@ class Side:
         self.backend, self.task, self.shape, self.num_classes, self.dtype = backend, task, shape, num_classes, dtype
         self.device = device
 
-    def build(self, **changes):
-        task = deterministic(self.task, self.dtype, **changes)
+    def build(self, gauge_free: bool = False, **changes):
+        trainer, _ = self.build_with_weights(gauge_free, **changes)
+        return trainer
+
+    def build_with_weights(self, gauge_free: bool = False, **changes):
+        task = deterministic(self.task, self.dtype, gauge_free, **changes)
         info = analyze(task.model, self.shape, self.num_classes, task.source)
         weights = initial_weights(task.model, info, task.training.seed, self.dtype)
-        return self.backend.build(BuildRequest(task, info, weights, self.device, self.num_classes))
+        return self.backend.build(BuildRequest(task, info, weights, self.device, self.num_classes)), weights
 
 
 def batches(shape, num_classes: int, n: int, seed: int = 0):
@@ -124,69 +204,211 @@ def _put(trainer, batch, dtype):
     return trainer.to_device(x.astype(dtype), y.astype(np.int64))
 
 
-def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, device: str = "cpu") -> list[Check]:
-    """The candidate on ``device`` against the reference (always the CPU, float64)."""
+def conditioned(opt: OptimizerSpec) -> OptimizerSpec:
+    """``opt`` with an adaptive rule's eps raised to at least `CONDITIONED_EPS` and ``10 * lr * wd``.
+
+    ``g / (sqrt(v) + eps)`` turns any error in a (near-)zero gradient into a step of up to
+    ``lr * error / eps``, and L2 decay feeds a parameter's own noise back into its gradient with a
+    gain of ``lr * wd / eps`` per step; with this eps both stay far below the tolerances. The exact
+    eps is checked on the well-conditioned probe (``rule:``).
+    """
+    if opt.name in ADAPTIVE:
+        return dataclasses.replace(opt, eps=max(opt.eps, CONDITIONED_EPS, 10 * opt.lr * opt.weight_decay))
+    return opt
+
+
+def _task_lrs(task: TaskSpec, n: int) -> list[float]:
+    from .schedules import make_schedule
+
+    lr = make_schedule(task.schedule, task.optimizer.lr, n, n)
+    return [float(lr(i)) for i in range(n)]
+
+
+def _rule_variants(task: TaskSpec, full: bool) -> dict[str, dict]:
+    """Optimizer/clip/learning-rate variants: ``{name: {"optimizer", "clip", "lrs"}}``."""
+    variants = {"task": {"optimizer": task.optimizer, "clip": task.clip, "lrs": _task_lrs(task, STEPS)}}
+    if not full:
+        return variants
+    none = ClipSpec()
+    for opt in OPTIMIZERS:
+        variants[opt] = {"optimizer": OptimizerSpec(name=opt, lr=0.01, weight_decay=0.01), "clip": none}
+    variants["clip-norm"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="norm", max=0.05)}
+    variants["clip-value"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="value", max=1e-3)}
+    variants["lr-per-step"] = {"optimizer": OptimizerSpec(name="momentum", lr=0.1), "clip": none,
+                               "lrs": [0.1, 0.03, 0.001]}
+    for v in variants.values():
+        v.setdefault("lrs", [v["optimizer"].lr] * STEPS)
+    return variants
+
+
+def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, full: bool = True,
+               curve_steps: int = CURVE_STEPS, rule_cache: dict | None = None,
+               device: str = "cpu") -> list[Check]:
+    """Every check of one task for one backend, the candidate on ``device`` (the reference always
+    on the CPU, float64). ``full=False`` (the spec fuzzer) checks only the task's own
+    optimizer/clipping in ``rule:``/``step:``, not every optimizer. ``rule_cache`` (a dict kept
+    across the tasks of one run) reuses ``rule:`` results of identical probes."""
     shape, classes = task_input(task)
+    is_reference = candidate_backend.name == reference_backend.name
     ref = Side(reference_backend, task, shape, classes, "float64")
     cand = Side(candidate_backend, task, shape, classes, "float32", device)
-    data = batches(shape, classes, max(STEPS, CURVE_STEPS))
+    cand64 = Side(candidate_backend, task, shape, classes, "float64", device)
+    data = batches(shape, classes, max(STEPS, curve_steps))
     checks: list[Check] = []
 
-    def add(quantity, a, b, rtol=RTOL, atol=ATOL):
-        max_abs, max_rel, ok = compare(a, b, rtol, atol)
-        checks.append(Check(candidate_backend.name, name, quantity, max_abs, max_rel, ok))
+    def add(quantity, result, note=""):
+        checks.append(Check(candidate_backend.name, name, quantity, *result, note))
 
-    r, c = ref.build(), cand.build()
-    add("logits", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")))
-    r_logits, r_loss, r_grads = r.loss_and_grads(_put(r, data[0], "float64"))
-    try:
-        c_logits, c_loss, c_grads = c.loss_and_grads(_put(c, data[0], "float32"))
-    except Unsupported:
-        raise
-    except NotImplementedError:  # optional in the contract: the other checks still run
-        checks.append(Check(candidate_backend.name, name, "loss_and_grads", np.nan, np.nan, False,
-                            "not implemented by the backend (Trainer.loss_and_grads)"))
+    exact = _forward(ref, data[0], "float64")
+    rounded = _forward(Side(reference_backend, task, shape, classes, "float32"), data[0], "float32")
+    x, y = data[0]
+    nudged = (x * (1 + np.float32(2.0 ** -23) * np.random.default_rng(1).choice([-1, 1], x.shape)), y)
+    reordered = _forward(Side(reference_backend, task, shape, classes, "float32"), nudged, "float32",
+                         order=np.arange(BATCH)[::-1])
+    got = rounded if is_reference else _forward(cand, data[0], "float32")
+    for i, quantity in enumerate(("logits", "train logits", "loss")):
+        # float32 rounding of an ill-conditioned forward (BN of a feature with a tiny spread)
+        # legitimately exceeds RTOL: allow 10x the spread between two float32 evaluations of the
+        # reference (the batch in another order, inputs moved by one float32 ulp), and for other
+        # backends 10x the reference's own float32 error.
+        # The reference's own float32 path cannot borrow that bound from itself: it gets the loose
+        # SELF_RTOL/SELF_ATOL (a wrong cast or a half-precision path fails; rounding does not).
+        spread = np.abs(reordered[i] - rounded[i])
+        if is_reference:
+            add(quantity, compare(exact[i], got[i], SELF_RTOL, SELF_ATOL + ROUNDING_FACTOR * spread))
+        else:
+            spread = np.maximum(spread, np.abs(rounded[i] - exact[i]))
+            add(quantity, compare(exact[i], got[i], RTOL, ATOL + ROUNDING_FACTOR * spread))
+
+    if is_reference:
+        checks += _finite_difference_checks(name, candidate_backend, ref, data[0])
     else:
-        add("train logits", r_logits, c_logits)
-        add("loss", np.array([r_loss]), np.array([c_loss]))
+        r, c = ref.build(), cand64.build()
+        _, _, r_grads = r.loss_and_grads(_put(r, data[0], "float64"))
+        _, _, c_grads = c.loss_and_grads(_put(c, data[0], "float64"))
+        scale = max((float(np.abs(g).max(initial=0.0)) for g in r_grads.values()), default=1.0)
         for key in sorted(r_grads):
-            add(f"grad:{key}", r_grads[key], c_grads.get(key, np.full(1, np.nan)))
+            add(f"grad:{key}", compare(r_grads[key], c_grads.get(key, np.full(1, np.nan)),
+                                       GRAD_RTOL, GRAD_ATOL * max(scale, 1.0)))
 
-    # Update rules are checked in float64 on both sides: adaptive rules divide by sqrt(v), so in
-    # float32 a gradient of pure rounding noise (1e-9) can become a full-size step of either sign
-    # and hide what is being tested. In float64 the rule itself must agree to 1e-6.
-    variants = {f"step:{opt}": {"optimizer": OptimizerSpec(name=opt, lr=0.01, weight_decay=0.01)}
-                for opt in OPTIMIZERS}
-    variants["step:clip-norm"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="norm", max=0.05)}
-    variants["step:clip-value"] = {"optimizer": OptimizerSpec(name="sgd", lr=0.1), "clip": ClipSpec(kind="value", max=1e-3)}
-    variants["step:lr-per-step"] = {"optimizer": OptimizerSpec(name="momentum", lr=0.1), "lrs": (0.1, 0.03, 0.001)}
-    ref64, cand64 = Side(reference_backend, task, shape, classes, "float64"), Side(candidate_backend, task, shape, classes, "float64")
-    for quantity, changes in variants.items():
-        lrs = changes.pop("lrs", (changes["optimizer"].lr,) * STEPS)
-        try:
-            c = cand64.build(**changes)
-        except Unsupported as exc:  # e.g. an optimizer the backend does not have
-            checks.append(skipped_check(candidate_backend.name, name, quantity, str(exc)))
+    checks += _rule_checks(name, task, candidate_backend, shape, classes, data, full, rule_cache)
+    if is_reference:  # float64 against the same float64 code could not fail: not counted
+        return checks
+
+    for label, v in _rule_variants(task, full).items():
+        if label not in STEP_VARIANTS:
             continue
-        r = ref64.build(**changes)
-        for batch, step_lr in zip(data[:STEPS], lrs):
+        changes = {"optimizer": conditioned(v["optimizer"]), "clip": v["clip"]}
+        try:
+            c = cand64.build(True, **changes)
+        except Unsupported as exc:  # e.g. an optimizer the backend does not have
+            checks.append(skipped_check(candidate_backend.name, name, f"step:{label}", str(exc)))
+            continue
+        r, w0 = ref.build_with_weights(True, **changes)
+        for batch, step_lr in zip(data[:STEPS], v["lrs"]):
             r.sync(r.train_step(_put(r, batch, "float64"), step_lr))
             c.sync(c.train_step(_put(c, batch, "float64"), step_lr))
         rw, cw = r.get_weights(), c.get_weights()
-        worst = max((compare(rw[k], cw.get(k, np.full(1, np.nan)), STEP_RTOL, STEP_ATOL) for k in rw),
-                    key=lambda t: (not t[2], t[0]))
-        checks.append(Check(candidate_backend.name, name, quantity, *worst))
+        add(f"step:{label}", worst([compare_updates(w0[k], rw[k], cw.get(k, np.full(1, np.nan)),
+                                                    STEP_RTOL, STEP_ATOL) for k in rw]))
 
-    from .schedules import make_schedule
-
-    r, c = ref.build(), cand.build()
-    lr = make_schedule(task.schedule, task.optimizer.lr, CURVE_STEPS, CURVE_STEPS)
-    r_handles = [r.train_step(_put(r, b, "float64"), lr(i)) for i, b in enumerate(data[:CURVE_STEPS])]
-    c_handles = [c.train_step(_put(c, b, "float32"), lr(i)) for i, b in enumerate(data[:CURVE_STEPS])]
+    changes = {"optimizer": conditioned(task.optimizer)}
+    r, c = ref.build(True, **changes), cand64.build(True, **changes)
+    lrs = _task_lrs(task, curve_steps)
+    r_handles = [r.train_step(_put(r, b, "float64"), lr) for b, lr in zip(data, lrs)]
+    c_handles = [c.train_step(_put(c, b, "float64"), lr) for b, lr in zip(data, lrs)]
     c.sync()
-    add("curve", r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], rtol=CURVE_RTOL, atol=0.0)
-    add("logits after curve", r.predict(_put(r, data[0], "float64")), c.predict(_put(c, data[0], "float32")),
-        rtol=10 * CURVE_RTOL, atol=1e-3)  # after 20 steps + BN running stats: looser
+    add("curve", compare(r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], CURVE_RTOL, 0.0))
+    add("logits after curve", compare(r.predict(_put(r, data[0], "float64")),
+                                      c.predict(_put(c, data[0], "float64")), AFTER_RTOL, AFTER_ATOL))
+    return checks
+
+
+def _forward(side: Side, batch, dtype: str, order=None):
+    """``(eval logits (N, K), train logits (N, K), loss (1,))`` of a fresh trainer on ``batch``,
+    its samples fed in ``order`` (and the logits put back in the original order)."""
+    x, y = batch
+    order = np.arange(len(y)) if order is None else order
+    back = np.argsort(order)
+    trainer = side.build()
+    fed = _put(trainer, (x[order], y[order]), dtype)
+    logits = np.asarray(trainer.predict(fed), np.float64)[back]
+    train_logits, loss, _ = trainer.loss_and_grads(fed)
+    return logits, np.asarray(train_logits, np.float64)[back], np.array([float(loss)])
+
+
+def _finite_difference_checks(name, backend, ref: Side, batch) -> list[Check]:
+    """``fd:<name>``: the reference's gradient along a random direction of each array against a
+    central difference of its loss.
+
+    The weights are jittered first (1e-2 of each array's scale): at the canonical init a zero bias
+    meets a ReLU-zeroed input exactly at the kink (``relu'(0) = 0`` by convention, while a central
+    difference there measures 1/2). A kink inside the step is still possible (tiny activations,
+    amplified by a BatchNorm of a near-constant feature), so a failure is retried with 10x and
+    100x smaller steps and new directions; a wrong gradient fails all three. Rounding stays below
+    ``1e-16 * loss / step`` ~ 1e-8, under ``FD_ATOL``.
+    """
+    from .conformance_reference import directional_fd
+
+    trainer, weights = ref.build_with_weights()
+    rng = np.random.default_rng(0)
+    x = _put(trainer, batch, "float64")
+    trainable = set(trainer.loss_and_grads(x)[2])
+    weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+    for key in trainable:
+        scale = max(float(np.std(weights[key])), 0.1)
+        weights[key] = weights[key] + 1e-2 * scale * rng.normal(size=weights[key].shape)
+    trainer.set_weights(weights)
+    grads = trainer.loss_and_grads(x)[2]
+
+    def loss_at(w):
+        trainer.set_weights(w)
+        return float(trainer.loss_and_grads(x)[1])
+
+    checks = []
+    for key in sorted(grads):
+        norm = float(np.linalg.norm(grads[key]))
+        result = (np.inf, np.inf, False)
+        for rel_step in FD_STEPS:
+            slope, direction = directional_fd(loss_at, weights, key, rng, rel_step)
+            err = abs(slope - float(np.sum(grads[key] * direction)))
+            result = (err, err / max(norm, 1e-300), err <= FD_RTOL * norm + FD_ATOL)
+            if result[2]:
+                break
+        checks.append(Check(backend.name, name, f"fd:{key}", *result))
+    return checks
+
+
+def probe_task(task: TaskSpec, classes: int) -> TaskSpec:
+    """The task with a ``flatten -> dense(classes)`` model (no kinks; see `_rule_checks`)."""
+    layers = (Flatten(), Dense(units=classes))
+    model = dataclasses.replace(task.model, layers=layers, frozen=(), init_from=None)
+    return dataclasses.replace(task, model=model)
+
+
+def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | None = None) -> list[Check]:
+    """``rule:<variant>``: the backend's update rule on a softmax-regression probe, float64,
+    against the closed-form trajectory (`fwbench.conformance_reference.probe_steps`)."""
+    from .conformance_reference import probe_steps
+
+    probe = probe_task(task, classes)
+    side = Side(backend, probe, shape, classes, "float64")
+    checks = []
+    for label, v in _rule_variants(task, full).items():
+        key = (backend.name, shape, classes, probe.model.init, probe.training.seed, repr(v))
+        if cache is not None and key in cache:  # the same probe and variant as an earlier task's
+            checks.append(Check(backend.name, name, f"rule:{label}", *cache[key]))
+            continue
+        trainer, w0 = side.build_with_weights(optimizer=v["optimizer"], clip=v["clip"])
+        for batch, lr in zip(data[:STEPS], v["lrs"]):
+            trainer.sync(trainer.train_step(_put(trainer, batch, "float64"), lr))
+        got = trainer.get_weights()
+        want = probe_steps(w0["1.weight"], w0["1.bias"], data[:STEPS], v["lrs"], v["optimizer"], v["clip"])
+        result = worst([compare_updates(w0[k], want[k], got.get(k, np.full(1, np.nan)), RULE_RTOL, 1e-15)
+                        for k in want])
+        if cache is not None:
+            cache[key] = result
+        checks.append(Check(backend.name, name, f"rule:{label}", *result))
     return checks
 
 
@@ -213,9 +435,10 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
     candidate.configure(device=device, threads=1)
     if reference is not candidate:
         reference.configure(device="cpu", threads=1)
+    rule_cache: dict = {}  # identical rule probes across tasks are checked once
     for name in task_names or training_tasks(registry):
         task = load_task(registry.get_task_file(name))
-        found = check_one(name, task, candidate, reference, device)
+        found = check_one(name, task, candidate, reference, device, rule_cache)
         for check in found:
             check.backend = candidate.label
         yield name, _native_differences(candidate, task, found)
@@ -244,127 +467,20 @@ def training_tasks(registry) -> list[str]:
             if load_task(registry.get_task_file(name)).task.family == "train"]
 
 
-def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cpu") -> list[Check]:
+def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cpu",
+              rule_cache: dict | None = None) -> list[Check]:
     """Every check of one (backend, task), standing alone: a declined task is one skipped row, an
     exception one failed row naming it; neither stops the other tasks."""
     support = candidate.supports(task)
     if not support.ok:
         return [skipped_check(candidate.name, name, "task", support.reason)]
     try:
-        return check_task(name, task, candidate, reference, device)
+        return check_task(name, task, candidate, reference, rule_cache=rule_cache, device=device)
     except Unsupported as exc:
         return [skipped_check(candidate.name, name, "task", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a backend's error is a failed check, not a crash
         text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
-
-
-def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, timeout: float = 1800,
-               device: str = "cpu") -> list[Check]:
-    """Each backend (a name, or ``(name, [backend] options)``) in its own process, each task
-    standing alone: the process prints one line per finished task; one that dies (or times out)
-    fails the task it was on, keeps the finished ones and is started again for the rest."""
-    from .plugins import get_registry
-
-    tasks = list(tasks or training_tasks(get_registry()))
-    results = []
-    for entry in backends:
-        backend, options = (entry, {}) if isinstance(entry, str) else entry
-        label = backend + (f"[{','.join(f'{k}={v}' for k, v in options.items())}]" if options else "")
-        todo = list(tasks)
-        while todo:
-            done, reason = _check_process(backend, todo, timeout, device, options)
-            for rows in done.values():
-                results += [Check(**row) for row in rows]
-            todo = [t for t in todo if t not in done]
-            if todo:  # the process ended inside todo[0]
-                results.append(Check(label, todo[0], "task", np.nan, np.nan, False, reason))
-                todo = todo[1:]
-    return results
-
-
-def _check_process(backend: str, tasks: list[str], timeout: float, device: str = "cpu",
-                   options: dict | None = None) -> tuple[dict[str, list[dict]], str]:
-    """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE [--options JSON]``; the
-    rows of each finished task and, if it did not finish them all, why."""
-    cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks, "--device", device]
-    if options:
-        cmd += ["--options", json.dumps(options)]
-    try:
-        proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-        stdout, stderr, why = proc.stdout, proc.stderr, f"exit {proc.returncode}"
-    except subprocess.TimeoutExpired as exc:
-        decode = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
-        stdout, stderr, why = decode(exc.stdout), decode(exc.stderr), f"timed out after {timeout:g} s"
-    done = {}
-    for line in stdout.splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict) and "task" in item:
-            done[item["task"]] = item["checks"]
-    tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
-    return done, f"check process died in this task ({why}): {tail[0]}"
-
-
-# -- which (backend, options) variants `bench check` runs -----------------------------------------
-def backend_options(items: list[str]) -> dict[str, Any]:
-    """``["backend.mode=native"]`` -> ``{"mode": "native"}``; only ``backend.*`` keys."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.startswith("backend.") or len(key) <= len("backend."):
-            raise UsageError(f"bad --set {item!r}: bench check takes backend options only, "
-                             "e.g. --set backend.mode=native or --set backend.engine=jax")
-        options[key[len("backend."):]] = parse_value(value.strip())
-    return options
-
-
-def check_variants(registry, backends: list[str], items: list[str]) -> list[tuple[str, dict]]:
-    """Each backend with each option table to check: the given options, on every installed engine
-    of a frontend unless ``backend.engine`` is given. Options are validated here (exit 2)."""
-    options = backend_options(items)
-    out = []
-    for name in backends:
-        backend = registry.get_backend(name)
-        variants = [{}] if "engine" in options else backend.conformance_variants()
-        for variant in variants:
-            table = {**variant, **options}
-            if table:
-                backend.for_options(table, "--set")  # raises SpecError for an unknown value
-            out.append((name, table))
-    return out
-
-
-def summary_table(checks: list[Check]):
-    """One row per (backend, task, quantity group): the largest errors and pass/fail."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    groups: dict[tuple[str, str, str], list[Check]] = {}
-    for check in checks:
-        group = check.quantity.split(":")[0] if check.quantity.startswith("grad:") else check.quantity
-        groups.setdefault((check.backend, check.task, group), []).append(check)
-    table = Table(title="Conformance against the NumPy float64 reference", header_style="bold")
-    for col in ("backend", "task", "quantity", "max abs err", "max rel err", "result"):
-        table.add_column(col, justify="right" if "err" in col else "left")
-    for (backend, task, group), items in groups.items():
-        if all(c.skipped for c in items):
-            table.add_row(backend, task, group, "—", "—", f"[yellow]skipped[/] {items[0].note}")
-            continue
-        items = [c for c in items if not c.skipped]
-        ok = all(c.passed for c in items)
-        worst = max(items, key=lambda c: (c.passed, -(c.max_abs if np.isfinite(c.max_abs) else np.inf)))
-        label = f"{group} ({len(items)})" if len(items) > 1 else group
-        note = "" if ok else f" {worst.quantity} {worst.note}".rstrip()
-        explained = next((c.note for c in items if c.passed and c.note), "")  # native mode
-        result = f"[red]FAIL[/]{escape(note)}" if not ok else (
-            f"[yellow]{escape(explained)}[/]" if explained else "[green]pass[/]")
-        table.add_row(escape(backend), task, label, f"{max(c.max_abs for c in items):.2e}",
-                      f"{max(c.max_rel for c in items):.2e}", result)
-    return table
 
 
 def main(argv: list[str]) -> int:

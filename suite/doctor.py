@@ -135,7 +135,8 @@ def run_probe(backend: str, device: str, threads: int, peak_gflops: float | None
 
 
 def _conformance_rows(backends: list[str], tasks: list[str], device: str) -> list[dict[str, Any]]:
-    from .conformance import REFERENCE, run_checks
+    from .conformance import REFERENCE
+    from .conformance_runner import run_checks
 
     try:
         checks = run_checks(backends, tasks, device=device)

@@ -17,7 +17,7 @@ Conventions every backend follows (the canonical layout):
   numerically stable softmax-cross-entropy.
 * ``residual``: ``out = activation(body(x) + shortcut(x))``; the shortcut is the identity when
   shapes agree, else (``projection = "auto"``) a 1×1 convolution with bias and the stride
-  ``H_in // H_out`` that maps ``C_in`` to ``C_out``. Its parameters are ``<path>.shortcut.*``.
+  ``ceil(H_in / H_out)`` that maps ``C_in`` to ``C_out``. Its parameters are ``<path>.shortcut.*``.
 """
 from __future__ import annotations
 

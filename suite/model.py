@@ -169,7 +169,7 @@ def _infer(layer: Layer, shape: Shape, path: str, source: str, key: str) -> Laye
                 raise SpecError(source, key, f"residual body maps {shape} to {inner}; the shortcut "
                                 "needs equal shapes or projection = \"auto\" on image inputs")
             (c, h, w), (co, ho, wo) = shape, inner
-            stride = max(1, h // ho)
+            stride = _shortcut_stride(h, ho)
             if _conv_out(h, 1, stride, 0) != ho or _conv_out(w, 1, stride, 0) != wo:
                 raise SpecError(source, key, f"residual shortcut cannot map {shape} to {inner} with a "
                                 "strided 1x1 convolution; make the body's stride divide the input size")
@@ -180,9 +180,15 @@ def _infer(layer: Layer, shape: Shape, path: str, source: str, key: str) -> Laye
     raise SpecError(source, key, f"layer type {layer.kind!r} has no shape rule")  # pragma: no cover
 
 
+def _shortcut_stride(h_in: int, h_out: int) -> int:
+    """``ceil(H_in / H_out)``: the one stride whose 1x1 convolution maps ``H_in`` to ``H_out`` rows
+    whenever any does (a stride-2 body maps 15 rows to 8; ``15 // 8`` would be 1)."""
+    return max(1, -(-h_in // h_out))
+
+
 def shortcut_stride(info: LayerInfo) -> int:
     """The stride of a residual block's projection shortcut (1 when there is none)."""
-    return max(1, info.in_shape[1] // info.out_shape[1]) if len(info.in_shape) == 3 else 1
+    return _shortcut_stride(info.in_shape[1], info.out_shape[1]) if len(info.in_shape) == 3 else 1
 
 
 def analyze(model: ModelSpec, input_shape: Shape, num_classes: int | None = None,

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import difflib
 import itertools
+import math
 import tomllib
 import types
 import typing
@@ -268,6 +269,8 @@ def _convert(value, tp, meta, source: str, key: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SpecError(source, key, f"expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise SpecError(source, key, f"{value!r} is not a finite number; use a finite value")
         _check_number(float(value), meta, source, key)
         return float(value)
     if tp is str:

@@ -6,7 +6,8 @@ import importlib.util
 
 import numpy as np
 import pytest
-from fwbench.conformance import compare, run_checks
+from fwbench.conformance import compare
+from fwbench.conformance_runner import run_checks
 
 BACKENDS = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
 
@@ -21,8 +22,13 @@ def test_backend_conforms_on_every_shipped_task(backend):
     tasks = {c.task for c in checks}
     assert {"mlp_mnist", "cnn_mnist", "cnn_cifar", "resnet_cifar"} <= tasks
     quantities = {c.quantity for c in checks}
-    assert {"logits", "loss", "curve", "step:adam", "step:rmsprop", "step:clip-norm"} <= quantities
-    assert any(q.startswith("grad:") for q in quantities)
+    assert {"logits", "loss", "rule:adam", "rule:rmsprop", "rule:clip-norm", "rule:task"} <= quantities
+    if backend == "numpy":  # the reference: finite differences, not itself
+        assert any(q.startswith("fd:") for q in quantities)
+        assert not any(q.startswith(("grad:", "step:", "curve")) for q in quantities)
+    else:
+        assert {"curve", "step:adam", "step:momentum", "step:clip-norm", "step:task"} <= quantities
+        assert any(q.startswith("grad:") for q in quantities)
 
 
 #: Frontends on each engine: (backend, [backend] options, module that must be installed).

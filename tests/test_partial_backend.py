@@ -32,7 +32,7 @@ def test_bench_check_reports_supported_tasks_and_skips_the_others(bench):
 def test_each_check_stands_alone_even_when_a_task_kills_the_check_process(toy_site, tmp_path, monkeypatch):
     """A segfault inside one task fails that task; the process is restarted for the others, and
     an exception fails only its own task."""
-    from fwbench.conformance import run_checks
+    from fwbench.conformance_runner import run_checks
 
     spec = Path(__file__).resolve().parents[1] / "tasks" / "mlp_mnist.toml"
     crashing, raising = tmp_path / "crashing.toml", tmp_path / "raising.toml"

@@ -68,7 +68,9 @@ def _activate(fn: str, x: jax.Array, axis: int, alpha: float = 0.01) -> jax.Arra
     if fn == "relu":
         return jax.nn.relu(x)
     if fn == "leaky_relu":
-        return jax.nn.leaky_relu(x, alpha)
+        # PyTorch's convention: slope alpha at exactly 0 (jax.nn.leaky_relu uses x >= 0, slope 1),
+        # which matters: a zero bias on a ReLU-zeroed input puts values exactly at the kink
+        return jnp.where(x > 0, x, x * jnp.asarray(alpha, x.dtype))
     if fn == "sigmoid":
         return jax.nn.sigmoid(x)
     if fn == "tanh":

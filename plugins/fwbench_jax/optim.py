@@ -11,6 +11,9 @@ Where optax's defaults differ from the documented rules:
 * ``optax.rmsprop`` puts eps inside the square root -> ``scale_by_rms(eps_in_sqrt=False)``.
 * ``optax.adagrad`` (``scale_by_rss``) puts eps inside the square root and starts the accumulator
   at 0.1 -> `scale_by_adagrad`, written here.
+* ``optax.clip_by_global_norm`` scales by ``max / norm`` when ``norm > max``; the spec (PyTorch's
+  ``clip_grad_norm_``) by ``min(1, max / (norm + 1e-6))``, a relative difference of ``1e-6 / norm``
+  -> `clip_by_global_norm`, written here.
 * adamw: optax's ``add_decayed_weights`` after ``scale_by_adam`` and before the learning rate
   gives ``p - lr * (adam + wd * p)`` = ``p * (1 - lr * wd) - lr * adam``: PyTorch's rule.
 """
@@ -49,9 +52,25 @@ def scale_by_adagrad(initial_accumulator: float = 0.0, eps: float = 1e-10) -> op
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+#: Added to the global norm before dividing, as in ``torch.nn.utils.clip_grad_norm_``.
+CLIP_NORM_EPS = 1e-6
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """``g *= min(1, max_norm / (norm + 1e-6))``, ``norm`` the L2 norm of all gradients together."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        norm = optax.global_norm(updates)
+        coef = jnp.minimum(1.0, max_norm / (norm + CLIP_NORM_EPS))
+        return jax.tree.map(lambda g: g * coef.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def _clip(clip: ClipSpec) -> list[optax.GradientTransformation]:
     if clip.kind == "norm":
-        return [optax.clip_by_global_norm(clip.max)]
+        return [clip_by_global_norm(clip.max)]
     if clip.kind == "value":
         return [optax.clip(clip.max)]
     return []

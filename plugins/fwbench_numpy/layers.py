@@ -538,7 +538,7 @@ class Flatten(Layer):
 class Residual(Layer):
     """``out = activation(body(x) + shortcut(x))``.
 
-    The shortcut is the identity, or a 1x1 `Conv2D` with bias and stride ``H_in // H_out`` (its
+    The shortcut is the identity, or a 1x1 `Conv2D` with bias and stride ``ceil(H_in / H_out)`` (its
     parameters are ``<path>.shortcut.weight/bias``). Backward: ``dz = activation'(dy)``;
     ``dx = body.backward(dz) + shortcut.backward(dz)``.
     """

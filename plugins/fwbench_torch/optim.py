@@ -71,7 +71,8 @@ def make_optimizer(
             params,
             momentum=0.0 if name == "sgd" else spec.momentum,
             dampening=0.0,
-            nesterov=name == "nesterov",
+            # nesterov with momentum 0 is plain SGD (g + 0 * b), which torch refuses to build
+            nesterov=name == "nesterov" and spec.momentum > 0,
             **kw,
         )
     elif name == "rmsprop":

@@ -53,6 +53,21 @@ def _pick_backends(registry, names: list[str] | None) -> list[str]:
     return available
 
 
+def check_model_fits(registry, task) -> None:
+    """Refuse (`SpecError`: file, key, fix) a model that cannot take its dataset's input shape: a
+    kernel or pool larger than its input, a residual body that changes the shape with
+    ``projection = "none"``, a head that does not match the classes. Unknown datasets are left to
+    `_ensure_dataset`."""
+    from .model import analyze
+
+    dataset = registry.datasets.get(task.dataset.name)
+    if dataset is None:
+        return
+    shape = tuple(task.dataset.shape) or tuple(dataset.input_shape)
+    classes = len(task.dataset.classes) or dataset.num_classes or None
+    analyze(task.model, shape, classes, task.source)
+
+
 def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
     """Fail before any cell runs if a dataset is neither packaged, cached nor downloadable."""
     from ..datasets.base import default_data_dir
@@ -104,6 +119,7 @@ def plan_run(args) -> Plan:
             task = load_task(path, overrides, profile)
             if not bench:
                 datasets.add(task.dataset.name)
+                check_model_fits(registry, task)
             label = path.stem if task_name == str(path) else task_name
             for backend in backends:  # refuse bad [backend] options (an unknown engine) up front
                 registry.get_backend(backend).for_options(task.backend, task.source)

@@ -78,8 +78,9 @@ def _reference(opt: dict, w: dict, x, y, lrs, clip: dict | None = None) -> dict:
         g = linear_grads(p, x, y)[2]
         if clip and clip["kind"] == "norm":
             norm = np.sqrt(sum((v ** 2).sum() for v in g.values()))
-            if norm > clip["max"]:
-                g = {k: v * clip["max"] / norm for k, v in g.items()}
+            coef = clip["max"] / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_
+            if coef < 1:
+                g = {k: v * coef for k, v in g.items()}
         if clip and clip["kind"] == "value":
             g = {k: np.clip(v, -clip["max"], clip["max"]) for k, v in g.items()}
         for k in p:

@@ -1,0 +1,337 @@
+"""Property-based conformance: random valid task specs, every backend against the reference.
+
+`task_specs` is a hypothesis strategy over the whole spec vocabulary: every layer type with its
+options (padding "same"/"valid"/integers, strides, overlapping pools, BatchNorm momentum/eps, the
+leaky-ReLU slope, residual blocks with and without projection, dropout), every init, every
+optimizer with every hyper-parameter, schedules with warm-up, both clipping kinds and both dtypes,
+on the input shapes of the datasets that ship offline. Layers are drawn against the running shape
+(`fwbench.model.analyze`), so every drawn spec is valid.
+
+`fuzz` runs `fwbench.conformance.check_task` (``full=False``: the spec's own optimizer) for every
+backend on each drawn spec; on a disagreement hypothesis shrinks the spec to a smallest failing
+one, returned with its failed checks and as TOML (`spec_to_toml`) to paste into a test.
+``bench check --random N --seed S`` is the command line; ``benchmarks/conformance_fuzz.py`` runs
+a large number.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from .errors import SpecError
+from .layers import ACTIVATIONS, INITS
+from .spec import OPTIMIZERS, SCHEDULES, task_from_dict
+
+#: Datasets that ship inside installed packages (no download): their input shapes.
+DATASETS = ("digits", "mnist_5k", "synthetic")
+CURVE_STEPS = 6  # enough steps for momentum, schedules and warm-up to act; quick per example
+
+
+def _floats(lo: float, hi: float, log: bool = False):
+    """Floats in ``[lo, hi]`` rounded to 3 significant digits (readable TOML, shrinks well)."""
+    if log:
+        base = st.floats(math.log10(lo), math.log10(hi)).map(lambda e: 10.0 ** e)
+    else:
+        base = st.floats(lo, hi)
+    return base.map(lambda v: float(f"{v:.3g}")).filter(lambda v: lo <= v <= hi)
+
+
+def _out(size: int, kernel: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+@st.composite
+def conv_layer(draw, shape):
+    _, h, w = shape
+    side = min(h, w)
+    padding = draw(st.sampled_from(["valid", "same", 0, 1, 2]))
+    pad = {"valid": 0, "same": None}.get(padding, padding)
+    kernels = [k for k in (1, 2, 3, 5) if k <= side + 2 * (pad if pad is not None else (k - 1) // 2)
+               and (padding != "same" or k % 2)]
+    kernel = draw(st.sampled_from(kernels))
+    layer = {"type": "conv2d", "filters": draw(st.integers(1, 4)), "kernel": kernel,
+             "stride": draw(st.integers(1, 3)), "padding": padding}
+    if draw(st.booleans()):
+        layer["activation"] = draw(st.sampled_from(ACTIVATIONS))
+    if draw(st.booleans()):
+        layer["use_bias"] = False
+    if draw(st.integers(0, 3)) == 0:
+        layer["init"] = draw(st.sampled_from(INITS))
+    return layer
+
+
+@st.composite
+def pool_layer(draw, shape):
+    side = min(shape[1], shape[2])
+    layer = {"type": draw(st.sampled_from(["maxpool", "avgpool"])), "size": draw(st.integers(1, min(3, side)))}
+    if draw(st.booleans()):
+        layer["stride"] = draw(st.integers(1, 3))  # < size: overlapping windows
+    return layer
+
+
+def batchnorm_layer():
+    return st.fixed_dictionaries({"type": st.just("batchnorm")},
+                                 optional={"momentum": _floats(0.01, 1.0), "eps": _floats(1e-5, 1e-2, log=True)})
+
+
+@st.composite
+def activation_layer(draw):
+    layer = {"type": "activation", "fn": draw(st.sampled_from(ACTIVATIONS))}
+    if layer["fn"] == "leaky_relu" and draw(st.booleans()):
+        layer["alpha"] = draw(_floats(0.0, 0.5))
+    return layer
+
+
+def dropout_layer():
+    return st.fixed_dictionaries({"type": st.just("dropout"), "rate": _floats(0.0, 0.9)})
+
+
+def _shape_after(layers: list[dict], shape) -> tuple[int, ...]:
+    """The output shape of ``layers`` on ``shape`` (raises `SpecError` when they do not fit)."""
+    from .model import analyze
+    from .spec import ModelSpec, _build_layer
+
+    model = ModelSpec(layers=tuple(_build_layer(l, "<random>", f"l[{i}]") for i, l in enumerate(layers)))
+    return analyze(model, shape).output_shape if layers else tuple(shape)
+
+
+@st.composite
+def image_layer(draw, shape, depth: int = 0):
+    kinds = ["conv2d", "pool", "batchnorm", "activation", "dropout"] + (["residual"] if depth == 0 else [])
+    kind = draw(st.sampled_from(kinds))
+    if kind == "conv2d":
+        return draw(conv_layer(shape))
+    if kind == "pool":
+        return draw(pool_layer(shape))
+    if kind == "batchnorm":
+        return draw(batchnorm_layer())
+    if kind == "activation":
+        return draw(activation_layer())
+    if kind == "dropout":
+        return draw(dropout_layer())
+    body, inner = [], shape
+    for _ in range(draw(st.integers(1, 3))):
+        layer = draw(image_layer(inner, depth + 1))
+        try:
+            inner = _shape_after([layer], inner)
+        except SpecError:
+            continue
+        if min(inner[1:]) < 1:
+            reject()
+        body.append(layer)
+    if not body:
+        body = [draw(batchnorm_layer())]
+        inner = shape
+    layer = {"type": "residual", "layers": body}
+    if inner == shape and draw(st.booleans()):
+        layer["projection"] = "none"
+    if draw(st.booleans()):
+        layer["activation"] = draw(st.sampled_from(ACTIVATIONS))
+    return layer
+
+
+@st.composite
+def model_layers(draw, shape, classes: int = 10) -> list[dict]:
+    """A valid layer stack: image layers, then flatten or global pooling, dense layers, a head."""
+    layers: list[dict] = []
+    for _ in range(draw(st.integers(0, 4))):
+        layer = draw(image_layer(shape))
+        try:
+            new = _shape_after([layer], shape)
+        except SpecError:
+            continue  # e.g. a residual whose shortcut cannot be a strided 1x1 convolution
+        layers.append(layer)
+        shape = new
+    layers.append({"type": draw(st.sampled_from(["flatten", "global_avg_pool"]))})
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["dense", "batchnorm", "activation", "dropout"]))
+        if kind == "dense":
+            layer = {"type": "dense", "units": draw(st.integers(1, 8))}
+            if draw(st.booleans()):
+                layer["activation"] = draw(st.sampled_from(ACTIVATIONS))
+            if draw(st.booleans()):
+                layer["use_bias"] = False
+        else:
+            layer = draw({"batchnorm": batchnorm_layer(), "activation": activation_layer(),
+                          "dropout": dropout_layer()}[kind])
+        layers.append(layer)
+    head = {"type": "dense", "units": classes}
+    if draw(st.booleans()):
+        head["activation"] = draw(st.sampled_from(["linear", "softmax"]))
+    if draw(st.integers(0, 3)) == 0:
+        head["init"] = draw(st.sampled_from(INITS))
+    layers.append(head)
+    return layers
+
+
+@st.composite
+def optimizer_table(draw) -> dict:
+    name = draw(st.sampled_from(OPTIMIZERS))
+    table = {"name": name, "lr": draw(_floats(1e-4, 0.1, log=True))}
+    hypers = {"momentum": ("momentum", "nesterov"), "beta1": ("adam", "adamw"), "beta2": ("adam", "adamw"),
+              "alpha": ("rmsprop",), "eps": ("rmsprop", "adagrad", "adam", "adamw"),
+              "initial_accumulator": ("adagrad",)}
+    ranges = {"momentum": _floats(0.0, 0.99), "beta1": _floats(0.0, 0.99), "beta2": _floats(0.5, 0.9999),
+              "alpha": _floats(0.5, 0.999), "eps": _floats(1e-10, 1e-3, log=True),
+              "initial_accumulator": _floats(0.0, 1.0)}
+    for key, users in hypers.items():
+        if name in users and draw(st.booleans()):
+            table[key] = draw(ranges[key])
+    if draw(st.booleans()):
+        table["weight_decay"] = draw(_floats(1e-5, 0.1, log=True))
+    return table
+
+
+@st.composite
+def task_specs(draw) -> dict:
+    """A raw, valid task table (what a TOML file holds), as `fwbench.spec.task_from_dict` reads it."""
+    from .plugins import get_registry
+
+    dataset = draw(st.sampled_from(DATASETS))
+    shape = tuple(get_registry().get_dataset(dataset).input_shape)
+    raw: dict = {"task": {"name": "random"}, "dataset": {"name": dataset}}
+    model: dict = {"layers": draw(model_layers(shape))}
+    if draw(st.booleans()):
+        model["init"] = draw(st.sampled_from(INITS))
+    if draw(st.booleans()):
+        model["init_scale"] = draw(_floats(0.01, 0.5))
+    raw["model"] = model
+    raw["optimizer"] = draw(optimizer_table())
+    schedule = {"name": draw(st.sampled_from(SCHEDULES))}
+    if schedule["name"] in ("step", "exponential") and draw(st.booleans()):
+        schedule["gamma"] = draw(_floats(0.1, 1.0))
+    if schedule["name"] == "step" and draw(st.booleans()):
+        schedule["step_epochs"] = draw(st.integers(1, 3))
+    if schedule["name"] == "cosine" and draw(st.booleans()):
+        schedule["min_lr"] = draw(_floats(0.0, 1e-4))
+    if draw(st.booleans()):
+        schedule["warmup_steps"] = draw(st.integers(1, 4))
+    raw["schedule"] = schedule
+    kind = draw(st.sampled_from(["none", "norm", "value"]))
+    if kind != "none":
+        raw["clip"] = {"kind": kind, "max": draw(_floats(1e-3, 10.0, log=True))}
+    raw["training"] = {"batch_size": 8, "epochs": 1, "seed": draw(st.integers(0, 1000)),
+                       "dtype": draw(st.sampled_from(["float32", "float64"]))}
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------
+# TOML output of a raw spec (the subset `task_specs` draws: tables, scalars, arrays of tables)
+# ----------------------------------------------------------------------------------------------
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def spec_to_toml(raw: dict) -> str:
+    """A raw task table as a TOML file (``tomllib.loads`` gives ``raw`` back)."""
+    lines: list[str] = []
+    for section, table in raw.items():
+        scalars = {k: v for k, v in table.items() if k != "layers"}
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_value(v)}" for k, v in scalars.items()]
+        lines.append("")
+        for layer in table.get("layers", []):
+            lines.append(f"[[{section}.layers]]")
+            lines += [f"{k} = {_value(v)}" for k, v in layer.items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Running
+# ----------------------------------------------------------------------------------------------
+
+class Disagreement(AssertionError):
+    """A drawn spec on which some backend failed a check (or crashed)."""
+
+    def __init__(self, raw: dict, failed: list):
+        self.raw, self.failed = raw, failed
+        super().__init__("; ".join(f"{c.backend} {c.quantity} (abs {c.max_abs:.2e}, rel {c.max_rel:.2e})"
+                                   f"{' ' + c.note if c.note else ''}" for c in failed[:6]))
+
+
+@dataclass
+class FuzzResult:
+    examples: int = 0
+    seconds: float = 0.0
+    backends: list[str] = field(default_factory=list)
+    failure: Disagreement | None = None
+
+    @property
+    def toml(self) -> str:
+        return spec_to_toml(self.failure.raw) if self.failure else ""
+
+
+def check_spec(raw: dict, backends: dict, reference) -> list:
+    """Every check of every backend on one raw spec; the failed ones (a crash is one failed check)."""
+    from .conformance import Check, check_task
+
+    task = task_from_dict(raw, "<random>")
+    failed = []
+    for name, backend in backends.items():
+        try:
+            checks = check_task("random", task, backend, reference, full=False, curve_steps=CURVE_STEPS)
+        except Exception as exc:  # noqa: BLE001 - a crash on a valid spec is a failure to report
+            checks = [Check(name, "random", "run", math.nan, math.nan, False,
+                            f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")]
+        failed += [c for c in checks if not c.passed]
+    return failed
+
+
+def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) -> FuzzResult:
+    """Draw ``examples`` specs (hypothesis, seeded) and check every backend on each.
+
+    Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
+    ``progress(i, raw)`` is called before each example.
+    """
+    from .conformance import REFERENCE
+    from .plugins import get_registry
+
+    registry = get_registry()
+    reference = registry.get_backend(REFERENCE)
+    reference.configure(device="cpu", threads=1)
+    backends = {}
+    for name in backend_names:
+        backend = registry.get_backend(name)
+        if backend is not reference:
+            backend.configure(device="cpu", threads=1)
+        backends[name] = backend
+    result = FuzzResult(backends=list(backend_names))
+
+    @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
+              verbosity=Verbosity.quiet,
+              suppress_health_check=list(HealthCheck),
+              phases=(Phase.generate, Phase.target, Phase.shrink))
+    @hypothesis_seed(seed)
+    @given(raw=task_specs())
+    def prop(raw):
+        result.examples += 1
+        if progress:
+            progress(result.examples, raw)
+        failed = check_spec(raw, backends, reference)
+        if failed:
+            raise Disagreement(raw, failed)
+
+    start = time.perf_counter()
+    try:
+        prop()
+    except Disagreement as exc:
+        result.failure = exc
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,165 @@
+"""The conformance checks compare what they claim, pass on correct backends and fail on wrong ones.
+
+Outside specs (``tests/fixtures/conformance``) that once failed correct backends stay here as
+regressions; each check's reference is independent of the NumPy backend where it matters.
+"""
+from __future__ import annotations
+
+import importlib.util
+import tomllib
+from pathlib import Path
+
+import pytest
+from fwbench import conformance as C
+from fwbench.layers import BatchNorm, Conv2D, Dense, Dropout, MaxPool
+from fwbench.plugins import get_registry
+from fwbench.spec import load_task, task_from_dict
+
+FIXTURES = Path(__file__).parent / "fixtures" / "conformance"
+
+
+def backend(name):
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} is not installed")
+    b = get_registry().get_backend(name)
+    b.configure(device="cpu", threads=1)
+    return b
+
+
+def failed(checks):
+    return [(c.backend, c.quantity, c.max_abs, c.max_rel) for c in checks if not c.passed]
+
+
+def small_task(**changes):
+    raw = {"task": {"name": "small"}, "dataset": {"name": "digits"},
+           "model": {"layers": [
+               {"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same"},
+               {"type": "batchnorm"}, {"type": "activation", "fn": "leaky_relu", "alpha": 0.2},
+               {"type": "avgpool", "size": 3, "stride": 2},
+               {"type": "residual", "layers": [{"type": "conv2d", "filters": 3, "kernel": 3, "stride": 2,
+                                                "padding": "same"}]},
+               {"type": "flatten"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "nesterov", "lr": 0.05, "weight_decay": 1e-3},
+           "clip": {"kind": "value", "max": 0.05}, "training": {"batch_size": 8, "epochs": 1}}
+    raw.update(changes)
+    return task_from_dict(raw, "<test>")
+
+
+def test_reference_is_checked_against_finite_differences_and_closed_forms():
+    numpy = backend("numpy")
+    checks = C.check_task("small", small_task(), numpy, numpy)
+    assert not failed(checks)
+    quantities = {c.quantity for c in checks}
+    assert {"fd:0.weight", "fd:1.gamma", "fd:4.shortcut.weight", "rule:nesterov", "rule:task"} <= quantities
+    # float64 against the same float64 code cannot fail: not counted
+    assert not any(q.startswith(("grad:", "step:", "curve")) for q in quantities)
+
+
+def test_finite_differences_catch_a_wrong_gradient(monkeypatch):
+    from fwbench_numpy import layers as L
+
+    numpy = backend("numpy")
+    original = L.BatchNorm.backward
+
+    def wrong(self, dy):
+        dx = original(self, dy)
+        self.grads["gamma"][...] *= 1.01
+        return dx
+
+    monkeypatch.setattr(L.BatchNorm, "backward", wrong)
+    bad = {q for _, q, *_ in failed(C.check_task("small", small_task(), numpy, numpy))}
+    assert bad == {"fd:1.gamma"}
+
+
+def test_closed_form_catches_a_wrong_update_rule(monkeypatch):
+    from fwbench_numpy import optim
+
+    numpy = backend("numpy")
+    monkeypatch.setattr(optim.Nesterov, "_update", optim.Momentum._update)  # heavy ball instead
+    bad = {q for _, q, *_ in failed(C.check_task("small", small_task(), numpy, numpy))}
+    assert bad == {"rule:nesterov", "rule:task"}
+
+
+def test_closed_form_catches_norm_clipping_without_the_eps(monkeypatch):
+    from fwbench_numpy import optim
+
+    numpy = backend("numpy")
+    monkeypatch.setattr(optim, "CLIP_NORM_EPS", 0.0)  # optax's rule: max / norm
+    task = small_task(optimizer={"name": "sgd", "lr": 0.1})
+    bad = {q for _, q, *_ in failed(C.check_task("small", task, numpy, numpy))}
+    assert bad == {"rule:clip-norm"}
+
+
+def test_gauge_biases_are_only_those_that_feed_batch_norm():
+    layers = (Conv2D(filters=2, kernel=3), Dropout(rate=0.5), MaxPool(size=2), BatchNorm(),
+              Conv2D(filters=2, kernel=3, activation="relu"), BatchNorm(), Dense(units=3))
+    out = C.without_gauge_biases(layers)
+    assert [getattr(layer, "use_bias", None) for layer in out] == [False, None, None, None, True, None, True]
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", pytest.param("tensorflow", marks=pytest.mark.slow),
+                                  pytest.param("jax", marks=pytest.mark.slow)])  # XLA compiles: ~30 s CPU
+def test_outside_specs_pass_on_every_backend(name):
+    """The outside specs of issue 14: the VGG-like net (value clipping, overlapping avg pool,
+    Nesterov: a float32 kink flip made a correct backend's 20-step float32 trajectory diverge), the
+    bias-before-BN AdaGrad spec (rounding noise turned into steps by adaptive rules), and what the
+    fuzzer found since (leaky ReLU at exactly 0)."""
+    candidate, reference = backend(name), backend("numpy")
+    for spec in sorted(FIXTURES.glob("*.toml")):
+        checks = C.check_task(spec.stem, load_task(spec), candidate, reference, full=False, curve_steps=8)
+        assert not failed(checks), spec.name
+
+
+def test_float32_forward_tolerance_follows_the_reference_rounding():
+    """sigmoid -> global mean -> BN of a feature with a spread of ~1e-3: float32 rounding of the
+    pooled mean is amplified ~100x; a correct float32 forward must pass, a wrong one must not."""
+    numpy = backend("numpy")
+    task = small_task(model={"layers": [{"type": "activation", "fn": "sigmoid"}, {"type": "global_avg_pool"},
+                                        {"type": "batchnorm"}, {"type": "dense", "units": 10}]},
+                      dataset={"name": "mnist_5k"})
+    assert not failed(C.check_task("ill", task, numpy, numpy, full=False))
+    exact = C._forward(C.Side(numpy, task, (1, 28, 28), 10, "float64"), C.batches((1, 28, 28), 10, 1)[0], "float64")
+    assert not C.compare(exact[1], exact[1] * (1 + 1e-3), C.RTOL, C.ATOL)[2]
+
+
+def test_summary_lists_unavailable_backends_as_skipped():
+    from rich.console import Console
+
+    table = C.summary_table([C.Check("numpy", "t", "logits", 0.0, 0.0, True)],
+                            [("ghost", "unavailable: ghostlib is not installed (pip install ghostlib)")])
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "ghost" in text and "skipped" in text and "pip install ghostlib" in text
+
+
+def test_random_spec_fuzzer_runs_and_its_specs_round_trip_as_toml():
+    from fwbench.conformance_fuzz import fuzz, spec_to_toml, task_specs
+    from hypothesis import given, settings
+
+    names = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    result = fuzz(names, 6, seed=3)
+    assert result.failure is None, (str(result.failure), result.toml)
+    assert result.examples >= 6
+
+    @settings(max_examples=25, deadline=None, database=None)
+    @given(task_specs())
+    def round_trip(raw):
+        assert tomllib.loads(spec_to_toml(raw)) == raw
+        task_from_dict(raw, "<random>")
+
+    round_trip()
+
+
+def test_fuzzer_reports_a_shrunk_failing_spec(monkeypatch):
+    from fwbench.conformance_fuzz import fuzz
+    from fwbench_numpy import optim
+
+    monkeypatch.setattr(optim.AdaGrad, "_update", optim.SGD._update)
+    result = fuzz(["numpy"], 60, seed=0)
+    assert result.failure is not None
+    raw = tomllib.loads(result.toml)
+    assert raw["optimizer"]["name"] == "adagrad"
+    assert any(c.quantity == "rule:task" for c in result.failure.failed)
+    assert len(raw["model"]["layers"]) == 2  # shrunk to flatten/global pool + the head
+    task_from_dict(raw, "<pasted>")
