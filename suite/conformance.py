@@ -399,7 +399,11 @@ def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | 
         if cache is not None and key in cache:  # the same probe and variant as an earlier task's
             checks.append(Check(backend.name, name, f"rule:{label}", *cache[key]))
             continue
-        trainer, w0 = side.build_with_weights(optimizer=v["optimizer"], clip=v["clip"])
+        try:
+            trainer, w0 = side.build_with_weights(optimizer=v["optimizer"], clip=v["clip"])
+        except Unsupported as exc:  # e.g. an optimizer the backend does not have
+            checks.append(skipped_check(backend.name, name, f"rule:{label}", str(exc)))
+            continue
         for batch, lr in zip(data[:STEPS], v["lrs"]):
             trainer.sync(trainer.train_step(_put(trainer, batch, "float64"), lr))
         got = trainer.get_weights()

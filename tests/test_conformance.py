@@ -47,7 +47,7 @@ def test_frontend_conforms_in_exact_mode(backend, options, module):
     assert {c.task for c in checks} == {"mlp_mnist"}
     label = f"{backend}[{options.get('engine', 'jax')}]"
     assert {c.backend for c in checks} == {label}
-    assert {"logits", "curve", "step:adam", "step:rmsprop", "step:clip-norm"} <= {c.quantity for c in checks}
+    assert {"logits", "curve", "step:adam", "rule:rmsprop", "step:clip-norm"} <= {c.quantity for c in checks}
 
 
 @pytest.mark.slow
@@ -68,9 +68,9 @@ def test_native_mode_lists_the_differing_conventions_instead_of_failing():
     checks = run_checks([("keras", {"engine": "jax", "mode": "native"})], ["mlp_mnist"])
     assert all(c.passed for c in checks), [dataclasses.asdict(c) for c in checks if not c.passed][:3]
     notes = {c.quantity: c.note for c in checks if c.note}
-    assert "step:adam" in notes and "eps" in notes["step:adam"]  # Keras' Adam really differs
-    assert "weight_decay" in notes["step:rmsprop"]
-    assert "step:sgd" not in notes  # plain SGD: Keras' decoupled decay equals L2, the same rule
+    assert "rule:adam" in notes and "eps" in notes["rule:adam"]  # Keras' Adam really differs
+    assert "weight_decay" in notes["rule:rmsprop"]
+    assert "rule:sgd" not in notes  # plain SGD: Keras' decoupled decay equals L2, the same rule
     assert not any(q.startswith("grad:") or q == "logits" for q in notes)  # the model itself agrees
 
 

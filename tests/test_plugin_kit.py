@@ -27,7 +27,7 @@ def test_the_kit_passes_the_partial_toy_backend_as_its_ci_runs_it(toy_site, tmp_
     assert "SKIPPED [6]" in out and "not applicable: conv2d, maxpool layers" in out
     assert "6 passed, 9 skipped" in out
     # the declined optimizers of a supported task are listed, the rest of its checks passed
-    assert "skipped: step:rmsprop (not applicable: the rmsprop optimizer" in out
+    assert "skipped: rule:rmsprop (not applicable: the rmsprop optimizer" in out
 
 
 @pytest.fixture

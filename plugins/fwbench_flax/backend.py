@@ -47,8 +47,10 @@ class FlaxBackend(Backend):
             return []
         from .conventions import differences
 
-        if quantity.startswith("step:"):
-            what = quantity[len("step:"):]
+        if quantity.startswith(("step:", "rule:")):  # end to end, or on the closed-form probe
+            what = quantity.split(":", 1)[1]
+            if what == "task":
+                return differences(task)
             if what in ("clip-norm", "clip-value"):
                 return differences(task, optimizer="sgd", clip=what.split("-")[1])
             if what == "lr-per-step":

@@ -58,7 +58,7 @@ def check_model_fits(registry, task) -> None:
     kernel or pool larger than its input, a residual body that changes the shape with
     ``projection = "none"``, a head that does not match the classes. Unknown datasets are left to
     `_ensure_dataset`."""
-    from .model import analyze
+    from ..model import analyze
 
     dataset = registry.datasets.get(task.dataset.name)
     if dataset is None:
