@@ -183,3 +183,25 @@ def test_batches_are_identical_for_every_backend_and_epoch_dependent():
 def test_cross_entropy_is_stable():
     logits = np.array([[1000.0, 0.0], [0.0, 1000.0]])
     assert np.allclose(cross_entropy(logits, np.array([0, 0])), [0.0, 1000.0])
+
+
+def test_a_warm_up_slowed_by_a_neighbour_does_not_leave_units_under_1ms():
+    """Slow calibration steps (a busy neighbour) pick a window of 1; the steady steps are fast, so
+    the timer widens its window once instead of timing every unit under 1 ms."""
+    from fwbench.training import StepTimer
+
+    class SlowStart:
+        calls = 0
+
+        def train_step(self, batch, lr):
+            self.calls += 1
+            time.sleep(0.005 if self.calls <= 6 else 0.0001)  # first step + 5 calibration steps slow
+
+        def sync(self, handle=None):
+            pass
+
+    timer = StepTimer(SlowStart())
+    for _ in range(400):
+        timer.step(None, 0.1)
+    assert timer.window > 1
+    assert float(np.median(timer.samples[-20:])) * timer.window >= timer.min_unit_s
