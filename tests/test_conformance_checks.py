@@ -123,9 +123,10 @@ def test_float32_forward_tolerance_follows_the_reference_rounding():
 
 
 def test_summary_lists_unavailable_backends_as_skipped():
+    from fwbench.conformance_runner import summary_table
     from rich.console import Console
 
-    table = C.summary_table([C.Check("numpy", "t", "logits", 0.0, 0.0, True)],
+    table = summary_table([C.Check("numpy", "t", "logits", 0.0, 0.0, True)],
                             [("ghost", "unavailable: ghostlib is not installed (pip install ghostlib)")])
     console = Console(width=200, record=True)
     console.print(table)
