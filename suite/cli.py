@@ -245,10 +245,9 @@ def _print_peak(args, env) -> int:
     from .micro.peak import cache_path, resolve_peak
     from .plugins import get_registry
     from .run.matrix import default_threads
+    from .run.placement import threads_per_cell
 
-    threads = args.threads or default_threads()
-    if threads > default_threads():
-        raise UsageError(f"--threads {threads} is more than the {default_threads()} cores this process may use")
+    threads = threads_per_cell(args.threads, 1, default_threads())  # as `bench run` gives a cell
     available = [n for n, b in sorted(get_registry().backends.items()) if b.availability().ok]
     console = _console()
     device = getattr(args, "device", "cpu")

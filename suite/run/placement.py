@@ -162,10 +162,17 @@ def with_placement(record: dict[str, Any], claim: Claim, started_at: str) -> dic
     return record
 
 
+#: Up to this many cores, one cell at a time leaves one core free by default: on a 2-core host a
+#: cell on both cores shares one with the driver, the OS and any neighbour, and its run-to-run CV
+#: was 4-15% against 1.3-2.1% with one thread (benchmarks/run_to_run.py, docs/statistics.md).
+SMALL_HOST_CORES = 4
+
+
 def threads_per_cell(requested: int | None, concurrent: int, cores: int) -> int:
     """``--threads`` for ``concurrent`` cells at once on a host of ``cores`` cores: the default
-    shares the cores out (``cores // concurrent``, at least 1); an explicit count that cannot
-    give every cell its own cores is refused.
+    shares the cores out (``cores // concurrent``, at least 1; one cell on a host of 2 to
+    `SMALL_HOST_CORES` cores gets all but one); an explicit count that cannot give every cell its
+    own cores is refused.
 
     Raises:
         UsageError: ``requested * concurrent > cores``.
@@ -174,6 +181,8 @@ def threads_per_cell(requested: int | None, concurrent: int, cores: int) -> int:
 
     concurrent = max(1, concurrent)
     if requested is None:
+        if concurrent == 1 and 2 <= cores <= SMALL_HOST_CORES:
+            return cores - 1  # a small host keeps one core for the driver, the OS and neighbours
         return max(1, cores // concurrent)
     if requested * concurrent > cores:
         if concurrent == 1:

@@ -159,10 +159,9 @@ def cmd_study(args) -> int:
     profile = None if args.profile == "full" else args.profile
     study = load_study(path, registry, profile, grid[0])
     backends = _pick_backends(registry, args.backend)
-    threads = args.threads or default_threads()
-    if threads > default_threads():
-        raise UsageError(f"--threads {threads} is more than the {default_threads()} cores this process may use; "
-                         f"use --threads {default_threads()} or fewer")
+    from ..run.placement import threads_per_cell
+
+    threads = threads_per_cell(args.threads, 1, default_threads())  # as `bench run` gives a cell
     for name in sorted({load_task(c.task_path, c.overrides).dataset.name for c in study.cells}):
         _ensure_dataset(registry, name, args.data_dir)
 

@@ -69,7 +69,8 @@ def test_pinning_follows_the_claimed_set():
 
 
 @pytest.mark.parametrize(("requested", "workers", "cores", "expected"),
-                         [(None, 1, 16, 16), (None, 2, 16, 8), (None, 3, 2, 1), (4, 4, 16, 4), (1, 2, 2, 1)])
+                         [(None, 1, 16, 16), (None, 2, 16, 8), (None, 3, 2, 1), (4, 4, 16, 4), (1, 2, 2, 1),
+                          (None, 1, 2, 1), (None, 1, 4, 3), (None, 1, 1, 1), (2, 1, 2, 2)])
 def test_default_threads_share_the_cores_between_workers(requested, workers, cores, expected):
     assert threads_per_cell(requested, workers, cores) == expected
 
