@@ -80,10 +80,10 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     if not backends:
         return
     from ..errors import FwbenchError
-    from . import checks
+    from .checks import training_tasks
 
     try:
-        tasks = config.getoption("--fwbench-task") or checks.training_tasks()
+        tasks = config.getoption("--fwbench-task") or training_tasks()
         peak = config.getoption("--fwbench-peak")
         for backend in backends:
             items.extend(_items(session, backend, tasks, peak))
@@ -92,8 +92,16 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 
 
 def _items(session, backend: str, tasks: list[str], peak: float | None) -> list[KitItem]:
-    from . import checks
-    from .checks import load
+    from .checks import (
+        NotApplicable,
+        check_conformance,
+        check_fault_crash_in_build,
+        check_fault_unsupported,
+        check_params,
+        check_sync,
+        check_weights,
+        load,
+    )
 
     def item(name: str, check: Callable[[], str]) -> KitItem:
         return KitItem.from_parent(session, name=name, nodeid=f"fwbench-kit[{backend}]::{name}", check=check)
@@ -107,22 +115,22 @@ def _items(session, backend: str, tasks: list[str], peak: float | None) -> list[
     declined = [t for t in tasks if t not in supported]
     out = []
     for task in tasks:
-        out.append(item(f"conformance[{task}]", lambda t=task: checks.check_conformance(backend, t)))
-        out.append(item(f"weights[{task}]", lambda t=task: checks.check_weights(backend, t)))
-        out.append(item(f"params[{task}]", lambda t=task: checks.check_params(backend, t)))
+        out.append(item(f"conformance[{task}]", lambda t=task: check_conformance(backend, t)))
+        out.append(item(f"weights[{task}]", lambda t=task: check_weights(backend, t)))
+        out.append(item(f"params[{task}]", lambda t=task: check_params(backend, t)))
     first = supported[0] if supported else None
 
     def needs_task(check):
         def run():
             if first is None:
-                raise checks.NotApplicable(f"backend {backend!r} supports none of the tasks {tasks}")
+                raise NotApplicable(f"backend {backend!r} supports none of the tasks {tasks}")
             return check()
         return run
 
-    out.append(item("sync", needs_task(lambda: checks.check_sync(backend, first, peak))))
-    out.append(item("fault:crash-in-build", needs_task(lambda: checks.check_fault_crash_in_build(backend, first))))
+    out.append(item("sync", needs_task(lambda: check_sync(backend, first, peak))))
+    out.append(item("fault:crash-in-build", needs_task(lambda: check_fault_crash_in_build(backend, first))))
     out.append(item("fault:unsupported",
-                    lambda: checks.check_fault_unsupported(backend, declined[0] if declined else None, first)))
+                    lambda: check_fault_unsupported(backend, declined[0] if declined else None, first)))
     return out
 
 
