@@ -44,3 +44,22 @@ def engines_text(backend) -> str:
     for engine, availability in backend.engines().items():
         parts.append(f"{engine} ✓" if availability.ok else f"{engine} ✗")
     return ", ".join(parts)
+
+
+def rule_of_check(quantity: str) -> dict[str, str] | None:
+    """The update rule a `bench check` quantity exercises, for a frontend's native mode to name the
+    conventions behind a difference: ``{}`` for the task's own rule (``step:task``, ``rule:task``,
+    the curve), ``{"optimizer": ..., "clip": ...}`` for a variant (``step:adam``,
+    ``rule:clip-norm``...), None for the model itself (logits, loss, gradients must agree)."""
+    if quantity in ("curve", "logits after curve"):
+        return {}
+    kind, _, what = quantity.partition(":")
+    if kind not in ("step", "rule"):
+        return None
+    if what == "task":
+        return {}
+    if what in ("clip-norm", "clip-value"):
+        return {"optimizer": "sgd", "clip": what.split("-")[1]}
+    if what == "lr-per-step":
+        return {"optimizer": "momentum", "clip": "none"}
+    return {"optimizer": what, "clip": "none"}

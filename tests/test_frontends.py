@@ -81,3 +81,13 @@ def test_an_engine_grid_plans_each_raw_backend_only_on_its_own_engine(tmp_path):
     planned = [(c.backend, c.overrides["backend.engine"]) for c in plan_run(args).cells]
     expected = [(b, e) for e in engines for b in wanted if b in (e, "keras")]
     assert planned == expected
+
+
+def test_each_check_quantity_names_the_rule_it_exercises():
+    from fwbench.frontends import rule_of_check
+
+    assert rule_of_check("grad:1.weight") is None and rule_of_check("logits") is None
+    assert rule_of_check("curve") == {} and rule_of_check("rule:task") == {}
+    assert rule_of_check("step:adam") == rule_of_check("rule:adam") == {"optimizer": "adam", "clip": "none"}
+    assert rule_of_check("rule:clip-value") == {"optimizer": "sgd", "clip": "value"}
+    assert rule_of_check("step:lr-per-step") == {"optimizer": "momentum", "clip": "none"}

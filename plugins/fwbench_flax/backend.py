@@ -45,20 +45,12 @@ class FlaxBackend(Backend):
         """For `bench check` in native mode: the conventions that explain a differing quantity."""
         if self.mode != "native":
             return []
+        from fwbench.frontends import rule_of_check
+
         from .conventions import differences
 
-        if quantity.startswith(("step:", "rule:")):  # end to end, or on the closed-form probe
-            what = quantity.split(":", 1)[1]
-            if what == "task":
-                return differences(task)
-            if what in ("clip-norm", "clip-value"):
-                return differences(task, optimizer="sgd", clip=what.split("-")[1])
-            if what == "lr-per-step":
-                return differences(task, optimizer="momentum", clip="none")
-            return differences(task, optimizer=what, clip="none")
-        if quantity in ("curve", "logits after curve"):
-            return differences(task)
-        return []
+        rule = rule_of_check(quantity)
+        return [] if rule is None else differences(task, **rule)
 
     def version(self) -> str:
         return importlib.metadata.version("flax")

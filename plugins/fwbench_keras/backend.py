@@ -75,21 +75,16 @@ class KerasBackend(Backend):
         ``quantity`` (none in exact mode, or for logits, loss and gradients: those must agree)."""
         if self.options.mode != "native":
             return []
+        from fwbench.frontends import rule_of_check
+
         from .conventions import differences
 
-        if quantity.startswith(("step:", "rule:")):  # end to end, or on the closed-form probe
-            what = quantity.split(":", 1)[1]
-            if what == "task":
-                return differences(task)
-            if what in ("clip-norm", "clip-value"):
-                return differences(task, optimizer="sgd", clip=what.split("-")[1]) or [
-                    "clip value: same rule, on Keras' own SGD"]
-            if what == "lr-per-step":
-                return differences(task, optimizer="momentum", clip="none")
-            return differences(task, optimizer=what, clip="none")
-        if quantity in ("curve", "logits after curve"):
-            return differences(task)
-        return []
+        rule = rule_of_check(quantity)
+        if rule is None:
+            return []
+        if rule.get("clip") in ("norm", "value"):
+            return differences(task, **rule) or ["clip value: same rule, on Keras' own SGD"]
+        return differences(task, **rule)
 
     @property
     def label(self) -> str:
