@@ -32,6 +32,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .model import ModelInfo
+    from .options import Option
     from .ops import Ops
     from .spec import TaskSpec
 
@@ -163,6 +164,10 @@ class Backend(ABC):
 
     #: The API a user writes: "raw" (the framework's own) or a frontend such as "keras" or "flax".
     frontend: str = "raw"
+
+    #: The keys its ``[backend]`` table may hold (`fwbench.options.Option`): checked by the core when
+    #: a run is planned (unknown key or value → exit 2), listed by ``bench list backends --options``.
+    declared_options: tuple[Option, ...] = ()
 
     # -- frontend x engine (see fwbench.frontends) ------------------------------------------------
     def for_options(self, options: dict[str, Any], source: str = "<spec>") -> Backend:

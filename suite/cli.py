@@ -99,6 +99,8 @@ def build_parser() -> ArgumentParser:
     lst = sub.add_parser("list", help="list backends, tasks, datasets or studies (--json for scripts)")
     lst.add_argument("what", nargs="?", choices=["backends", "tasks", "datasets", "studies"], default="backends")
     lst.add_argument("--json", action="store_true", help="print the rows as JSON (for scripts)")
+    lst.add_argument("--options", action="store_true",
+                     help="with `backends`: one row per declared [backend] option (name, type, default, choices)")
     lst.set_defaults(handler=cmd_list)
 
     info = sub.add_parser("info", help="this machine: CPU, threads, BLAS, frameworks")
@@ -160,7 +162,9 @@ def _console():
 def cmd_list(args) -> int:
     from .plugins import get_registry
 
-    rows = list_rows(args.what, get_registry())
+    if args.options and args.what != "backends":
+        raise UsageError(f"--options lists backend options; use `bench list backends --options`, not {args.what}")
+    rows = option_rows(get_registry()) if args.options else list_rows(args.what, get_registry())
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -171,7 +175,7 @@ def cmd_list(args) -> int:
         table.add_column(column)
     for row in rows:
         cells = [str(v) for v in row.values()]
-        if args.what == "backends":
+        if args.what == "backends" and not args.options:
             colour = "green" if row["status"] == "available" else "red" if row["status"].startswith("broken") \
                 else "yellow"
             cells[3] = f"[{colour}]{cells[3]}[/]"
@@ -184,6 +188,24 @@ LIST_COLUMNS = {"backends": ("backend", "frontend", "engines", "status", "descri
                 "tasks": ("task", "dataset", "description", "file"),
                 "studies": ("study", "kind", "cells", "title", "file"),
                 "datasets": ("dataset", "shape", "where", "description")}
+
+
+def option_rows(registry) -> list[dict[str, str]]:
+    """``bench list backends --options``: one row per declared option of every backend."""
+    from .options import declared
+
+    rows = []
+    for name, backend in sorted(registry.backends.items()):
+        for option in declared(backend).values():
+            row = option.as_dict()
+            rows.append({"backend": name, "option": row["name"], "type": row["type"],
+                         "default": json.dumps(row["default"]),
+                         "choices": ", ".join(json.dumps(c) for c in row["choices"]) or f"any {row['type']}",
+                         "help": row["help"]})
+        if not declared(backend):
+            rows.append({"backend": name, "option": "(none)", "type": "", "default": "", "choices": "",
+                         "help": "takes no backend options"})
+    return rows
 
 
 def list_rows(what: str, registry) -> list[dict[str, str]]:

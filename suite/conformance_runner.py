@@ -11,6 +11,7 @@ import numpy as np
 
 from .conformance import Check, training_tasks
 from .errors import UsageError
+from .options import resolve_options
 from .spec import parse_value
 
 
@@ -87,6 +88,8 @@ def check_variants(registry, backends: list[str], items: list[str]) -> list[tupl
         for variant in variants:
             table = {**variant, **options}
             if table:
+                resolve_options(backend, options, "--set",
+                                others=[registry.get_backend(b) for b in backends if b != name])
                 backend.for_options(table, "--set")  # raises SpecError for an unknown value
             out.append((name, table))
     return out

@@ -6,6 +6,7 @@ import importlib.metadata
 from typing import Any
 
 from fwbench.backend import Backend, BuildRequest, Trainer
+from fwbench.options import Option
 from fwbench.errors import SpecError
 
 MODES = ("exact", "native")
@@ -13,6 +14,10 @@ MODES = ("exact", "native")
 
 class FlaxBackend(Backend):
     name = "flax"
+    declared_options = (
+        Option("mode", default="exact", choices=("exact", "native"),
+               help="exact: the suite's conventions; native: optax's and Flax's own formulas"),
+    )
     frontend = "flax"
     requires = ("flax", "jax", "optax")
     extra = "flax"

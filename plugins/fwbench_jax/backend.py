@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from fwbench.backend import Backend, BuildRequest, Trainer
+from fwbench.options import Option
 from fwbench.errors import DeviceError
 
 #: Single-threaded XLA CPU: no Eigen thread pool for XLA's own kernels. (The often-quoted
@@ -70,6 +71,11 @@ def _flags_in_force(initialized_before: bool) -> dict[str, Any] | None:
 
 class JaxBackend(Backend):
     name = "jax"
+    declared_options = (
+        Option("compile", default=True, choices=(True, False), help="true: jax.jit the train step; false: no jit"),
+        Option("layout", default="NHWC", choices=("NHWC", "NCHW"),
+               help="activation layout inside the model (NHWC measured faster on CPU)"),
+    )
     requires = ("jax", "optax")
     extra = "jax"
     description = "JAX + optax: pure functions over pytrees, one jax.jit train step (XLA)"

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from fwbench.backend import Availability, Backend, BuildRequest, Trainer
+from fwbench.options import Option
 from fwbench.errors import UsageError
 
 from .options import ENGINES, KerasOptions, engine_installed, parse_options
@@ -36,6 +37,14 @@ def _raw_engine_backend(engine: str) -> Backend:
 
 class KerasBackend(Backend):
     name = "keras"
+    declared_options = (
+        Option("engine", default="tensorflow", choices=("tensorflow", "jax", "torch"),
+               help="the Keras 3 engine (KERAS_BACKEND), set in the cell process before Keras loads"),
+        Option("mode", default="exact", choices=("exact", "native"),
+               help="exact: the suite's conventions; native: Keras' own formulas"),
+        Option("compile", default="auto", choices=("auto", True, False),
+               help="model.compile(jit_compile=...): auto = Keras' choice per engine"),
+    )
     frontend = "keras"
     requires = ("keras",)
     extra = "keras"

@@ -16,6 +16,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
+from fwbench.options import Option
 from fwbench.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ def _cpu_name() -> str:
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
+    declared_options = (
+        Option("compile", default=True, choices=(True, False, "xla", "graph", "eager"),
+               help="true/xla: tf.function(jit_compile=True); graph: tf.function without XLA; false/eager"),
+    )
     requires = ("tensorflow",)
     extra = "tensorflow"
     description = ("TensorFlow 2: one tf.function(jit_compile=True) XLA train step, NHWC layout, "

@@ -9,6 +9,7 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
+from fwbench.options import Option
 from fwbench.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -35,6 +36,14 @@ class TorchBackend(Backend):
     """PyTorch, eager by default; ``[backend] compile = true`` uses ``torch.compile``."""
 
     name = "torch"
+    declared_options = (
+        Option("compile", default=False,
+               choices=(False, True, "eager", "default", "reduce-overhead", "max-autotune",
+                        "max-autotune-no-cudagraphs"),
+               help="false/eager: eager PyTorch; true/default or a torch.compile mode: torch.compile the step"),
+        Option("optimizer_impl", default="auto", choices=("auto", "fused", "foreach", "forloop"),
+               help="torch.optim implementation: auto = fused where torch has it, else foreach"),
+    )
     requires = ("torch",)
     extra = "torch"
     description = "PyTorch (eager; torch.compile with backend.compile = true)"

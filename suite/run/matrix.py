@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
 from ..frontends import runs_on_engine
+from ..options import applicable_overrides, resolve_options
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
 from .placement import threads_per_cell
 
@@ -103,7 +104,7 @@ def plan_run(args) -> Plan:
         raise UsageError(f"--resume: no earlier run in {args.out}; drop --resume to start a new run")
     run_id = resume_dir.name if resume_dir else new_run_id()
 
-    cells, datasets = [], set()
+    cells, datasets, seen = [], set(), set()
     for task_name in args.task:
         path = registry.get_task_file(task_name)
         native = load_task(path, profile=profile)  # validates the file itself first
@@ -121,13 +122,19 @@ def plan_run(args) -> Plan:
                 datasets.add(task.dataset.name)
                 check_model_fits(registry, task)
             label = path.stem if task_name == str(path) else task_name
-            for backend in backends:  # refuse bad [backend] options (an unknown engine) up front
-                registry.get_backend(backend).for_options(task.backend, task.source)
-                if not runs_on_engine(registry.get_backend(backend), overrides):
+            for backend in backends:  # refuse bad [backend] options (an unknown key or engine) up front
+                plugin = registry.get_backend(backend)
+                check_backend_options(plugin, task, [registry.get_backend(b) for b in backends],
+                                      list(registry.backends.values()), overrides)
+                if not runs_on_engine(plugin, overrides):
                     continue  # --set backend.engine=jax,torch: raw torch only in the torch column
+                own = applicable_overrides(plugin, overrides)  # another backend's option: not this cell's
+                if (backend, label, tuple(sorted(own.items(), key=str))) in seen:
+                    continue  # -b numpy,torch --set compile=true,false: numpy runs once
+                seen.add((backend, label, tuple(sorted(own.items(), key=str))))
                 for device in args.device:
                     cells.append(Cell(run_id=run_id, backend=backend, task=label, task_path=str(path.resolve()),
-                                      device=device, overrides=overrides, profile=profile, threads=threads,
+                                      device=device, overrides=own, profile=profile, threads=threads,
                                       timeout_s=args.timeout, memory_limit_mb=args.memory_limit,
                                       data_dir=str(args.data_dir) if args.data_dir else None,
                                       save_weights=_save_weights_dir(args), repeats=repeats))
@@ -139,6 +146,19 @@ def plan_run(args) -> Plan:
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
                 {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads,
                  "repeats": repeats})
+
+
+def check_backend_options(plugin, task, selected: list, registered: list, overrides: dict) -> None:
+    """Refuse a ``[backend]`` key that no backend declares, or a value ``plugin`` refuses (exit 2).
+
+    A ``--set backend.KEY`` must be declared by a backend of the run (``selected``); a key of the
+    task file, which serves every backend, by any registered one. Errors name the file or the flag."""
+    from_set = {k[len("backend."):] for k in overrides if k.startswith("backend.")}
+    from_file = {k: v for k, v in task.backend.items() if k not in from_set}
+    resolve_options(plugin, from_file, task.source, others=[b for b in registered if b is not plugin])
+    resolve_options(plugin, {k: task.backend[k] for k in from_set if k in task.backend}, "--set",
+                    others=[b for b in selected if b is not plugin])
+    plugin.for_options(task.backend, task.source)
 
 
 def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> None:
