@@ -6,8 +6,8 @@ import importlib.metadata
 from typing import Any
 
 from fwbench.backend import Backend, BuildRequest, Trainer
-from fwbench.options import Option
 from fwbench.errors import SpecError
+from fwbench.options import Option
 
 MODES = ("exact", "native")
 

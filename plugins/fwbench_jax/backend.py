@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from fwbench.backend import Backend, BuildRequest, Trainer
-from fwbench.options import Option
 from fwbench.errors import DeviceError
+from fwbench.options import Option
 
 #: Single-threaded XLA CPU: no Eigen thread pool for XLA's own kernels. (The often-quoted
 #: ``intra_op_parallelism_threads=1`` is not an XLA flag: without ``--`` XLA ignores it, with

@@ -14,8 +14,8 @@ import sys
 from typing import Any
 
 from fwbench.backend import Availability, Backend, BuildRequest, Trainer
-from fwbench.options import Option
 from fwbench.errors import UsageError
+from fwbench.options import Option
 
 from .options import ENGINES, KerasOptions, engine_installed, parse_options
 

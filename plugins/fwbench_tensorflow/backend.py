@@ -16,8 +16,8 @@ import platform
 from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
-from fwbench.options import Option
 from fwbench.errors import DeviceError
+from fwbench.options import Option
 
 if TYPE_CHECKING:
     from .trainer import TensorflowTrainer
