@@ -1,0 +1,28 @@
+"""The JAX backend's ``[backend]`` options, declared without importing JAX.
+
+`fwbench_jax.backend.JaxBackend.declared_options` lists them (checked by the core when a run is
+planned); the trainer and the ops read the parsed values (`jax_options`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fwbench.options import Option, option_values
+
+from .layout import DEFAULT_LAYOUT, LAYOUTS, Layout
+
+OPTIONS = (
+    Option("compile", default=True, choices=(True, False), help="true: jax.jit the train step; false: no jit"),
+    Option("layout", default=DEFAULT_LAYOUT, choices=LAYOUTS,
+           help="activation layout inside the model (NHWC measured faster on CPU)"),
+)
+
+
+def jax_options(table: dict[str, Any] | None, where: str = "<spec>") -> tuple[bool, Layout]:
+    """``(jit, layout)`` from a ``[backend]`` table (defaults: jit, NHWC).
+
+    Raises:
+        SpecError: a value outside the choices (one line naming ``where`` and the key).
+    """
+    values = option_values(OPTIONS, table, where, "jax")
+    return values["compile"], Layout(values["layout"])
