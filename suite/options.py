@@ -11,6 +11,8 @@ A key that another backend in the run declares is not an error for a backend tha
 such as ``-b numpy,torch --set backend.compile=true,false`` gives torch two cells and numpy one
 (`applicable_overrides`). ``bench list backends --options`` prints every declaration.
 
+A trainer reads the parsed values with `option_values` instead of parsing ``task.backend`` itself.
+
 Example (a backend's module)::
 
     from fwbench.options import Option
@@ -106,6 +108,24 @@ def declared(backend) -> dict[str, Option]:
     return {o.name: o for o in getattr(backend, "declared_options", ()) or ()}
 
 
+def option_values(options: Iterable[Option], table: dict[str, Any] | None, where: str = "<spec>",
+                  owner: str = "this backend") -> dict[str, Any]:
+    """What a trainer (or an ``Ops``) reads: ``options``' values in ``table``, parsed, over the defaults.
+
+    Keys ``options`` does not declare are ignored here: they belong to another backend of the run,
+    and an unknown key was refused when the run was planned (`resolve_options`). A backend keeps
+    its ``declared_options`` in a module without framework imports so its trainer can read them::
+
+        values = option_values(OPTIONS, request.task.backend, request.task.source, "mybackend")
+        if values["compile"]: ...
+
+    Raises:
+        SpecError: a value an option refuses (naming ``where``, the key and the accepted values).
+    """
+    table = table or {}
+    return {o.name: o.parse(table[o.name], where, owner) if o.name in table else o.default for o in options}
+
+
 def resolve_options(backend, table: dict[str, Any], where: str = "<spec>", *,
                     others: Iterable[Any] = ()) -> dict[str, Any]:
     """Check ``table`` (a task's ``[backend]`` table) against ``backend``'s declarations.
@@ -125,15 +145,10 @@ def resolve_options(backend, table: dict[str, Any], where: str = "<spec>", *,
     """
     options = declared(backend)
     known_elsewhere = {name for other in others for name in declared(other)}
-    resolved = {name: option.default for name, option in options.items()}
-    for key, value in table.items():
-        if key in options:
-            resolved[key] = options[key].parse(value, where, backend.name)
-        elif key == ENGINE_KEY or key in known_elsewhere:
-            continue
-        else:
+    for key in table:
+        if key not in options and key != ENGINE_KEY and key not in known_elsewhere:
             raise SpecError(where, f"backend.{key}", _unknown_key(backend, key, set(options) | known_elsewhere))
-    return resolved
+    return option_values(options.values(), table, where, backend.name)
 
 
 def _unknown_key(backend, key: str, known: set[str]) -> str:

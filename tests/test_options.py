@@ -6,7 +6,7 @@ import json
 import pytest
 from fwbench.cli import main
 from fwbench.errors import SpecError
-from fwbench.options import Option, applicable_overrides, resolve_options
+from fwbench.options import Option, applicable_overrides, option_values, resolve_options
 
 
 class _Fake:
@@ -94,3 +94,44 @@ def test_every_builtin_option_default_is_one_of_its_choices():
     for backend in get_registry().backends.values():
         for option in declared(backend).values():
             assert option.parse(option.default, "<default>", backend.name) == option.default
+
+
+# `bench check --set backend.KEY=…` goes through the same declarations: refused before any check runs.
+@pytest.mark.parametrize("args, words", [
+    (["-b", "torch", "--set", "backend.compile=ture"], ["--set [backend.compile]", '"ture"', "expected one of"]),
+    (["-b", "numpy", "--set", "backend.typo_option=1"], ["unknown option 'typo_option'", "numpy takes no"]),
+    (["-b", "keras", "--set", "backend.enigne=jax"], ["unknown option 'enigne'", "did you mean 'engine'"]),
+])
+def test_bench_check_refuses_bad_backend_options_the_same_way(args, words, capsys, monkeypatch):
+    from fwbench import conformance_runner
+
+    def no_checks(*_a, **_k):  # reaching the checks means the option was accepted
+        raise AssertionError("a check started")
+
+    monkeypatch.setattr(conformance_runner, "run_checks", no_checks)
+    code = main(["check", *args, "-t", "mlp_mnist"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for word in words:
+        assert word in err
+
+
+def test_trainers_read_parsed_values_over_the_defaults():
+    """`option_values`: what a trainer reads; another backend's key is ignored, a bad value refused."""
+    assert option_values((COMPILE, SLEEP), None) == {"compile": False, "sleep": 0.0}
+    assert option_values((COMPILE,), {"compile": "Default", "layout": "NCHW"}) == {"compile": "default"}
+    with pytest.raises(SpecError, match=r'^t.toml \[backend.sleep\]: mine takes sleep as any float, got "x"'):
+        option_values((SLEEP,), {"sleep": "x"}, "t.toml", "mine")
+
+
+def test_builtin_trainers_map_their_options():
+    from fwbench_jax.options import jax_options
+    from fwbench_tensorflow.options import compile_mode as tf_mode
+    from fwbench_torch.options import torch_options
+
+    assert torch_options({})["compile"] is None and torch_options({"compile": True})["compile"] == "default"
+    assert torch_options({"compile": "max-autotune"})["compile"] == "max-autotune"
+    assert tf_mode({}) == "xla" and tf_mode({"compile": False}) == "eager" and tf_mode({"compile": "graph"}) == "graph"
+    jit, layout = jax_options({"layout": "nchw"})
+    assert jit is True and layout.name == "NCHW"

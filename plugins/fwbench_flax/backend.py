@@ -6,8 +6,7 @@ import importlib.metadata
 from typing import Any
 
 from fwbench.backend import Backend, BuildRequest, Trainer
-from fwbench.errors import SpecError
-from fwbench.options import Option
+from fwbench.options import Option, option_values
 
 MODES = ("exact", "native")
 
@@ -15,7 +14,7 @@ MODES = ("exact", "native")
 class FlaxBackend(Backend):
     name = "flax"
     declared_options = (
-        Option("mode", default="exact", choices=("exact", "native"),
+        Option("mode", default="exact", choices=MODES,
                help="exact: the suite's conventions; native: optax's and Flax's own formulas"),
     )
     frontend = "flax"
@@ -27,11 +26,7 @@ class FlaxBackend(Backend):
         self.mode = mode
 
     def for_options(self, options: dict[str, Any], source: str = "<spec>") -> FlaxBackend:
-        mode = str(options.get("mode", "exact")).lower()
-        if mode not in MODES:
-            raise SpecError(source, "backend.mode", f"unknown mode {options.get('mode')!r}; expected exact "
-                            "(the suite's conventions) or native (optax's and Flax's own)")
-        return FlaxBackend(mode)
+        return FlaxBackend(option_values(self.declared_options, options, source, self.name)["mode"])
 
     def identity(self) -> dict[str, Any]:
         return {"frontend": "flax", "frontend_version": self.version(), "engine": "jax",

@@ -10,7 +10,8 @@ from typing import Any
 
 from fwbench.backend import Backend, BuildRequest, Trainer
 from fwbench.errors import DeviceError
-from fwbench.options import Option
+
+from .options import OPTIONS
 
 #: Single-threaded XLA CPU: no Eigen thread pool for XLA's own kernels. (The often-quoted
 #: ``intra_op_parallelism_threads=1`` is not an XLA flag: without ``--`` XLA ignores it, with
@@ -71,11 +72,7 @@ def _flags_in_force(initialized_before: bool) -> dict[str, Any] | None:
 
 class JaxBackend(Backend):
     name = "jax"
-    declared_options = (
-        Option("compile", default=True, choices=(True, False), help="true: jax.jit the train step; false: no jit"),
-        Option("layout", default="NHWC", choices=("NHWC", "NCHW"),
-               help="activation layout inside the model (NHWC measured faster on CPU)"),
-    )
+    declared_options = OPTIONS
     requires = ("jax", "optax")
     extra = "jax"
     description = "JAX + optax: pure functions over pytrees, one jax.jit train step (XLA)"

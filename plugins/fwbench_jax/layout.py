@@ -60,17 +60,6 @@ class Layout:
         return array.transpose(3, 2, 0, 1) if self.name == "NHWC" and array.ndim == 4 else array
 
 
-def resolve_layout(options: dict, source: str = "<spec>") -> Layout:
-    """The layout named by ``task.backend["layout"]`` (default NHWC)."""
-    from fwbench.errors import SpecError
-
-    name = str(options.get("layout", DEFAULT_LAYOUT)).upper()
-    if name not in LAYOUTS:
-        raise SpecError(source, "backend.layout",
-                        f"unknown JAX layout {options.get('layout')!r}; expected one of: {', '.join(LAYOUTS)}")
-    return Layout(name)
-
-
 def to_numpy_canonical(layout: Layout, tree: dict) -> dict[str, np.ndarray]:
     """``{name: array}`` in ``layout`` -> NumPy copies in the canonical layout."""
     return {name: np.array(layout.param_out(np.asarray(value))) for name, value in tree.items()}

@@ -38,10 +38,9 @@ from fwbench.ops import (
 )
 from fwbench.spec import ClipSpec, ModelSpec
 
-from .layout import resolve_layout
 from .model import PRECISION, Model
 from .optim import Optimizer
-from .trainer import _compile_mode
+from .options import jax_options
 
 
 class JaxOps(Ops):
@@ -52,8 +51,7 @@ class JaxOps(Ops):
         if dtype == "float64" and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)  # as the trainer does for float64 tasks
         self.np_dtype = np.dtype(dtype)
-        self.layout = resolve_layout(options, "<ops>")
-        self.jit = _compile_mode(options, "<ops>")
+        self.jit, self.layout = jax_options(options, "<ops>")
         self.jax_device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
         self.compile_info = {"mode": "jit" if self.jit else "eager", "layout": self.layout.name,
                              "dtype": dtype, "device": str(self.jax_device)}

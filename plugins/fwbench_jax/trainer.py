@@ -19,11 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from fwbench.backend import BuildRequest, Trainer
-from fwbench.errors import DeviceError, SpecError
+from fwbench.errors import DeviceError
 
-from .layout import resolve_layout, to_numpy_canonical
+from .layout import to_numpy_canonical
 from .model import Model, count_params, split_weights
 from .optim import Optimizer
+from .options import jax_options
 
 
 class TrainState(NamedTuple):
@@ -35,14 +36,6 @@ class TrainState(NamedTuple):
     key: jax.Array
 
 
-def _compile_mode(options: dict, source: str) -> bool:
-    value = options.get("compile", True)
-    if isinstance(value, bool):
-        return value
-    raise SpecError(source, "backend.compile",
-                    f"the JAX backend takes compile = true (jax.jit) or false (no jit), got {value!r}")
-
-
 class JaxTrainer(Trainer):
     """Model + optax optimizer on one JAX device. Batches are ``(x, y)`` device arrays."""
 
@@ -52,8 +45,7 @@ class JaxTrainer(Trainer):
         self.dtype = np.dtype(task.training.dtype)
         if self.dtype == np.float64 and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)  # process-wide; float32 models stay float32
-        self.layout = resolve_layout(task.backend, task.source)
-        self.jit = _compile_mode(task.backend, task.source)
+        self.jit, self.layout = jax_options(task.backend, task.source)
         self.info = request.info
         self.model = Model(request.info, self.layout)
         platform = "gpu" if request.device == "gpu" else "cpu"

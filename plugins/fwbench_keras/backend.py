@@ -15,9 +15,8 @@ from typing import Any
 
 from fwbench.backend import Availability, Backend, BuildRequest, Trainer
 from fwbench.errors import UsageError
-from fwbench.options import Option
 
-from .options import ENGINES, KerasOptions, engine_installed, parse_options
+from .options import ENGINES, OPTIONS, KerasOptions, engine_installed, parse_options
 
 
 def _raw_engine_backend(engine: str) -> Backend:
@@ -37,14 +36,7 @@ def _raw_engine_backend(engine: str) -> Backend:
 
 class KerasBackend(Backend):
     name = "keras"
-    declared_options = (
-        Option("engine", default="tensorflow", choices=("tensorflow", "jax", "torch"),
-               help="the Keras 3 engine (KERAS_BACKEND), set in the cell process before Keras loads"),
-        Option("mode", default="exact", choices=("exact", "native"),
-               help="exact: the suite's conventions; native: Keras' own formulas"),
-        Option("compile", default="auto", choices=("auto", True, False),
-               help="model.compile(jit_compile=...): auto = Keras' choice per engine"),
-    )
+    declared_options = OPTIONS
     frontend = "keras"
     requires = ("keras",)
     extra = "keras"

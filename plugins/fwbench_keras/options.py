@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fwbench.errors import SpecError
+from fwbench.options import Option, option_values
 
 #: Engine -> (module that must be importable, the raw fwbench backend that configures it).
 ENGINES: dict[str, tuple[str, str]] = {
@@ -31,21 +32,21 @@ class KerasOptions:
     compile: str | bool = "auto"
 
 
+OPTIONS = (
+    Option("engine", default=DEFAULT_ENGINE, choices=tuple(ENGINES),
+           help="the Keras 3 engine (KERAS_BACKEND), set in the cell process before Keras loads"),
+    Option("mode", default="exact", choices=MODES,
+           help="exact: the suite's conventions; native: Keras' own formulas"),
+    Option("compile", default="auto", choices=COMPILE,
+           help="model.compile(jit_compile=...): auto = Keras' choice per engine"),
+)
+
+
 def parse_options(options: dict[str, Any], source: str = "<spec>") -> KerasOptions:
     """``task.backend`` -> `KerasOptions`. Raises `SpecError` naming the key and the fix."""
-    engine = str(options.get("engine", DEFAULT_ENGINE)).lower()
-    if engine not in ENGINES:
-        raise SpecError(source, "backend.engine", f"unknown Keras engine {options.get('engine')!r}; "
-                        f"expected one of: {', '.join(ENGINES)}")
+    values = option_values(OPTIONS, options, source, "keras")
+    engine = values["engine"]
     if not engine_installed(engine):
         raise SpecError(source, "backend.engine", f"Keras engine {engine!r} is not installed; install "
                         f"it with: pip install 'fwbench[{ENGINES[engine][1]}]' or pick another engine")
-    mode = str(options.get("mode", "exact")).lower()
-    if mode not in MODES:
-        raise SpecError(source, "backend.mode", f"unknown mode {options.get('mode')!r}; expected exact "
-                        "(the suite's conventions) or native (Keras' own formulas)")
-    compile_ = options.get("compile", "auto")
-    if compile_ not in COMPILE:
-        raise SpecError(source, "backend.compile", f"the keras backend takes compile = \"auto\" (Keras' "
-                        f"choice), true (jit_compile=True) or false, got {compile_!r}")
-    return KerasOptions(engine, mode, compile_)
+    return KerasOptions(engine, values["mode"], values["compile"])

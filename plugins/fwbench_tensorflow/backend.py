@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
 from fwbench.errors import DeviceError
-from fwbench.options import Option
+
+from .options import OPTIONS
 
 if TYPE_CHECKING:
     from .trainer import TensorflowTrainer
@@ -41,10 +42,7 @@ def _cpu_name() -> str:
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
-    declared_options = (
-        Option("compile", default=True, choices=(True, False, "xla", "graph", "eager"),
-               help="true/xla: tf.function(jit_compile=True); graph: tf.function without XLA; false/eager"),
-    )
+    declared_options = OPTIONS
     requires = ("tensorflow",)
     extra = "tensorflow"
     description = ("TensorFlow 2: one tf.function(jit_compile=True) XLA train step, NHWC layout, "

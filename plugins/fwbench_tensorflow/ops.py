@@ -20,7 +20,6 @@ back (CPU) or calls ``tf.test.experimental.sync_devices()`` (GPU).
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,8 @@ from fwbench.spec import ModelSpec
 
 from .model import Network
 from .optim import Optimizer
-from .trainer import Compiled, compile_mode
+from .options import compile_mode
+from .trainer import Compiled
 
 
 def _nhwc(x: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ class TensorflowOps(Ops):
         self.tf_dtype = tf.as_dtype(dtype)
         self.gpu = device == "gpu"
         self.tf_device = "/GPU:0" if self.gpu else "/CPU:0"
-        self.mode = compile_mode(SimpleNamespace(backend=options, source="<ops>"))
+        self.mode = compile_mode(options, "<ops>")
         self.compile_info = {"mode": self.mode, "jit_compile": self.mode == "xla", "layout": "NHWC",
                              "dtype": dtype, "device": self.tf_device}
 

@@ -27,13 +27,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 from fwbench.backend import BuildRequest, Trainer
-from fwbench.errors import SpecError
 
 from .model import Network
 from .optim import Optimizer, clip_gradients
-
-#: The modes, also accepted by name as ``task.backend.compile`` values.
-MODES = ("xla", "graph", "eager")
+from .options import compile_mode
 
 
 class Batch(NamedTuple):
@@ -41,20 +38,6 @@ class Batch(NamedTuple):
 
     x: tf.Tensor
     y: tf.Tensor
-
-
-def compile_mode(task) -> str:
-    """``"xla"``, ``"graph"`` or ``"eager"`` from ``task.backend["compile"]`` (default true)."""
-    value = task.backend.get("compile", True)
-    if value is True:
-        return "xla"
-    if value is False:
-        return "eager"
-    if value in MODES:
-        return value
-    raise SpecError(task.source, "backend.compile",
-                    f"the tensorflow backend does not know {value!r}; use true (XLA, "
-                    "tf.function(jit_compile=True)), \"graph\" (tf.function without XLA) or false (eager)")
 
 
 def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -98,7 +81,7 @@ class TensorflowTrainer(Trainer):
         self.dtype = tf.as_dtype(task.training.dtype)
         self.gpu = request.device == "gpu"
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
-        self.mode = compile_mode(task)
+        self.mode = compile_mode(task.backend, task.source)
         with tf.device(self.device):
             self.model = Network(request.info, request.weights, self.dtype, xla=self.mode == "xla")
             self.optimizer = Optimizer(task.optimizer, self.model.trainable_variables)

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
 from fwbench.errors import DeviceError
-from fwbench.options import Option
+
+from .options import OPTIONS
 
 if TYPE_CHECKING:
     from .trainer import TorchTrainer
@@ -36,14 +37,7 @@ class TorchBackend(Backend):
     """PyTorch, eager by default; ``[backend] compile = true`` uses ``torch.compile``."""
 
     name = "torch"
-    declared_options = (
-        Option("compile", default=False,
-               choices=(False, True, "eager", "default", "reduce-overhead", "max-autotune",
-                        "max-autotune-no-cudagraphs"),
-               help="false/eager: eager PyTorch; true/default or a torch.compile mode: torch.compile the step"),
-        Option("optimizer_impl", default="auto", choices=("auto", "fused", "foreach", "forloop"),
-               help="torch.optim implementation: auto = fused where torch has it, else foreach"),
-    )
+    declared_options = OPTIONS
     requires = ("torch",)
     extra = "torch"
     description = "PyTorch (eager; torch.compile with backend.compile = true)"

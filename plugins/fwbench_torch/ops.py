@@ -48,7 +48,7 @@ class TorchOps(Ops):
         self.torch_device = torch.device("cuda" if device == "gpu" else "cpu")
         self.torch_dtype = DTYPES[dtype]
         self.options = options
-        self.mode = compile_mode(options)
+        self.mode = compile_mode(options, "<ops>")
         if self.mode is not None and self.torch_device.type == "cpu" and find_cxx() is None:
             raise RuntimeError("torch.compile on CPU needs a C++ compiler and none was found; "
                                "install g++ or set backend.compile = false")

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fwbench.backend import BuildRequest, Trainer
-from fwbench.errors import FwbenchError, UsageError
+from fwbench.errors import FwbenchError
 
 from .model import CanonicalMap, build_module
 from .optim import make_optimizer
+from .options import torch_options
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: Modes that replay CUDA graphs: their outputs are overwritten by the next replay.
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 
@@ -47,23 +47,13 @@ class TorchCompileError(FwbenchError):
     """``torch.compile`` could not compile the training step."""
 
 
-def compile_mode(task_backend: dict[str, Any]) -> str | None:
+def compile_mode(task_backend: dict[str, Any] | None, where: str = "<spec>") -> str | None:
     """The ``torch.compile`` mode asked for by ``task.backend["compile"]``; None = eager.
 
     Raises:
-        UsageError: a value that is neither a bool nor a torch.compile mode.
+        SpecError: a value that is neither a bool nor a torch.compile mode.
     """
-    value = task_backend.get("compile", False)
-    if value is False or value == "eager":
-        return None
-    if value is True:
-        return "default"
-    if isinstance(value, str) and value in COMPILE_MODES:
-        return value
-    raise UsageError(
-        f"backend.compile = {value!r} is not a torch option; use false (eager), true "
-        f"(torch.compile) or one of the torch.compile modes: {', '.join(COMPILE_MODES)}"
-    )
+    return torch_options(task_backend, where)["compile"]
 
 
 def find_cxx() -> str | None:
@@ -81,6 +71,7 @@ class TorchTrainer(Trainer):
 
     def __init__(self, request: BuildRequest):
         task = request.task
+        options = torch_options(task.backend, task.source)
         self.device = torch.device("cuda" if request.device == "gpu" else "cpu")
         self.dtype = DTYPES[task.training.dtype]
         if self.device.type == "cuda":
@@ -100,12 +91,12 @@ class TorchTrainer(Trainer):
             task.optimizer,
             self.params,
             self.device.type,
-            task.backend.get("optimizer_impl", "auto"),
+            options["optimizer_impl"],
         )
         self._groups = self.optimizer.param_groups
         self._clip_kind, self._clip_max = task.clip.kind, task.clip.max
 
-        mode = compile_mode(task.backend)
+        mode = options["compile"]
         self._clone_outputs = mode in CUDAGRAPH_MODES and self.device.type == "cuda"
         self._compile_pending = mode is not None  # the first step compiles
         if mode is None:

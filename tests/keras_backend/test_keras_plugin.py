@@ -34,9 +34,9 @@ def test_importing_the_plugin_and_planning_a_cell_imports_no_framework():
 
 
 @pytest.mark.parametrize(("options", "key", "words"), [
-    ({"engine": "tensorflw"}, "backend.engine", "expected one of: tensorflow, jax, torch"),
-    ({"mode": "loose"}, "backend.mode", "expected exact"),
-    ({"compile": "xla"}, "backend.compile", "got 'xla'"),
+    ({"engine": "tensorflw"}, "backend.engine", 'expected one of: "tensorflow", "jax", "torch"'),
+    ({"mode": "loose"}, "backend.mode", 'expected one of: "exact", "native"'),
+    ({"compile": "xla"}, "backend.compile", 'compile = "xla"; expected one of: "auto", true, false'),
 ])
 def test_bad_options_name_the_key_and_the_choices(options, key, words):
     with pytest.raises(SpecError) as info:

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fwbench.errors import UsageError
+from fwbench.errors import SpecError
 
 from .helpers import make_trainer
 
@@ -75,7 +75,7 @@ def test_train_step_returns_device_tensors_and_fetch_matches_them():
 
 
 def test_unknown_compile_value_names_the_choices():
-    with pytest.raises(UsageError, match=r"torch\.compile modes"):
+    with pytest.raises(SpecError, match=r'compile = "graph"; expected one of: false, true, "eager", "default"'):
         make_trainer(MLP, (4,), backend={"compile": "graph"})
 
 
