@@ -17,6 +17,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from . import record as R
 from .frontends import backend_label
 
 #: Overrides already shown elsewhere in the table (the dataset column) or set by the suite itself.
@@ -83,15 +84,15 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
                          overflow="fold")
     for r in records:
         m = r.get("metrics") or {}
-        ci = m.get("throughput_ci95")
-        thr = _fmt(m.get("throughput_samples_per_s"), ",.0f")
+        ci = m.get(R.THROUGHPUT_CI)
+        thr = _fmt(m.get(R.THROUGHPUT), ",.0f")
         if ci and None not in ci:
             thr += f" ({ci[0]:,.0f}–{ci[1]:,.0f})"
         n = m.get("repeats_n")
         thr += f" ×{n}" if n and n > 1 else (" ×1 (within-run)" if n == 1 and r.get("status") == "ok" else "")
         if m.get("throughput_wide"):
             thr += " ⚠wide"
-        step = (m.get("step_time_s") or {}).get("median")
+        step = (m.get(R.STEP_TIME) or {}).get("median")
         overrides = " ".join(f"{k}={v}" for k, v in sorted((r.get("overrides") or {}).items())
                              if k not in HIDDEN_OVERRIDES)
         where = f"{r.get('task', '?')} · {r.get('dataset') or '?'}"
@@ -100,10 +101,10 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
         status = r.get("status", "?") + (f" ({len(r['warnings'])}⚠)" if r.get("warnings") else "")
         table.add_row(
             Text(backend_label(r)), Text(where), Text(status, style=STATUS_STYLE.get(r.get("status"), "")),
-            _fmt(m.get("test_accuracy"), ".2%"), _fmt(r.get("params"), ","), thr,
-            _fmt(m.get("throughput_best_samples_per_s"), ",.0f"),
-            _fmt(step * 1e3 if step else None, ".2f"), _fmt(m.get("first_step_s"), ".3f"),
-            _fmt(m.get("epochs_run"), "d"),
+            _fmt(m.get(R.TEST_ACCURACY), ".2%"), _fmt(r.get("params"), ","), thr,
+            _fmt(m.get(R.THROUGHPUT_BEST), ",.0f"),
+            _fmt(step * 1e3 if step else None, ".2f"), _fmt(m.get(R.FIRST_STEP), ".3f"),
+            _fmt(m.get(R.EPOCHS), "d"),
         )
     return table
 

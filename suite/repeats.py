@@ -27,10 +27,10 @@ import math
 from statistics import median
 from typing import Any
 
+from .record import WITHIN_RUN_ONLY, new_record
 from .statistics import UNSTABLE_REPEAT_CV, WIDE_INTERVAL, repeat_interval
 from .timing import WITHIN_RUN_MARK
 
-WITHIN_RUN_ONLY = "within-run only"
 REPEATS = "repeats"
 
 
@@ -105,7 +105,7 @@ def merge_repeats(records: list[dict[str, Any]]) -> dict[str, Any]:
         merged["warnings"] += _merge_training(m, records)
     if m.get("cases"):
         merged["warnings"] += _merge_cases(m, records)
-    return merged
+    return new_record(**merged)  # the one constructor: every field, no stored _path
 
 
 def _merge_training(m: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:

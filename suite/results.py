@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from .record import SCHEMA_VERSION, STATUSES, STEP_TIME, Record, schema_version  # noqa: F401 (re-exported)
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "skipped", "timeout")
+log = logging.getLogger(__name__)
 
 #: Columns of `load_results` besides the flattened metrics.
 INDEX_COLUMNS = ("run_id", "cell_id", "backend", "task", "device", "dataset", "status")
@@ -61,7 +60,7 @@ def write_record(record: dict[str, Any], directory: str | Path) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    text = dumps(record)
+    text = dumps({k: v for k, v in record.items() if k != "_path"})  # where it was read from: not data
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -88,7 +87,12 @@ def safe_name(text: str) -> str:
 
 
 def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str, Any] | None:
-    """One record, or None if it is unreadable (the reason, naming the file, goes to ``skipped``)."""
+    """One record, migrated to the current schema, or None if it is unreadable (the reason, naming
+    the file, goes to ``skipped``).
+
+    Raises:
+        fwbench.record.RecordError: a record whose ``schema_version`` is malformed (exit 2).
+    """
     path = Path(path)
     note = (skipped if skipped is not None else []).append
     try:
@@ -99,10 +103,11 @@ def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str,
     if not isinstance(record, dict) or "schema_version" not in record or "status" not in record:
         note(f"skipping {path}: not an fwbench record (no schema_version/status)")
         return None
-    if record["schema_version"] > SCHEMA_VERSION:
+    if schema_version(record, str(path)) > SCHEMA_VERSION:  # a malformed one: RecordError, exit 2
         note(f"skipping {path}: schema_version {record['schema_version']} is newer than this "
              f"fwbench understands ({SCHEMA_VERSION}); upgrade fwbench")
         return None
+    record = Record.from_json(record, str(path)).to_json()  # older versions migrated (fwbench.record)
     record["_path"] = str(path)
     return record
 
@@ -159,7 +164,7 @@ def flatten(record: dict[str, Any]) -> dict[str, Any]:
     for key, value in metrics.items():
         if isinstance(value, int | float | str | bool) or value is None:
             row[key] = value
-    for key, value in (metrics.get("step_time_s") or {}).items():
+    for key, value in (metrics.get(STEP_TIME) or {}).items():
         if key != "raw" and isinstance(value, int | float):
             row[f"step_time_{key}"] = value
     env = record.get("env") or {}

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import record as R
 from .backend import Trainer
 from .data import Prepared, epoch_batches, eval_batches
 from .model import ModelInfo
@@ -258,20 +259,20 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
     if compile_s is None and step_times:
         compile_s = max(0.0, first_step_s - median)
     metrics = {
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+        R.TEST_ACCURACY: test["accuracy"], "test_loss": test["loss"],
         "best_val": {"epoch": stopper.best_epoch, es.monitor: _unscore(stopper, es.monitor)},
         # headline: batch / median step time (robust); the CI comes from the median's CI
-        "throughput_samples_per_s": bs / median if step_times else math.nan,
+        R.THROUGHPUT: bs / median if step_times else math.nan,
         "throughput_mean_samples_per_s": bs * len(step_times) / steady if step_times else math.nan,
-        "throughput_ci95": [bs / stats["ci95_high"], bs / stats["ci95_low"]] if step_times else None,
-        "step_time_s": stats,
-        "first_step_s": first_step_s,
+        R.THROUGHPUT_CI: [bs / stats["ci95_high"], bs / stats["ci95_low"]] if step_times else None,
+        R.STEP_TIME: stats,
+        R.FIRST_STEP: first_step_s,
         "compile_s": compile_s,
         "train_time_s": train_clock,
         "host_copy_s": host_copy_s,
         "time_to_accuracy_s": time_to_accuracy,
         "target_accuracy": tr.target_accuracy,
-        "epochs_run": len(history),
+        R.EPOCHS: len(history),
         "steps": step,
         "history": history,
         "early_stopping": {"stopped_early": stopped_early, "best_epoch": stopper.best_epoch,

@@ -22,8 +22,8 @@ from fwbench.compare import (
     parse_threshold,
 )
 from fwbench.errors import UsageError
-from fwbench.report.samples import example_record
 from fwbench.results import write_record
+from record_samples import example_record
 
 THROUGHPUT = "throughput (samples/s)"
 

@@ -9,7 +9,7 @@ from fwbench.errors import UsageError
 from fwbench.frontends import backend_label, engine_of, frontend_of
 from fwbench.plugins import get_registry
 from fwbench.report.frontends import overhead_ratio
-from fwbench.report.samples import example_record
+from record_samples import example_record
 
 
 def test_old_and_raw_records_are_raw_on_their_own_engine():

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 from fwbench.repeats import merge_repeats
-from fwbench.report.samples import conv2d_record, example_record
 from fwbench.statistics import ratio_interval, repeat_interval, repeats_needed
+from record_samples import conv2d_record, example_record
 
 
 def _singles(step_times, **kw):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fwbench.report import write_report
 from fwbench.report.html import SECTION_IDS
-from fwbench.report.samples import example_records
+from record_samples import example_records
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..results import SCHEMA_VERSION, now_iso, read_record, safe_name, write_record
+from ..record import new_record
+from ..results import now_iso, read_record, safe_name, write_record
 from .placement import claim_for_cell, with_placement
 from .process import die_with_parent
 
@@ -73,11 +74,9 @@ def new_run_id() -> str:
 
 def failed_record(cell: Cell, status: str, error: str, **extra) -> dict[str, Any]:
     """The record for a cell whose process never produced one (killed, hung, crashed)."""
-    return {"schema_version": SCHEMA_VERSION, "run_id": cell.run_id, "cell_id": cell.cell_id,
-            "backend": cell.backend, "backend_version": None, "task": cell.task, "device": cell.device,
-            "dataset": None, "synthetic_data": None, "overrides": cell.overrides, "profile": cell.profile,
-            "status": status, "error": error, "warnings": [], "params": None, "metrics": {},
-            "config": {}, "env": {}, "finished_at": now_iso(), **extra}
+    return new_record(run_id=cell.run_id, cell_id=cell.cell_id, backend=cell.backend, task=cell.task,
+                      device=cell.device, overrides=cell.overrides, profile=cell.profile, status=status,
+                      error=error, finished_at=now_iso(), **extra)
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

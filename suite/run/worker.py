@@ -16,7 +16,8 @@ from typing import Any
 
 from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
-from ..results import SCHEMA_VERSION, now_iso
+from ..record import new_record
+from ..results import now_iso
 from .process import memory_status, pin_threads, watch_parent
 
 
@@ -65,15 +66,10 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
     from ..plugins import get_plugin_manager, get_registry
 
     started, t0 = now_iso(), time.perf_counter()
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "run_id": cell["run_id"], "cell_id": cell["cell_id"],
-        "backend": cell["backend"], "backend_version": None, "task": cell["task"],
-        "device": cell["device"], "dataset": None, "synthetic_data": None,
-        "overrides": cell.get("overrides") or {}, "profile": cell.get("profile"),
-        "frontend": None, "engine": None, "frontend_version": None, "engine_version": None,
-        "status": "failed", "error": None, "warnings": [], "params": None, "params_expected": None,
-        "metrics": {}, "config": {}, "env": {}, "compile_info": {}, "started_at": started,
-    }
+    record: dict[str, Any] = new_record(
+        run_id=cell["run_id"], cell_id=cell["cell_id"], backend=cell["backend"], task=cell["task"],
+        device=cell["device"], overrides=cell.get("overrides") or {}, profile=cell.get("profile"),
+        status="failed", started_at=started)
     threads = int(cell["threads"])
     try:
         cpus = pin_threads(threads, cell.get("cpus"))

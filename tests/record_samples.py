@@ -1,6 +1,7 @@
-"""Example records with the real schema, for tests, demos and report previews (no training needed).
+"""Example records with the real schema (`fwbench.record.new_record`), for tests and report previews
+(no training needed).
 
-    from fwbench.report.samples import example_records
+    from record_samples import example_records
     write_report(example_records(), "preview.html")   # every section of the report has data
 """
 from __future__ import annotations
@@ -9,9 +10,8 @@ import math
 from typing import Any
 
 import numpy as np
-
-from ..results import SCHEMA_VERSION
-from ..timing import summarize
+from fwbench.record import new_record
+from fwbench.timing import summarize
 
 RUN_ID = "20260101-120000-c0ffee"
 UNSTABLE = "train step: unstable (CV 12.0% > 5%); close other programs or add repeats"
@@ -45,7 +45,7 @@ def example_record(backend: str = "torch", task: str = "mlp_mnist", *, dataset: 
     seeded), merged into one record as `bench run --repeat` does (`fwbench.repeats.merge_repeats`).
     """
     if repeats > 1 and status == "ok":
-        from ..repeats import merge_repeats
+        from fwbench.repeats import merge_repeats
 
         rng = np.random.default_rng([seed, 7])
         factors = np.exp(repeat_cv * rng.standard_normal(repeats))
@@ -62,19 +62,16 @@ def example_record(backend: str = "torch", task: str = "mlp_mnist", *, dataset: 
     overrides = {"dataset.name": dataset, **(overrides or {})}
     conv = task.startswith("cnn") if conv is None else conv
     cell_id = "__".join([backend, task, device] + [f"{k}={v}" for k, v in sorted(overrides.items())])
-    record: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "cell_id": cell_id, "backend": backend,
-        "backend_version": "1.0", "task": task, "device": device, "dataset": dataset, "synthetic_data": False,
-        "overrides": overrides, "profile": "quick", "status": status, "error": error,
-        "warnings": list(warnings or []), "params": None, "params_expected": params, "metrics": {},
-        "config": {"task": {"name": task, "description": "example", "family": family},
-                   "model": {"layers": [{"type": "conv2d", "filters": 8, "kernel": 3}] if conv
-                             else [{"type": "dense", "units": 10}]},
-                   "optimizer": {"name": "adam", "lr": 0.001},
-                   "training": {"batch_size": batch_size, "epochs": epochs}},
-        "env": {}, "compile_info": {}, "started_at": "2026-01-01T12:00:00+00:00",
-        "finished_at": "2026-01-01T12:00:10+00:00", "wall_s": 10.0,
-    }
+    record: dict[str, Any] = new_record(
+        run_id=run_id, cell_id=cell_id, backend=backend, backend_version="1.0", task=task, device=device,
+        dataset=dataset, synthetic_data=False, overrides=overrides, profile="quick", status=status, error=error,
+        warnings=list(warnings or []), params_expected=params,
+        config={"task": {"name": task, "description": "example", "family": family},
+                "model": {"layers": [{"type": "conv2d", "filters": 8, "kernel": 3}] if conv
+                          else [{"type": "dense", "units": 10}]},
+                "optimizer": {"name": "adam", "lr": 0.001},
+                "training": {"batch_size": batch_size, "epochs": epochs}},
+        started_at="2026-01-01T12:00:00+00:00", finished_at="2026-01-01T12:00:10+00:00", wall_s=10.0)
     if status != "ok":
         record["error"] = error or f"example {status} cell"
         return record
