@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .run.placement import threads_help
 
 DEFAULT_AB_REPEATS = 8  # what the gate uses: its error rates are measured (docs/statistics.md)
 
@@ -277,7 +278,7 @@ def add_ab_command(subparsers) -> None:
     ab.add_argument("--profile", choices=["quick", "full"], default=None, help="quick or full (default: full)")
     ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a spec value, as in `bench run`")
-    ab.add_argument("--threads", type=_positive_int, default=None, help="threads per cell, both sides alike")
+    ab.add_argument("--threads", type=_positive_int, default=None, help=threads_help("threads per cell, both sides alike"))
     ab.add_argument("--device", type=_csv, default=None, help="cpu, gpu or auto")
     ab.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
     ab.add_argument("--block-timeout", type=_positive_float, default=None,

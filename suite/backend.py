@@ -32,8 +32,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .model import ModelInfo
-    from .options import Option
     from .ops import Ops
+    from .options import Option
     from .spec import TaskSpec
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .errors import FwbenchError, UsageError
+from .run.placement import threads_help
 from .version import __version__
 
 EXIT_OK, EXIT_CELL_FAILED, EXIT_USAGE = 0, 1, 2
@@ -67,7 +68,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--profile", choices=["quick", "full"], default="full",
                      help="quick: fewer epochs and samples (from each task's [profiles.quick])")
     run.add_argument("--threads", type=_positive_int, default=None,
-                     help="CPU threads for every backend alike (default: all cores available)")
+                     help=threads_help())
     run.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
                      help="run every cell N times, each in a fresh process, interleaved across cells; the "
                           f"headline and its interval come from the repeats (default: {DEFAULT_REPEATS})")
@@ -108,7 +109,7 @@ def build_parser() -> ArgumentParser:
                       help="measure the float32 matmul peak (each backend's own matmul, in its own process) "
                            "and the memory bandwidth; cached for `bench run`")
     info.add_argument("--threads", type=_positive_int, default=None,
-                      help="threads for --peak (default: all cores available, as `bench run`)")
+                      help=threads_help("threads for --peak, as `bench run` gives a cell"))
     info.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                       help="with --peak: the device to measure (gpu: each backend's matmul and add on the GPU)")
     info.set_defaults(handler=cmd_info)
@@ -266,10 +267,9 @@ def _print_peak(args, env) -> int:
 
     from .micro.peak import cache_path, resolve_peak
     from .plugins import get_registry
-    from .run.matrix import default_threads
-    from .run.placement import threads_per_cell
+    from .run.placement import available_cores, threads_per_cell
 
-    threads = threads_per_cell(args.threads, 1, default_threads())  # as `bench run` gives a cell
+    threads = threads_per_cell(args.threads, 1, available_cores())  # as `bench run` gives a cell
     available = [n for n, b in sorted(get_registry().backends.items()) if b.availability().ok]
     console = _console()
     device = getattr(args, "device", "cpu")

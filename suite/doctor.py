@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from .doctor_probe import FAIL, PASS, SKIP, check, one_line
+from .run.placement import threads_help
 
 #: The tasks `bench check` runs by default here: one dense and one convolutional network.
 DEFAULT_TASKS = ("mlp_mnist", "cnn_mnist")
@@ -40,7 +41,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--task", "-t", type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
                         default=list(DEFAULT_TASKS), help=f"tasks for the conformance check (default: "
                                                          f"{','.join(DEFAULT_TASKS)})")
-    parser.add_argument("--threads", type=int, default=None, help="threads per backend (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help=threads_help("threads per backend, as `bench run` gives a cell"))
     parser.add_argument("--refresh-peak", action="store_true", help="measure the device peak again, not from the cache")
     parser.add_argument("--no-conformance", action="store_true", help="skip the conformance check (the slowest)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
@@ -160,11 +161,11 @@ def _conformance_rows(backends: list[str], tasks: list[str], device: str) -> lis
 
 def doctor_rows(args) -> list[dict[str, Any]]:
     from .plugins import get_registry
-    from .run.matrix import default_threads
+    from .run.placement import available_cores, threads_per_cell
 
     registry = get_registry()
     backends, rows = _backends(registry, args.backend, args.device)
-    threads = args.threads or default_threads()
+    threads = threads_per_cell(args.threads, 1, available_cores())  # as `bench run` gives a cell
     if args.device == "gpu":
         rows.append(_gpu_row())
     everything = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]

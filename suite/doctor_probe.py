@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from .environment import backend_facts
+from .timing import TOO_FAST_MARGIN, too_fast
+
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-#: A synced step may exceed the measured peak by this factor (sizes differ) before it fails.
-PEAK_TOLERANCE = 1.25
 #: On an asynchronous backend, dispatching without sync must take under this share of the synced time.
 ASYNC_RATIO = 0.5
 
@@ -82,8 +83,8 @@ def sync_audit(ops, peak_gflops: float | None, clock: Callable[[], float] = time
     ratio = no_sync_s / with_sync_s
     data.update(gflops=gflops, ratio=ratio)
     timing = f"{calls} × {n}² matmul: {no_sync_s * 1e3:.3g} ms without sync, {with_sync_s * 1e3:.3g} ms with"
-    if peak_gflops and gflops > PEAK_TOLERANCE * peak_gflops:
-        return check("sync", FAIL, f"{timing}: {gflops:,.0f} GFLOP/s beats the measured peak {peak_gflops:,.0f} "
+    if too_fast(gflops * 1e9, (peak_gflops or 0) * 1e9):
+        return check("sync", FAIL, f"{timing}: {gflops:,.0f} GFLOP/s beats {TOO_FAST_MARGIN:g} x the measured peak {peak_gflops:,.0f} "
                      "GFLOP/s: a missing device sync?", **data)
     if ops.asynchronous and ratio > ASYNC_RATIO:
         return check("sync", FAIL, f"{timing}: an asynchronous backend, yet timing without its sync is not shorter "
@@ -161,7 +162,7 @@ def probe(backend_name: str, device: str, threads: int, peak_gflops: float | Non
     if not availability.ok:
         return [check("device", FAIL, str(availability))]
     try:
-        facts = backend.configure(device=device, threads=threads) or {}
+        facts = backend_facts(backend.configure(device=device, threads=threads), device)
         if device == "gpu" and not backend.gpu_available():
             raise RuntimeError(f"{backend_name} sees no GPU")
     except Exception as exc:  # noqa: BLE001 - every failure is a row

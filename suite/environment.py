@@ -17,6 +17,17 @@ RELEVANT_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "O
 CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "neon", "asimd")
 
 
+def backend_facts(facts: dict[str, Any] | None, device: str) -> dict[str, Any]:
+    """What a backend's ``configure`` returned, normalised by the core for the record's ``env.backend``:
+    ``device`` always, and on the CPU ``device_name`` = the CPU model (`cpu_info`) unless the backend
+    named it, so no backend reads ``/proc/cpuinfo`` itself."""
+    out = dict(facts or {})
+    out.setdefault("device", device)
+    if device == "cpu" and not out.get("device_name"):
+        out["device_name"] = cpu_info()["model"]
+    return out
+
+
 def cpu_info() -> dict[str, Any]:
     model, flags = platform.processor() or platform.machine(), set()
     try:

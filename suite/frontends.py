@@ -16,6 +16,18 @@ def frontend_of(record: dict[str, Any]) -> str:
     return record.get("frontend") or RAW
 
 
+def engine_backend(name: str):
+    """The registered raw backend of engine ``name``: a frontend configures its engine through it
+    (threads, devices, precision exactly as for the raw engine) instead of importing its plugin.
+
+    Raises:
+        fwbench.errors.UnknownNameError: no backend of that name is registered.
+    """
+    from .plugins import get_registry
+
+    return get_registry().get_backend(name)
+
+
 def engine_of(record: dict[str, Any]) -> str:
     """The engine of a record: its ``engine`` field, else a Keras override, else the backend."""
     if record.get("engine"):

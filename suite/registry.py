@@ -1,16 +1,16 @@
 """What plugins register: backends, tasks, studies, datasets, executors. Validates what it is given."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import FwbenchError, UnknownNameError
 
 if TYPE_CHECKING:
     from .backend import Backend
     from .datasets.base import Dataset
+    from .run.executor import ExecutorFactory
 
 
 class RegistrationError(FwbenchError):
@@ -25,7 +25,7 @@ class Registry:
     task_files: dict[str, Path] = field(default_factory=dict)
     study_files: dict[str, Path] = field(default_factory=dict)
     datasets: dict[str, Dataset] = field(default_factory=dict)
-    executors: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    executors: dict[str, ExecutorFactory] = field(default_factory=dict)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)
     current_plugin: str = "?"
 
@@ -67,7 +67,8 @@ class Registry:
         self._claim("dataset", dataset.name)
         self.datasets[dataset.name] = dataset
 
-    def executor(self, name: str, factory: Callable[..., Any]) -> None:
+    def executor(self, name: str, factory: ExecutorFactory) -> None:
+        """An executor factory (`fwbench.run.executor`): called with every ``bench run`` flag as a keyword."""
         self._claim("executor", name)
         self.executors[name] = factory
 

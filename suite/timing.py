@@ -10,6 +10,11 @@ UNSTABLE_CV = 0.05  # within-run coefficient of variation above which a timing i
 #: Marks the within-run variability warning; with repeats, `fwbench.repeats` replaces it by the
 #: repeat-level "unstable" warning (units inside one process are correlated, see docs/statistics.md).
 WITHIN_RUN_MARK = "varies within the run"
+#: The one "too fast to be real" margin (run and microbenchmark warnings, the doctor's sync audit,
+#: the kit's): a rate above this multiple of the measured peak (`too_fast`). FLOPs per step are an
+#: estimate (3 x forward) and the peak a best-of-repeats bound at one matrix size, so a correct
+#: backend can come near it; a missing sync is off by far more (a step's dispatch alone: 10-1000x).
+TOO_FAST_MARGIN = 2.0
 TOO_SHORT_S = 1e-3  # a timed unit shorter than this is dominated by timer and call overhead
 
 
@@ -53,6 +58,11 @@ def summarize(values, *, keep_raw: bool = True, max_raw: int = 2000) -> dict[str
     return out
 
 
+def too_fast(flops_per_s: float | None, peak_flops: float | None) -> bool:
+    """Whether a measured rate (FLOP/s) is beyond what the machine can compute (`TOO_FAST_MARGIN`)."""
+    return bool(flops_per_s and peak_flops and flops_per_s > TOO_FAST_MARGIN * peak_flops)
+
+
 def timing_warnings(stats: dict[str, Any], *, what: str, flops: float | None = None,
                     peak_flops: float | None = None, unit_s: float | None = None) -> list[str]:
     """Human-readable warnings for one timing summary (stored in the record and printed).
@@ -71,7 +81,7 @@ def timing_warnings(stats: dict[str, Any], *, what: str, flops: float | None = N
     if unit < TOO_SHORT_S:
         warnings.append(f"{what}: too short to time reliably ({unit * 1e3:.3f} ms < 1 ms per timed unit); "
                         "use a larger batch or more inner steps")
-    if flops and peak_flops and median > 0 and flops / median > peak_flops:
-        warnings.append(f"{what}: too fast to be real ({flops / median / 1e9:.1f} GFLOP/s > measured peak "
-                        f"{peak_flops / 1e9:.1f} GFLOP/s); a missing device sync?")
+    if flops and median > 0 and too_fast(flops / median, peak_flops):
+        warnings.append(f"{what}: too fast to be real ({flops / median / 1e9:.1f} GFLOP/s > {TOO_FAST_MARGIN:g} x "
+                        f"the measured peak {peak_flops / 1e9:.1f} GFLOP/s); a missing device sync?")
     return warnings

@@ -205,3 +205,11 @@ def test_a_warm_up_slowed_by_a_neighbour_does_not_leave_units_under_1ms():
         timer.step(None, 0.1)
     assert timer.window > 1
     assert float(np.median(timer.samples[-20:])) * timer.window >= timer.min_unit_s
+
+
+def test_one_too_fast_margin_for_every_judge():
+    from fwbench.timing import TOO_FAST_MARGIN, too_fast
+
+    assert TOO_FAST_MARGIN == 2.0
+    assert not too_fast(1.9e9, 1e9) and too_fast(2.1e9, 1e9)
+    assert not too_fast(5e9, None) and not too_fast(None, 1e9)  # no peak measured: no judgement

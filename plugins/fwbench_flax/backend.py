@@ -33,9 +33,9 @@ class FlaxBackend(Backend):
                 "engine_version": importlib.metadata.version("jax"), "backend_mode": self.mode}
 
     def engines(self):
-        from fwbench_jax.backend import JaxBackend
+        from fwbench.frontends import engine_backend
 
-        return {"jax": JaxBackend().availability()}
+        return {"jax": engine_backend("jax").availability()}
 
     @property
     def label(self) -> str:
@@ -56,14 +56,14 @@ class FlaxBackend(Backend):
         return importlib.metadata.version("flax")
 
     def gpu_available(self) -> bool:
-        from fwbench_jax.backend import JaxBackend
+        from fwbench.frontends import engine_backend
 
-        return JaxBackend().gpu_available()
+        return engine_backend("jax").gpu_available()
 
     def configure(self, *, device: str, threads: int) -> dict[str, Any]:
-        from fwbench_jax.backend import JaxBackend
+        from fwbench.frontends import engine_backend
 
-        facts = dict(JaxBackend().configure(device=device, threads=threads))
+        facts = dict(engine_backend("jax").configure(device=device, threads=threads))
         facts.update(flax=self.version(), mode=self.mode)
         return facts
 

@@ -20,18 +20,10 @@ from .options import ENGINES, OPTIONS, KerasOptions, engine_installed, parse_opt
 
 
 def _raw_engine_backend(engine: str) -> Backend:
-    """The fwbench backend of the raw engine, which knows how to configure it."""
-    if engine == "tensorflow":
-        from fwbench_tensorflow.backend import TensorflowBackend
+    """The fwbench backend of the raw engine, which knows how to configure it (from the registry)."""
+    from fwbench.frontends import engine_backend
 
-        return TensorflowBackend()
-    if engine == "jax":
-        from fwbench_jax.backend import JaxBackend
-
-        return JaxBackend()
-    from fwbench_torch.backend import TorchBackend
-
-    return TorchBackend()
+    return engine_backend(ENGINES[engine][1])
 
 
 class KerasBackend(Backend):

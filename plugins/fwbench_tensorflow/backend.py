@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import platform
 from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
@@ -27,17 +26,6 @@ if TYPE_CHECKING:
 INTER_OP_THREADS = 1
 #: Distributions that provide the ``tensorflow`` module, for `TensorflowBackend.version`.
 _DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly", "tf-nightly-cpu")
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class TensorflowBackend(Backend):
@@ -88,11 +76,10 @@ class TensorflowBackend(Backend):
         tf.config.experimental.enable_tensor_float_32_execution(False)
 
         build = tf.sysconfig.get_build_info()
+        device_name = None  # on the CPU the core names it (fwbench.environment.backend_facts)
         if device == "gpu":
             details = tf.config.experimental.get_device_details(gpus[0])
             device_name = details.get("device_name", gpus[0].name)
-        else:
-            device_name = _cpu_name()
         return {
             "framework": "tensorflow",
             "version": tf.__version__,

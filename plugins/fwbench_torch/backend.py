@@ -5,7 +5,6 @@ torch is imported inside the methods only, so ``bench list`` works where torch i
 
 from __future__ import annotations
 
-import platform
 from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
@@ -19,18 +18,6 @@ if TYPE_CHECKING:
 #: cuDNN autotuning: training batches all have one shape (the suite drops the last partial
 #: batch), so searching the fastest algorithm once per shape pays off.
 CUDNN_BENCHMARK = True
-
-
-def cpu_name() -> str:
-    """The CPU model from ``/proc/cpuinfo`` (Linux), else `platform.processor()`."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class TorchBackend(Backend):
@@ -95,8 +82,6 @@ class TorchBackend(Backend):
                 )
             facts["device_name"] = torch.cuda.get_device_name(0)
             facts["device_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-        else:
-            facts["device_name"] = cpu_name()
         return facts
 
     def build(self, request: BuildRequest) -> TorchTrainer:

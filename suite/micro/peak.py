@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ..environment import backend_facts
 from .protocol import Protocol, measure
 from .roofline import matmul_flops
 
@@ -142,7 +143,7 @@ def child_main(backend_name: str, threads: int, with_bandwidth: bool, device: st
     if not backend.availability().ok:
         return {"error": str(backend.availability())}
     started = time.perf_counter()
-    facts = backend.configure(device=device, threads=threads) or {}
+    facts = backend_facts(backend.configure(device=device, threads=threads), device)
     if device == "gpu" and not backend.gpu_available():
         return {"error": f"{backend_name} sees no GPU"}
     ops = backend.ops(device, "float32")

@@ -10,7 +10,7 @@ from ..errors import BackendUnavailable, UsageError
 from ..frontends import runs_on_engine
 from ..options import applicable_overrides, resolve_options
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
-from .placement import threads_per_cell
+from .placement import available_cores, threads_per_cell
 
 #: Repeats (fresh processes) per cell when `bench run --repeat` is not given: the fewest that give a
 #: repeat-level interval with the main job inside 3 minutes on the 2-core reference machine (README).
@@ -34,10 +34,6 @@ def default_repeats() -> int:
         raise UsageError(f"FWBENCH_REPEAT={text!r}: expected a positive integer (the default of --repeat); "
                          "unset it or set e.g. FWBENCH_REPEAT=3")
     return int(text)
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _pick_backends(registry, names: list[str] | None) -> list[str]:
@@ -96,7 +92,7 @@ def plan_run(args) -> Plan:
         if device not in ("cpu", "gpu", "auto"):
             raise UsageError(f"unknown device {device!r} in --device; expected cpu, gpu or auto")
     grid = parse_overrides(args.overrides)
-    threads = threads_per_cell(args.threads, getattr(args, "workers", None) or 1, default_threads())
+    threads = threads_per_cell(args.threads, getattr(args, "workers", None) or 1, available_cores())
     profile = None if args.profile == "full" else args.profile
     repeats = getattr(args, "repeat", None) or default_repeats()
     resume_dir = latest_run_dir(args.out) if args.resume else None
@@ -246,8 +242,8 @@ def run_planned(plan: Plan, args) -> int:
     from ..plugins import get_registry
 
     registry = get_registry()
-    executor = registry.executors[args.executor](**vars(args))
-    if hasattr(executor, "prepare"):  # refuse what it cannot run before any cell starts
+    executor = registry.executors[args.executor](**vars(args))  # the protocol: fwbench.run.executor
+    if hasattr(executor, "prepare"):  # a PreparingExecutor: refuses what it cannot run before any cell starts
         executor.prepare(plan.cells)
     console = make_console(stderr=True)
     todo = runs_to_do(plan.cells, plan.run_dir, plan.resume_done)

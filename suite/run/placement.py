@@ -168,6 +168,23 @@ def with_placement(record: dict[str, Any], claim: Claim, started_at: str) -> dic
 SMALL_HOST_CORES = 4
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its affinity set; the CPU count where that is unknown)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_threads(concurrent: int = 1) -> int:
+    """The one default of ``--threads`` (``bench run``, ``study``, ``doctor``, ``info --peak``, the kit):
+    a cell's share of `available_cores` when ``concurrent`` cells run at once (`threads_per_cell`)."""
+    return threads_per_cell(None, concurrent, available_cores())
+
+
+def threads_help(what: str = "CPU threads for every backend alike") -> str:
+    """The help text of every ``--threads``, with the default as this machine computes it."""
+    return (f"{what} (default: the cores available, less one on a host of 2-{SMALL_HOST_CORES} cores, "
+            f"shared between --workers; {default_threads()} on this machine)")
+
+
 def threads_per_cell(requested: int | None, concurrent: int, cores: int) -> int:
     """``--threads`` for ``concurrent`` cells at once on a host of ``cores`` cores: the default
     shares the cores out (``cores // concurrent``, at least 1; one cell on a host of 2 to

@@ -241,7 +241,9 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
     _add_peak(cell, record, device)
     progress(f"configuring {backend.name} on {device}")
     t_configure = time.perf_counter()
-    record["env"]["backend"] = backend.configure(device=device, threads=threads)
+    from ..environment import backend_facts
+
+    record["env"]["backend"] = backend_facts(backend.configure(device=device, threads=threads), device)
     record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
     if device == "gpu":
         _check_gpu(backend)

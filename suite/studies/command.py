@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..run.local import Cell, LocalExecutor, failed_record
+from ..run.placement import threads_help
 from .spec import REFERENCE_KEY, Study, StudyCell
 
 #: Study facts copied into every record's ``study`` (the rest is per cell).
@@ -38,7 +39,7 @@ def add_study_command(subparsers) -> None:
                        help="override a spec value in every cell (applied last), e.g. --set training.epochs=2")
     study.add_argument("--out", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
     study.add_argument("--threads", type=_positive_int, default=None,
-                       help="CPU threads for every backend alike (default: all cores available)")
+                       help=threads_help())
     study.add_argument("--device", default="cpu", help="cpu (default), gpu or auto")
     study.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
     study.add_argument("--data-dir", type=Path, default=None, help="dataset cache (default: $FWBENCH_DATA_DIR)")
@@ -144,7 +145,8 @@ def cmd_study(args) -> int:
     from ..report import write_report
     from ..results import load_records
     from ..run.local import execute, new_run_id
-    from ..run.matrix import _ensure_dataset, _pick_backends, default_threads
+    from ..run.matrix import _ensure_dataset, _pick_backends
+    from ..run.placement import available_cores
     from ..spec import load_task, parse_overrides
     from .spec import load_study
 
@@ -161,7 +163,7 @@ def cmd_study(args) -> int:
     backends = _pick_backends(registry, args.backend)
     from ..run.placement import threads_per_cell
 
-    threads = threads_per_cell(args.threads, 1, default_threads())  # as `bench run` gives a cell
+    threads = threads_per_cell(args.threads, 1, available_cores())  # as `bench run` gives a cell
     for name in sorted({load_task(c.task_path, c.overrides).dataset.name for c in study.cells}):
         _ensure_dataset(registry, name, args.data_dir)
 

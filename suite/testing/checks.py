@@ -7,7 +7,6 @@ Everything runs in the calling process, on the CPU, with the backend configured 
 """
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import threading
@@ -19,15 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..backend import BuildRequest, Unsupported
+from ..timing import too_fast
 
 #: How long a sync may take to return before the audit calls it a hang.
 SYNC_TIMEOUT_S = 120.0
 #: Steps timed per mode in the sync audit (after `WARMUP` untimed ones).
 AUDIT_STEPS, WARMUP = 10, 3
-#: A step fails the audit above this multiple of the peak. FLOPs per step are an estimate
-#: (3 x forward) and the peak is a best-of-repeats lower bound, so a correct backend can come
-#: near it; a missing sync is off by far more (a step's dispatch alone: 10-1000x too fast).
-PEAK_MARGIN = 2.0
 
 
 class KitFailure(AssertionError):
@@ -39,7 +35,10 @@ class NotApplicable(Exception):
 
 
 def threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The kit's cells get the threads `bench run` gives a cell."""
+    from ..run.placement import default_threads
+
+    return default_threads()
 
 
 @cache
@@ -249,7 +248,7 @@ def check_sync(backend_name: str, task_name: str, given_peak_gflops: float | Non
     text = (f"step {statistics.median(synced) * 1e3:.3f} ms synced (min {min(synced) * 1e3:.3f}), "
             f"{unsynced * 1e3:.3f} ms per step with one final sync, {dispatched / AUDIT_STEPS * 1e3:.3f} ms to "
             f"dispatch; {flops / fastest / 1e9:.2f} GFLOP/s at best vs a peak of {peak / 1e9:.1f} ({source})")
-    if flops / fastest > PEAK_MARGIN * peak:
+    if too_fast(flops / fastest, peak):  # the suite's one margin (fwbench.timing.TOO_FAST_MARGIN)
         raise KitFailure(f"a train step is faster than the machine can compute: {text}. sync(handle) must "
                          "block until the step's work is done (see docs/plugins.md, section 3, Sync)")
     return text

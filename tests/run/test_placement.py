@@ -87,3 +87,12 @@ def test_bench_run_refuses_threads_that_do_not_fit_before_any_cell(bench, tmp_pa
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "disjoint core sets" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("cores, workers, expected", [(1, 1, 1), (2, 1, 1), (4, 1, 3), (8, 1, 8), (8, 2, 4)])
+def test_one_default_threads_for_every_command(cores, workers, expected, monkeypatch):
+    from fwbench.run import placement
+
+    monkeypatch.setattr(placement, "available_cores", lambda: cores)
+    assert placement.default_threads(workers) == expected
+    assert f"; {placement.default_threads()} on this machine)" in placement.threads_help()
