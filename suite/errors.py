@@ -42,3 +42,12 @@ class BackendUnavailable(UsageError):
 
 class DeviceError(UsageError):
     """A device was asked for that this backend cannot see."""
+
+
+class WeightsError(FwbenchError, KeyError, ValueError):
+    """Canonical weights that do not match the model's parameter table (`fwbench.model.check_weights`):
+    a missing or unknown name, or a wrong shape. One type for every backend and every caller; it is a
+    `KeyError` and a `ValueError` too, as the backends' own checks raised before."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

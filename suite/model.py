@@ -279,3 +279,28 @@ def initial_weights(model: ModelSpec, info: ModelInfo, seed: int, dtype: str = "
             use = "he_normal" if ".shortcut." in param.name else scheme
             weights[param.name] = init_array(param, use, model.init_scale, rng).astype(dtype)
     return weights
+
+
+def check_weights(info: ModelInfo, weights: dict[str, np.ndarray]) -> None:
+    """Check canonical ``weights`` against ``info``'s parameter table, before any backend loads them.
+
+    Every parameter and state array of `ModelInfo.params` must be given, with its canonical shape
+    (``dense.weight`` ``(in, out)``, ``conv2d.weight`` OIHW...), and nothing else. The core calls
+    this before ``build`` and ``set_weights``; a backend's ``set_weights`` may call it too.
+
+    Raises:
+        WeightsError: the names that are missing or unknown, or the first wrong shape.
+    """
+    from .errors import WeightsError
+
+    known = {p.name: p for p in info.params}
+    missing = [name for name in known if name not in weights]
+    unknown = [name for name in weights if name not in known]
+    if missing or unknown:
+        raise WeightsError(f"weights do not match the model: missing {missing}, unknown {unknown}; pass "
+                           "exactly the arrays of get_weights() or fwbench.model.initial_weights()")
+    for name, p in known.items():
+        shape = tuple(np.shape(weights[name]))
+        if shape != tuple(p.shape):
+            raise WeightsError(f"weight {name!r} has shape {shape}, expected {tuple(p.shape)} "
+                               "(canonical layout, see fwbench.layers)")

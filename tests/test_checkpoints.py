@@ -195,3 +195,20 @@ def test_a_missing_checkpoint_stops_bench_run_with_one_line(bench, tmp_path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "[model.init_from]" in line and "nowhere/w.npz" in line and "--save-weights" in line
+
+
+def test_canonical_weights_are_checked_by_the_core_with_one_error_type():
+    import numpy as np
+    from fwbench.errors import WeightsError
+    from fwbench.model import analyze, check_weights, initial_weights
+    raw = {"dataset": {"name": "synthetic"}, "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 3}]},
+           "optimizer": {"name": "sgd", "lr": 0.5}, "training": {"batch_size": 4, "epochs": 0}}
+    model = task_from_dict(raw, "<test>").model
+    info = analyze(model, (1, 2, 2), 3)
+    weights = initial_weights(model, info, 0)
+    check_weights(info, weights)  # the table itself passes
+    with pytest.raises(WeightsError, match=r"missing \['1.bias'\], unknown \['bogus'\]"):
+        check_weights(info, {"1.weight": weights["1.weight"], "bogus": np.zeros(1)})
+    with pytest.raises(WeightsError, match=r"'1.weight' has shape \(3, 4\), expected \(4, 3\)"):
+        check_weights(info, {**weights, "1.weight": weights["1.weight"].T})
+    assert issubclass(WeightsError, KeyError) and issubclass(WeightsError, ValueError)

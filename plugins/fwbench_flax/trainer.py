@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 from fwbench.backend import BuildRequest, Trainer
 from fwbench.errors import DeviceError
+from fwbench.model import check_weights
 
 from .conventions import differences
 from .model import build_model
@@ -60,6 +61,7 @@ class FlaxTrainer(Trainer):
             raise DeviceError(f"JAX sees no {platform} device ({exc}); install a CUDA build of jax "
                               "or run with --device cpu") from None
         exact = mode == "exact"
+        self.info = request.info
         with jax.default_device(self.device):
             self.model, self.bindings = build_model(request.info, self.dtype.type, exact=exact,
                                                     seed=task.training.seed)
@@ -112,14 +114,9 @@ class FlaxTrainer(Trainer):
                 for b in self.bindings}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.info, weights)  # the core's one check (WeightsError)
         for b in self.bindings:
-            if b.name not in weights:
-                raise ValueError(f"weights lack {b.name!r}; pass every array of the model "
-                                 "(see fwbench.model.initial_weights)")
             value = np.ascontiguousarray(b.to_flax(np.asarray(weights[b.name], dtype=self.dtype)))
-            if value.shape != tuple(b.variable.get_value().shape):
-                raise ValueError(f"weight {b.name!r} has shape {np.shape(weights[b.name])}; the model "
-                                 "needs the canonical layout (see fwbench.layers)")
             b.variable.set_value(jax.device_put(value, self.device))
 
     def num_trainable(self) -> int:

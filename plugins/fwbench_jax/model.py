@@ -27,7 +27,7 @@ from fwbench.layers import (
     MaxPool,
     Residual,
 )
-from fwbench.model import LayerInfo, ModelInfo, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, check_weights, shortcut_stride
 from jax import lax
 
 from .layout import Layout
@@ -48,17 +48,12 @@ def split_weights(info: ModelInfo, weights: dict[str, np.ndarray], layout: Layou
     ``params`` are the trainable arrays; ``state`` the BatchNorm statistics and frozen parameters.
 
     Raises:
-        ValueError: a name is missing or has the wrong shape (the message names it).
+        fwbench.errors.WeightsError: a name is missing or unknown, or a shape is wrong.
     """
+    check_weights(info, weights)  # the core's one check
     params, state = {}, {}
     for p in info.params:
-        if p.name not in weights:
-            raise ValueError(f"weights lack {p.name!r}; pass every array of the model "
-                             "(see fwbench.model.initial_weights)")
         array = np.asarray(weights[p.name])
-        if array.shape != p.shape:
-            raise ValueError(f"weight {p.name!r} has shape {array.shape}, expected {p.shape} "
-                             "(canonical layout, see fwbench.layers)")
         target = params if p.trainable else state
         target[p.name] = np.ascontiguousarray(layout.param_in(array.astype(dtype)))
     return params, state

@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 from fwbench.backend import BuildRequest, Trainer
+from fwbench.model import check_weights
 
 from .conventions import differences
 from .model import build_model, images_in
@@ -43,6 +44,7 @@ class KerasTrainer(Trainer):
         float64_matmul = _keep_float64(self.dtype)
         keras.utils.set_random_seed(task.training.seed)  # dropout masks
         exact = options.mode == "exact"
+        self.info = request.info
         built = build_model(request.info, self.dtype.name, exact=exact, seed=task.training.seed)
         self.model, self.bindings = built.model, built.bindings
         self.set_weights(request.weights)
@@ -104,15 +106,9 @@ class KerasTrainer(Trainer):
                 for b in self.bindings}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        check_weights(self.info, weights)  # the core's one check (WeightsError)
         for b in self.bindings:
-            if b.name not in weights:
-                raise ValueError(f"weights lack {b.name!r}; pass every array of the model "
-                                 "(see fwbench.model.initial_weights)")
-            value = np.ascontiguousarray(b.to_keras(np.asarray(weights[b.name], dtype=self.dtype)))
-            if tuple(value.shape) != tuple(b.variable.shape):
-                raise ValueError(f"weight {b.name!r} has shape {np.shape(weights[b.name])}; the model "
-                                 "needs the canonical layout (see fwbench.layers)")
-            b.variable.assign(value)
+            b.variable.assign(np.ascontiguousarray(b.to_keras(np.asarray(weights[b.name], dtype=self.dtype))))
 
     def num_trainable(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.model.trainable_variables))

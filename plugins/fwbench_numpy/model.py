@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 from fwbench import layers as spec_layers
-from fwbench.model import LayerInfo, ModelInfo, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, check_weights, shortcut_stride
 
 from . import layers as L
 
@@ -174,18 +174,9 @@ class NumpyModel:
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Copy canonical weights into the model (cast to its dtype). Every name must be given."""
-        known = {p.name: p for p in self.info.params}
-        missing = sorted(set(known) - set(weights))
-        extra = sorted(set(weights) - set(known))
-        if missing or extra:
-            raise KeyError(f"set_weights needs exactly the model's arrays; missing {missing}, "
-                           f"unknown {extra}; pass the dict from get_weights() or initial_weights()")
-        for name, p in known.items():
-            value = np.asarray(weights[name])
-            if value.shape != p.shape:
-                raise ValueError(f"weight {name!r} has shape {value.shape}, expected {p.shape} "
-                                 "(canonical layout, see fwbench.layers)")
-            np.copyto(self._array(p), value, casting="unsafe")
+        check_weights(self.info, weights)  # the core's one check (WeightsError)
+        for p in self.info.params:
+            np.copyto(self._array(p), np.asarray(weights[p.name]), casting="unsafe")
 
     # -- computation -----------------------------------------------------------------------------
     def to_internal(self, x: np.ndarray) -> np.ndarray:

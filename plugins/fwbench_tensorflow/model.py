@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 from fwbench import layers as L
-from fwbench.model import LayerInfo, ModelInfo, ParamInfo, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, ParamInfo, check_weights, shortcut_stride
 
 Tensor = tf.Tensor
 
@@ -374,16 +374,9 @@ class Network:
     # -- canonical weights ----------------------------------------------------------------------
     def load(self, weights: dict[str, np.ndarray]) -> None:
         """Assign canonical arrays (every parameter and state array, exactly these names)."""
-        missing = [n for n in self.params if n not in weights]
-        unknown = [n for n in weights if n not in self.params]
-        if missing or unknown:
-            raise KeyError(f"weights do not match the model: missing {missing}, unknown {unknown}; "
-                           "pass every array of get_weights() / fwbench.model.initial_weights()")
+        check_weights(self.info, weights)  # the core's one check (WeightsError)
         for name, param in self.params.items():
             array = np.asarray(weights[name])
-            if tuple(array.shape) != param.canonical_shape:
-                raise ValueError(f"weight {name!r} has shape {array.shape}, the model needs "
-                                 f"{param.canonical_shape} (canonical layout, see fwbench.layers)")
             param.variable.assign(param.to_tf(array).astype(self.dtype.as_numpy_dtype))
 
     def export(self) -> dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ from fwbench.layers import (
     MaxPool,
     Residual,
 )
-from fwbench.model import LayerInfo, ModelInfo, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, check_weights, shortcut_stride
 from torch import nn
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -197,6 +197,7 @@ class CanonicalMap:
     """
 
     def __init__(self, module: nn.Module, info: ModelInfo):
+        self.info = info
         tensors = dict(module.named_parameters())
         tensors.update(
             (n, b) for n, b in module.named_buffers() if not n.endswith("num_batches_tracked")
@@ -241,15 +242,9 @@ class CanonicalMap:
         """Copy canonical arrays into the module (dtype/device converted; shapes checked).
 
         Raises:
-            KeyError: a name is missing or unknown; ValueError: a shape is wrong.
+            fwbench.errors.WeightsError: a name is missing or unknown, or a shape is wrong.
         """
-        missing = [n for n in self.by_name if n not in weights]
-        unknown = [n for n in weights if n not in self.by_name]
-        if missing or unknown:
-            raise KeyError(
-                f"weights do not match the model: missing {missing}, unknown {unknown}; "
-                "pass the dict from fwbench.model.initial_weights or get_weights()"
-            )
+        check_weights(self.info, weights)  # the core's one check
         for name, array in weights.items():
             e = self.by_name[name]
             src = torch.as_tensor(np.asarray(array))

@@ -126,7 +126,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     from ..data import prepare
     from ..datasets.base import default_data_dir
     from ..datasets.packaged import Synthetic
-    from ..model import analyze, initial_weights
+    from ..model import analyze, check_weights, initial_weights
     from ..spec import load_task, spec_to_dict
     from ..training import train
 
@@ -162,6 +162,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         weights, record["init_from"] = apply_init_from(task.model.init_from, weights, task.source)
         if record["init_from"].get("warning"):
             record["warnings"].append(record["init_from"]["warning"])
+    check_weights(info, weights)  # the core checks the canonical table before any backend sees it
     t_build = time.perf_counter()
     trainer = backend.build(BuildRequest(task, info, weights, device, dataset.num_classes))
     build_s = time.perf_counter() - t_build
