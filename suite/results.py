@@ -99,6 +99,11 @@ def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str,
     if not isinstance(record, dict) or "schema_version" not in record or "status" not in record:
         note(f"skipping {path}: not an fwbench record (no schema_version/status)")
         return None
+    version = record["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        note(f"skipping {path}: schema_version {version!r} is not a positive integer; not a record this "
+             "fwbench wrote (rewrite or remove the file)")
+        return None
     if record["schema_version"] > SCHEMA_VERSION:
         note(f"skipping {path}: schema_version {record['schema_version']} is newer than this "
              f"fwbench understands ({SCHEMA_VERSION}); upgrade fwbench")
