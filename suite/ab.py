@@ -185,7 +185,7 @@ def merge_blocks(blocks: list[list[dict]] | dict[int, list[dict]], timed_out: di
         for record in records:
             by_cell.setdefault(record["cell_id"], []).append({**record, "repeat": i, "block": i})
     for i, seconds in sorted((timed_out or {}).items()):
-        for cell_id, records in by_cell.items():
+        for records in by_cell.values():
             if not any(r["block"] == i for r in records):
                 records.append({**records[0], "status": "timeout", "repeat": i, "block": i,
                                 "error": f"block {i} ran past --block-timeout {seconds:g} s", "metrics": {}})

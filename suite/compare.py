@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .comparable import differences
+from .compare_output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401
 from .errors import UsageError
 from .frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
 from .statistics import RatioInterval, ratio_interval
@@ -52,8 +53,6 @@ from .verdicts import (  # noqa: F401  (re-exported: the verdict names are part 
     level_text,
     pct,
 )
-
-from .compare_output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: E402,F401
 
 FAIL_ON = ("slower", "inconclusive")
 #: Spread (CV) of a headline between separate invocations of the same code on one machine, each side
