@@ -50,7 +50,7 @@ def repeat_summary(record: dict[str, Any]) -> dict[str, Any]:
             "throughput_samples_per_s": _num(m.get("throughput_samples_per_s")),
             "first_step_s": _num(m.get("first_step_s")), "test_accuracy": _num(m.get("test_accuracy")), "peak_host_bytes": m.get("peak_host_bytes"),
             "peak_device_bytes": m.get("peak_device_bytes"), "wall_s": _num(record.get("wall_s")),
-            "mean_step_s": _num(stats.get("mean")),
+            "mean_step_s": _num(stats.get("mean")), "best_span_step_s": _num(stats.get("best_span")),
             "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
             **({"block": record["block"]} if record.get("block") is not None else {})}
 
