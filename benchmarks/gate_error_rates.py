@@ -1,30 +1,44 @@
 """The error rates of the regression gate (`bench ab` + `bench compare`), measured on this machine.
 
-    .venv/bin/python benchmarks/gate_error_rates.py --k 50            # the figures in docs/statistics.md
-    .venv/bin/python benchmarks/gate_error_rates.py --k 5 --repeat 3  # a smoke run (minutes)
+    # every regression shape on the CI matrix, from A/A rounds (the figures in docs/statistics.md):
+    .venv/bin/python benchmarks/gate_error_rates.py --shapes --k 50 --repeat 8 \
+        --rounds-json benchmarks/results/gate_rounds.json
+    .venv/bin/python benchmarks/gate_error_rates.py --from-json benchmarks/results/gate_rounds.json --repeat 8
+    # a smoke run (minutes):
+    .venv/bin/python benchmarks/gate_error_rates.py --shapes --backend numpy --k 2 --repeat 2
+    # the older measurement: real slowdowns committed into the NumPy backend (slow5, slow10)
+    .venv/bin/python benchmarks/gate_error_rates.py --k 50 --repeat 5
 
 What it does:
 
-1. copies this checkout into a throwaway git repository and commits three revisions: ``base``, and
-   ``slow5`` / ``slow10``: the NumPy backend's ``train_step`` does extra NumPy work for 5% / 10% of
-   the time of its own step, every step (proportional to the real step, so it grows with neighbours'
-   load exactly as a real regression in the backend would);
-2. installs each revision once, as `bench ab` does (worktree + ``pip install --no-deps --target``);
-3. runs rounds of the gate's matrix — ``base``, ``base`` again, ``slow5``, ``slow10``, each through
-   its own ``bench run`` in a fresh process per cell, the order rotated every round — and judges
-   consecutive groups of ``--repeat`` rounds exactly as the gate does (`fwbench.ab.merge_blocks`,
-   `fwbench.compare.compare` paired by round, the gate's threshold, alpha, metrics and --fail-on):
-   base vs base again (A/A: a failure is a false positive), base vs slow5 and base vs slow10 (A/B: a
-   failure is a detection). Each round serves the three comparisons at once: 4 runs instead of 6.
-4. prints, after every group and at the end, the false-positive rate, the detection rates, the
-   verdicts, the mean measured change and the wall time one `bench ab` comparison would take
-   (2 x repeat runs of the matrix); with ``--out`` the rows are written as JSON.
+1. copies this checkout into a throwaway git repository and commits the revisions it needs
+   (``base``; without ``--shapes`` also ``slow5`` / ``slow10`` whose NumPy ``train_step`` does extra
+   work for 5% / 10% of its own step's time), installs each once as `bench ab` does;
+2. runs rounds of the gate's matrix — ``base`` and ``base`` again (and the slow revisions), each
+   through its own ``bench run`` in a fresh process per cell, the order rotated every round;
+3. judges consecutive groups of ``--repeat`` rounds exactly as the gate does (`fwbench.ab.merge_blocks`,
+   `fwbench.compare.compare` paired by round, the gate's threshold, alpha, metrics, --fail-on):
+   base vs base again is A/A (a failure is a false positive, family-wise over every row);
+4. with ``--shapes``, every A/B condition is made from the second base's *recorded* rounds by
+   transforming what the records hold, which is cheap and exact for what the gate reads (the
+   per-repeat step statistics, first step, peak memory, accuracy): (a) a uniform slowdown multiplies
+   every step statistic; (b) an intermittent stall (10x a step's cost every N steps, N above the
+   window size) adds its share of the total time to the mean step and leaves the median and best
+   windows alone; (c) a first-step regression multiplies the first step; (d) a peak-memory
+   regression multiplies the peak; (e) an accuracy regression lowers the test accuracy. What this
+   leaves out: a real slowdown under load also makes a window likelier to be cut by a neighbour
+   (the median window then moves more than the injection, see docs/statistics.md), which only the
+   committed slowdowns (without ``--shapes``) measure;
+5. prints the A/A family-wise false-positive rate and the detection rate per condition and per
+   backend; ``--rounds-json`` keeps every round's slimmed records (small JSON) so that
+   ``--from-json`` recomputes every figure without running anything.
 
-Not a test: it takes ~1 minute per round-group on the 2-core reference machine.
+Not a test: minutes per round-group on the 2-core reference machine.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import subprocess
@@ -36,11 +50,70 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The gate of .ci/bench-gate (keep the two in step).
-GATE = {"threshold": "3%", "alpha": "0.01", "metrics": ["throughput", "throughput_best", "test_accuracy"],
+GATE = {"threshold": "3%", "alpha": "0.01",
+        "metrics": ["throughput", "throughput_best", "throughput_total", "throughput_span", "test_accuracy",
+                    "peak_host_bytes", "compile_s"],
         "fail_on": "slower"}
 CONDITIONS = {"A/A": "base2", "A/B 5%": "slow5", "A/B 10%": "slow10"}
 SIDES = ("base", "base2", "slow5", "slow10")
-MATRIX = ["--backend", "numpy", "--task", "mlp_mnist", "--dataset", "mnist_5k", "--profile", "quick"]
+BACKENDS = "numpy,torch,tensorflow,jax"  # the CI matrix
+MATRIX = ["--task", "mlp_mnist", "--dataset", "mnist_5k", "--profile", "quick"]
+
+
+def _scale(record: dict, keys: tuple[str, ...], factor: float) -> None:
+    stats = record["metrics"].get("step_time_s") or {}
+    for key in keys:
+        if isinstance(stats.get(key), int | float):
+            stats[key] *= factor
+
+
+def _uniform(fraction: float):
+    def inject(record: dict) -> None:
+        _scale(record, ("median", "min", "mean", "best_span"), 1 + fraction)
+    return inject
+
+
+def _stall(fraction: float):
+    def inject(record: dict) -> None:
+        # the stalls add `fraction` of the total time: to the mean step and to every span of SPAN_UNITS
+        # windows (a stall every N steps with N below a span's steps); windows without one stay as they are
+        _scale(record, ("mean", "best_span"), 1 + fraction)
+    return inject
+
+
+def _metric(key: str, factor: float = 1.0, delta: float = 0.0):
+    def inject(record: dict) -> None:
+        value = record["metrics"].get(key)
+        if isinstance(value, int | float):
+            record["metrics"][key] = value * factor + delta
+    return inject
+
+
+#: The regression shapes injected by transforming the second base's records (--shapes).
+SHAPES = {
+    "uniform 5%": _uniform(0.05), "uniform 10%": _uniform(0.10),
+    "stall 10% of total time": _stall(0.10),
+    "first step x2": _metric("first_step_s", 2.0),
+    "peak memory +20%": _metric("peak_host_bytes", 1.2),
+    "accuracy -5 points": _metric("test_accuracy", delta=-0.05),
+}
+KEEP = ("schema_version", "run_id", "cell_id", "backend", "task", "device", "dataset", "overrides", "status",
+        "error", "params", "frontend", "engine", "finished_at")
+
+
+def slim(record: dict) -> dict:
+    """What the gate reads of one record (for the kept rounds: a few hundred bytes per cell)."""
+    m = record.get("metrics") or {}
+    stats = m.get("step_time_s") or {}
+    env = record.get("env") or {}
+    return {**{k: record.get(k) for k in KEEP if k in record},
+            "config": {"training": {"batch_size": ((record.get("config") or {}).get("training") or {})
+                                    .get("batch_size")}},
+            "env": {"threads": env.get("threads"), "dtype": env.get("dtype"),
+                    "cpu": {"model": (env.get("cpu") or {}).get("model")}},
+            "metrics": {"step_time_s": {k: stats.get(k) for k in ("median", "min", "mean", "best_span") if k in stats},
+                        **{k: m.get(k) for k in ("first_step_s", "peak_host_bytes", "peak_device_bytes",
+                                                 "test_accuracy", "throughput_samples_per_s") if k in m}}}
 
 INJECTION = '''
 import time as _inject_time
@@ -106,115 +179,125 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=50, help="comparisons per condition (default 50)")
     parser.add_argument("--repeat", type=int, default=8, help="blocks per side, as `bench ab --repeat` (default 8)")
     parser.add_argument("--threads", type=int, default=1, help="threads per cell (default 1, as the gate)")
+    parser.add_argument("--backend", default=BACKENDS, help=f"backends of the matrix (default: {BACKENDS})")
     parser.add_argument("--threshold", default=GATE["threshold"])
     parser.add_argument("--alpha", default=GATE["alpha"])
+    parser.add_argument("--shapes", action="store_true",
+                        help="run A/A rounds only and make every regression shape by transforming records")
+    parser.add_argument("--rounds-json", type=Path, default=None,
+                        help="keep every round's slimmed records here (small JSON; --from-json reads it)")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="FILE",
+                        help="run nothing: judge the rounds of an earlier --rounds-json FILE in groups of --repeat")
     parser.add_argument("--out", type=Path, default=None, help="write the comparisons as JSON here")
-    parser.add_argument("--keep", type=Path, default=None, help="keep the records in this folder")
-    parser.add_argument("--from-records", type=Path, default=None, metavar="DIR",
-                        help="run nothing: judge the rounds kept by an earlier --keep DIR, in groups of --repeat")
     args = parser.parse_args(argv)
     threshold, alpha = parse_threshold(args.threshold), parse_alpha(args.alpha)
-    if args.from_records:
-        return rejudge(args.from_records, args.repeat, threshold, alpha)
-    matrix = MATRIX + ["--threads", str(args.threads), "--repeat", "1", "--peak", "off", "--no-progress"]
+    if args.from_json:
+        kept = json.loads(args.from_json.read_text())
+        rows = judge_rounds(kept["rounds"], args.repeat, threshold, alpha, kept.get("shapes", True))
+        print(f"{len(kept['rounds'])} kept rounds of {' '.join(kept['matrix'])} judged in groups of {args.repeat} "
+              f"(threshold {args.threshold}, family-wise alpha {args.alpha}):")
+        print(summary(rows, [], args.repeat))
+        return 0
+    sides_run = ("base", "base2") if args.shapes else SIDES
+    matrix = ["--backend", args.backend, *MATRIX, "--threads", str(args.threads), "--repeat", "1", "--peak", "off",
+              "--no-progress"]
+    rounds: list[dict[str, list[dict]]] = []
     rows: list[dict] = []
+    run_times: list[float] = []
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="fwbench-gate-"))
         stack.callback(shutil.rmtree, work, True)
-        records_dir = args.keep or work / "records"
-        commits = make_repo(work / "repo", {"slow5": 0.05, "slow10": 0.10})
+        commits = make_repo(work / "repo", {} if args.shapes else {"slow5": 0.05, "slow10": 0.10})
         sites = {name: _install_revision(work / "repo", commit, work, stack) for name, commit in commits.items()}
         sides = {name: Side(name, name, sys.executable, pythonpath=sites[name if name != "base2" else "base"],
-                            commit=commits[name if name != "base2" else "base"])
-                 for name in SIDES}
-        names = list(sides)
-        run_times: list[float] = []
-        print(f"gate: threshold {threshold:.1%}, alpha {alpha:g}, metrics {GATE['metrics']}, --fail-on "
-              f"{GATE['fail_on']}, --repeat {args.repeat}, --threads {args.threads}; matrix {' '.join(MATRIX)}",
-              flush=True)
-        for group in range(args.k):
-            blocks: dict[str, list[list[dict]]] = {name: [] for name in names}
-            for r in range(args.repeat):
-                round_index = group * args.repeat + r
-                rotation = names[round_index % 4:] + names[:round_index % 4]
-                for name in rotation:
-                    out = records_dir / name / f"round{round_index:04d}"
-                    t0 = time.perf_counter()
-                    done = sides[name].bench("run", *matrix, "--out", str(out), timeout=1800)
-                    run_times.append(time.perf_counter() - t0)
-                    if done.returncode == 2:
-                        raise SystemExit(f"{name}: bench run refused the matrix: {done.stderr.strip()[-300:]}")
-                    blocks[name].append(load_records(out))
-            rows += judge_group(blocks, threshold, alpha, group)
-            print(summary(rows, run_times, args.repeat, final=False), flush=True)
-    print(summary(rows, run_times, args.repeat, final=True))
+                            commit=commits[name if name != "base2" else "base"]) for name in sides_run}
+        print(f"gate: {GATE}, threshold {args.threshold}, alpha {args.alpha}, --repeat {args.repeat}; "
+              f"matrix {' '.join(matrix)}", flush=True)
+        for index in range(args.k * args.repeat):
+            names = list(sides_run)
+            rotation = names[index % len(names):] + names[:index % len(names)]
+            one: dict[str, list[dict]] = {}
+            for name in rotation:
+                out = work / "records" / name / f"round{index:04d}"
+                t0 = time.perf_counter()
+                done = sides[name].bench("run", *matrix, "--out", str(out), timeout=1800)
+                run_times.append(time.perf_counter() - t0)
+                if done.returncode == 2:
+                    raise SystemExit(f"{name}: bench run refused the matrix: {done.stderr.strip()[-300:]}")
+                one[name] = [slim(r) for r in load_records(out)]
+            rounds.append(one)
+            if len(rounds) % args.repeat == 0:
+                rows += judge_rounds(rounds[-args.repeat:], args.repeat, threshold, alpha, args.shapes,
+                                     group=len(rounds) // args.repeat - 1)
+                print(summary(rows, run_times, args.repeat), flush=True)
+                if args.rounds_json:
+                    args.rounds_json.parent.mkdir(parents=True, exist_ok=True)
+                    args.rounds_json.write_text(json.dumps(
+                        {"gate": {**GATE, "threshold": args.threshold, "alpha": args.alpha, "repeat": args.repeat,
+                                  "threads": args.threads}, "matrix": matrix, "shapes": args.shapes,
+                         "rounds": rounds}, separators=(",", ":")))
+    print("final:", summary(rows, run_times, args.repeat))
     if args.out:
-        args.out.write_text(json.dumps({"gate": {**GATE, "threshold": args.threshold, "alpha": args.alpha,
-                                                 "repeat": args.repeat, "threads": args.threads},
-                                        "matrix": MATRIX, "rows": rows}, indent=1))
+        args.out.write_text(json.dumps({"gate": GATE, "matrix": matrix, "rows": rows}, indent=1))
     return 0
 
 
-def judge_group(blocks: dict[str, list[list[dict]]], threshold: float, alpha: float, group: int) -> list[dict]:
-    """The three comparisons of one group of rounds, as the gate judges them."""
+def _injected(records: list[dict], inject) -> list[dict]:
+    out = []
+    for record in records:
+        record = copy.deepcopy(record)
+        if record.get("status") == "ok":
+            inject(record)
+        out.append(record)
+    return out
+
+
+def judge_rounds(rounds: list[dict[str, list[dict]]], repeat: int, threshold: float, alpha: float, shapes: bool,
+                 group: int | None = None) -> list[dict]:
+    """Every comparison of consecutive groups of ``repeat`` rounds, as the gate judges them: one row per
+    (group, condition) with the gate's decision and, per backend, whether that backend's cell failed."""
     from fwbench.ab import merge_blocks
-    from fwbench.compare import THROUGHPUT_LABEL, compare, exit_code
+    from fwbench.compare import compare, exit_code
 
     rows = []
-    base = merge_blocks(blocks["base"])
-    for condition, other in CONDITIONS.items():
-        result = compare(base, merge_blocks(blocks[other]), threshold, alpha, GATE["metrics"], paired=True)
-        by_metric = {r.metric: r for r in result.rows}
-        row, best = by_metric.get(THROUGHPUT_LABEL), by_metric.get("best-window throughput")
-        rows.append({"group": group, "condition": condition,
-                     "gate_failed": exit_code(result, GATE["fail_on"]) == 1,
-                     "failing": [f"{r.metric}: {r.verdict}" for r in result.failing(GATE["fail_on"])],
-                     "verdict": row.verdict if row else "none", "change": row.change if row else None,
-                     "ci": row.ci if row else None, "p": row.p_value if row else None,
-                     "best_verdict": best.verdict if best else "none",
-                     "best_change": best.change if best else None, "best_ci": best.ci if best else None,
-                     "best_p": best.p_value if best else None})
+    for g in range(len(rounds) // repeat):
+        chosen = rounds[g * repeat:(g + 1) * repeat]
+        blocks = {side: [r[side] for r in chosen] for side in chosen[0]}
+        base = merge_blocks(blocks["base"])
+        others = {"A/A": blocks["base2"]}
+        if shapes:
+            others.update({name: [_injected(b, inject) for b in blocks["base2"]] for name, inject in SHAPES.items()})
+        else:
+            others.update({c: blocks[side] for c, side in CONDITIONS.items() if c != "A/A" and side in blocks})
+        for condition, new_blocks in others.items():
+            result = compare(base, merge_blocks(new_blocks), threshold, alpha, GATE["metrics"], paired=True)
+            failing = result.failing(GATE["fail_on"])
+            per_backend = {}
+            for record in base:
+                label = str(record.get("backend"))
+                per_backend[label] = any(r.cell.split(" · ")[0] == label for r in failing)
+            rows.append({"group": g if group is None else group, "condition": condition,
+                         "gate_failed": exit_code(result, GATE["fail_on"]) == 1, "per_backend": per_backend,
+                         "failing": [f"{r.cell} · {r.metric}: {r.verdict}" for r in failing],
+                         "changes": {f"{r.cell} · {r.metric}": r.change for r in result.rows if r.change is not None}})
     return rows
 
 
-def rejudge(folder: Path, repeat: int, threshold: float, alpha: float) -> int:
-    """Judge kept rounds again in groups of ``repeat`` consecutive rounds (no new runs)."""
-    from fwbench.results import load_records
-
-    rounds = sorted(set.intersection(*({p.name for p in (folder / side).iterdir() if (p / "run.json").exists()
-                                        or any(p.rglob("run.json"))} for side in SIDES)))
-    rows: list[dict] = []
-    for group in range(len(rounds) // repeat):
-        names = rounds[group * repeat:(group + 1) * repeat]
-        blocks = {side: [load_records(folder / side / name) for name in names] for side in SIDES}
-        rows += judge_group(blocks, threshold, alpha, group)
-    print(f"{len(rounds)} kept rounds judged in groups of {repeat} (threshold {threshold:.1%}, alpha {alpha:g}):")
-    print(summary(rows, [], repeat, final=True))
-    return 0
-
-
-def summary(rows: list[dict], run_times: list[float], repeat: int, final: bool) -> str:
+def summary(rows: list[dict], run_times: list[float], repeat: int) -> str:
     import statistics
 
-    lines = []
     per_comparison = 2 * repeat * statistics.mean(run_times) if run_times else float("nan")
-    for condition in ("A/A", "A/B 5%", "A/B 10%"):
+    lines = [f"(wall time per bench ab comparison ≈ {per_comparison:.0f} s)"]
+    for condition in dict.fromkeys(r["condition"] for r in rows):
         mine = [r for r in rows if r["condition"] == condition]
-        if not mine:
-            continue
         fails = sum(r["gate_failed"] for r in mine)
-        what = "false positives" if condition == "A/A" else "detected"
-        verdicts = {v: sum(r["verdict"] == v for r in mine) for v in sorted({r["verdict"] for r in mine})}
-        best = {v: sum(r["best_verdict"] == v for r in mine) for v in sorted({r["best_verdict"] for r in mine})}
-
-        def mean(key, mine=mine):
-            values = [r[key] for r in mine if r[key] is not None]
-            return statistics.mean(values) if values else float("nan")
-        lines.append(f"  {condition:<8} gate {what}: {fails}/{len(mine)} = {fails / len(mine):.0%}; "
-                     f"throughput (median windows) {verdicts}, mean change {mean('change'):+.1%}; "
-                     f"best-window throughput {best}, mean change {mean('best_change'):+.1%}")
-    head = "final" if final else f"after {len(rows) // 3} comparison(s) per condition"
-    return f"{head} (wall time per bench ab comparison ≈ {per_comparison:.0f} s):\n" + "\n".join(lines)
+        what = "family-wise false positives" if condition == "A/A" else "detected"
+        backends = sorted({b for r in mine for b in r["per_backend"]})
+        each = ", ".join(f"{b} {sum(r['per_backend'][b] for r in mine)}/{len(mine)}" for b in backends)
+        lines.append(f"  {condition:<24} gate {what}: {fails}/{len(mine)} = {fails / len(mine):.0%} (per backend: {each})")
+        if condition == "A/A" and fails:
+            lines += [f"    false alarm: {f}" for r in mine for f in r["failing"]][:6]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

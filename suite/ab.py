@@ -12,8 +12,10 @@ two Python environments with fwbench installed (a venv folder or its ``python``)
    (one fresh process per cell), alternating sides in ABBA blocks — A B, B A, A B ... — so drift of
    the machine and any order effect hit both sides alike, and block *i* of A and of B form a pair.
 3. **Judge**: each side's runs become one record per cell (`fwbench.repeats.merge_repeats`), kept
-   in ``OUT/base`` and ``OUT/new``; `fwbench.compare.compare` pairs block *i* of BASE with block *i*
-   of NEW (a paired t on log times) and the table and exit code are those of ``bench compare``.
+   in ``OUT/base/cells`` and ``OUT/new/cells`` (each repeat keeps its block index, the record its
+   last repeat's time); `fwbench.compare.compare` pairs block *i* of BASE with block *i* of NEW (a
+   paired t on log values, over the blocks both sides have) and the table and exit code are those
+   of ``bench compare`` — which, given ``OUT/base OUT/new``, reads the same cells and pairs alike.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from .errors import UsageError
 from .run.placement import threads_help
 
 DEFAULT_AB_REPEATS = 8  # what the gate uses: its error rates are measured (docs/statistics.md)
+TIMED_OUT = 124  # run_block's code for a block stopped at --block-timeout
 
 
 @dataclass
@@ -147,50 +150,70 @@ def _block_args(side: Side, matrix: list[str]) -> list[str]:
 
 
 def run_block(side: Side, matrix: list[str], out: Path, block: int, timeout: float | None) -> int:
-    """One run of the matrix by ``side`` into ``out/blocks``; its log in ``out/logs``."""
+    """One run of the matrix by ``side`` into ``out/blocks/blockNNN``; its log in ``out/logs``.
+
+    Returns the exit code of its `bench run`, or 124 when the block ran past ``timeout`` (killed;
+    the cells it did not finish count as timed out in that block, `merge_blocks`)."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log_path = out / "logs" / f"block{block:03d}.log"
-    before = set((out / "blocks").glob("*/run.json"))
+    where = out / "blocks" / f"block{block:03d}"
     with open(log_path, "w") as log:
-        done = side.bench(*_block_args(side, matrix), "--out", str(out / "blocks"), timeout=timeout, log=log)
+        try:
+            done = side.bench(*_block_args(side, matrix), "--out", str(where), timeout=timeout, log=log)
+        except subprocess.TimeoutExpired:
+            log.write(f"\nbench ab: block {block} ran past --block-timeout {timeout:g} s and was stopped\n")
+            return TIMED_OUT
     reason = _last(log_path.read_text()).removeprefix("bench: error: ")
     if done.returncode == 2:
         raise UsageError(f"{side.name} {side.label} refused the matrix: {reason}")
-    if done.returncode != 0 and not set((out / "blocks").glob("*/run.json")) - before:
+    if done.returncode != 0 and not list(where.glob("*/run.json")):
         # nothing ran (e.g. a dataset that cannot be fetched): every further block would fail alike
         raise UsageError(f"{side.name} {side.label} could not start the matrix: {reason}")
     return done.returncode
 
 
-def merge_blocks(blocks: list[list[dict]]) -> list[dict]:
-    """One record per cell from runs of the same matrix, ``blocks[i]`` = the records of run *i*
-    (run order = repeat order); a cell that failed in any run is that failure."""
+def merge_blocks(blocks: list[list[dict]] | dict[int, list[dict]], timed_out: dict[int, float] | None = None
+                 ) -> list[dict]:
+    """One record per cell from runs of the same matrix: ``blocks[i]`` = the records of block *i*
+    (a list counts from 1). Each repeat keeps its block index, so two sides pair by block even when
+    a block is missing on one of them. A cell that failed in any block, or that a block stopped at
+    its ``timed_out[block]`` seconds did not finish, is that failure."""
     from .repeats import merge_repeats
 
+    blocks = dict(enumerate(blocks, start=1)) if isinstance(blocks, list) else blocks
     by_cell: dict[str, list[dict]] = {}
-    for i, records in enumerate(blocks, start=1):
+    for i, records in sorted(blocks.items()):
         for record in records:
-            by_cell.setdefault(record["cell_id"], []).append({**record, "repeat": i})
+            by_cell.setdefault(record["cell_id"], []).append({**record, "repeat": i, "block": i})
+    for i, seconds in sorted((timed_out or {}).items()):
+        for records in by_cell.values():
+            if not any(r["block"] == i for r in records):
+                records.append({**records[0], "status": "timeout", "repeat": i, "block": i,
+                                "error": f"block {i} ran past --block-timeout {seconds:g} s", "metrics": {}})
     merged = []
     for _cell_id, records in sorted(by_cell.items()):
+        records.sort(key=lambda r: r["block"])
         bad = [r for r in records if r.get("status") != "ok"]
         if bad:
             final = dict(bad[0])
             final["error"] = f"repeat {bad[0]['repeat']}/{len(records)}: {bad[0].get('error')}"
         else:
             final = merge_repeats(records)
+        final["ab"] = {"blocks": [r["block"] for r in records]}
         merged.append(final)
     return merged
 
 
-def merged_side(out: Path) -> list[dict]:
-    """`merge_blocks` of the side's runs in ``out/blocks`` (one folder per run), written to ``out/cells``."""
+def merged_side(out: Path, timed_out: dict[int, float] | None = None) -> list[dict]:
+    """`merge_blocks` of the side's blocks in ``out/blocks/blockNNN``, written to ``out/cells``."""
     from .results import load_records, write_record
 
-    runs = sorted(p.parent for p in (out / "blocks").glob("*/run.json"))  # run ids sort by start time
-    merged = merge_blocks([load_records(run) for run in runs])
+    blocks = {int(p.name.removeprefix("block")): load_records(p) for p in sorted((out / "blocks").glob("block*"))
+              if p.is_dir() and p.name.removeprefix("block").isdigit() and list(p.glob("*/run.json"))}
+    merged = merge_blocks(blocks, timed_out)
     for record in merged:
         record.pop("_path", None)
+        record["ab"]["side"] = out.name
         record["_path"] = str(write_record(record, out / "cells"))
     return merged
 
@@ -229,6 +252,9 @@ def cmd_ab(args) -> int:
     from .display import make_console
 
     threshold, alpha, metrics = options(args)  # refuse bad options before building anything
+    if args.repeat < 2:
+        raise UsageError(f"--repeat {args.repeat}: bench ab needs at least 2 blocks per side to judge a change "
+                         f"(no interval from one); use --repeat {DEFAULT_AB_REPEATS}, the gate's default")
     console = make_console(stderr=True)
     out = (args.out or Path("results")) / f"ab-{time.strftime('%Y%m%d-%H%M%S')}"
     matrix = matrix_args(args)
@@ -241,18 +267,23 @@ def cmd_ab(args) -> int:
                       f"→ {out}")
         sides = (base, new)
         started = time.perf_counter()
+        timed_out: dict[str, dict[int, float]] = {"BASE": {}, "NEW": {}}
         for block, index in order(args.repeat):
             side = sides[index]
             t0 = time.perf_counter()
             rc = run_block(side, matrix, out / side.name.lower(), block, args.block_timeout)
-            console.print(f"  block {block}/{args.repeat} {side.name:<4} {side.label}: "
-                          f"{'ok' if rc == 0 else 'some cell failed'} ({time.perf_counter() - t0:.0f} s)",
-                          style="dim" if rc == 0 else "yellow")
-        records = {side.name: merged_side(out / side.name.lower()) for side in sides}
+            if rc == TIMED_OUT:
+                timed_out[side.name][block] = args.block_timeout
+            state = {0: "ok", TIMED_OUT: "timed out (--block-timeout)"}.get(rc, "some cell failed")
+            console.print(f"  block {block}/{args.repeat} {side.name:<4} {side.label}: {state} "
+                          f"({time.perf_counter() - t0:.0f} s)", style="dim" if rc == 0 else "yellow")
+        records = {side.name: merged_side(out / side.name.lower(), timed_out[side.name]) for side in sides}
     if not records["BASE"] or not records["NEW"]:
         empty = "BASE" if not records["BASE"] else "NEW"
         raise UsageError(f"{empty} produced no records (see the logs in {out / empty.lower() / 'logs'})")
-    result = compare(records["BASE"], records["NEW"], threshold, alpha, metrics, paired=True)
+    result = compare(records["BASE"], records["NEW"], threshold, alpha, metrics, paired=True,
+                     allow_no_evidence=args.allow_no_evidence, allow_env_change=args.allow_env_change)
+    result.threshold_text = args.threshold
     result.notes.append(f"BASE {base.label}, NEW {new.label}: {args.repeat} interleaved block(s), paired by block; "
                         f"{time.perf_counter() - started:.0f} s; records in {out}")
     (out / "compare.md").write_text(markdown(result, args.fail_on, title="fwbench ab"))
@@ -284,7 +315,8 @@ def add_ab_command(subparsers) -> None:
     ab.add_argument("--block-timeout", type=_positive_float, default=None,
                     help="seconds for one side's whole run of the matrix (default: none)")
     ab.add_argument("--repeat", type=_positive_int, default=DEFAULT_AB_REPEATS, metavar="N",
-                    help=f"blocks per side (each cell runs N times per side; default: {DEFAULT_AB_REPEATS})")
+                    help=f"blocks per side, at least 2 (each cell runs N times per side; default: "
+                         f"{DEFAULT_AB_REPEATS})")
     ab.add_argument("--out", "-o", type=Path, default=Path("results"),
                     help="where OUT/ab-<time>/{base,new} go (default: results)")
     add_compare_options(ab)

@@ -40,7 +40,7 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
+    if not value > 0 or value == float("inf"):  # nan and inf too
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 

@@ -1,19 +1,24 @@
 """``bench compare BASE NEW``: pair the cells of two sets of records and judge each metric.
 
-Cells are paired by (backend, task, device, dataset, overrides). Per metric: base, new, the ratio
-NEW/BASE with its interval and a verdict (docs/statistics.md):
+Cells are paired by (backend, task, device, dataset, overrides) and checked for like with like
+(`fwbench.comparable`: batch, dtype, threads, CPU, device, parameters). Per metric: base, new (the
+geometric means of the per-repeat values the change is computed from), the ratio NEW/BASE with its
+interval and a verdict (`fwbench.verdicts`, docs/statistics.md):
 
-* the units are **repeats** (one value per process, ``metrics["repeats"]``): the ratio of geometric
-  means with a t interval on logs at level ``1 - alpha`` (Welch; paired when the repeats ran in
-  interleaved pairs, as in `bench ab`), and the p-value of "no change";
-* **faster / slower** (improved / regressed for non-speed metrics): significant (``p < alpha``) *and*
-  moved by more than the threshold; **unchanged**: the whole interval lies within ``1 ± threshold``;
-  **inconclusive**: anything else, with the number of repeats that would decide it;
+* the units are **repeats** (one value per process, ``metrics["repeats"]``); a rate (throughput) is
+  compared in samples/s; the interval is a t interval on logs (Welch, plus a known between-invocation
+  term when the sides are separate invocations; paired by block when they ran interleaved, as in
+  `bench ab`), at the level Holm's correction gives the row over every row of the comparison;
+* faster / slower / unchanged / inconclusive on that interval, one logic; deterministic metrics
+  (test accuracy at a fixed seed) judged exactly at any number of repeats;
+* **no evidence, no pass**: a row that cannot be judged (fewer than 2 repeats a side, a metric
+  missing on one side, a cell broken in BASE or new in NEW) fails the gate unless
+  ``--allow-no-evidence``; a pair that ran on different settings fails unless ``--allow-env-change``;
 * a cell that was ok in BASE and failed, timed out, was skipped or is missing in NEW is **failed**,
   a regression, always.
 
-``bench compare`` exits 1 on any slower / regressed / failed row (``--fail-on inconclusive``: on
-inconclusive ones too), else 0.
+``bench compare`` exits 1 on any failing row (``--fail-on inconclusive``: on inconclusive ones too),
+else 0; 2 on bad input.
 """
 from __future__ import annotations
 
@@ -24,21 +29,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .comparable import differences
+from .compare_output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401
 from .errors import UsageError
 from .frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
-from .statistics import RatioInterval, ratio_interval, repeats_needed
+from .statistics import RatioInterval, ratio_interval
+from .verdicts import (  # noqa: F401  (re-exported: the verdict names are part of this module's surface)
+    BAD_VERDICTS,
+    ENV_CHANGED,
+    FAILED,
+    FASTER,
+    IMPROVED,
+    INCONCLUSIVE,
+    NEEDED_CAP,
+    NO_EVIDENCE,
+    NOT_COMPARABLE,
+    REGRESSED,
+    SLOWER,
+    UNCHANGED,
+    UNJUDGED,
+    decide,
+    judge_exact,
+    level_text,
+    pct,
+)
 
-FASTER, SLOWER = "faster", "slower"
-IMPROVED, REGRESSED = "improved", "regressed"
-UNCHANGED, INCONCLUSIVE = "unchanged", "inconclusive"
-FAILED, NOT_COMPARABLE = "failed", "not comparable"
-BAD_VERDICTS = (SLOWER, REGRESSED, FAILED)
-VERDICT_STYLE = {FASTER: "bold green", IMPROVED: "bold green", SLOWER: "bold red", REGRESSED: "bold red",
-                 FAILED: "bold red", UNCHANGED: "dim", INCONCLUSIVE: "yellow", NOT_COMPARABLE: "yellow"}
-VERDICT_MARK = {FASTER: "🟢", IMPROVED: "🟢", SLOWER: "🔴", REGRESSED: "🔴", FAILED: "🔴", UNCHANGED: "⚪",
-                INCONCLUSIVE: "🟡", NOT_COMPARABLE: "⚠️"}
 FAIL_ON = ("slower", "inconclusive")
-NEEDED_CAP = 200  # repeats_needed's cap: beyond it, say "more than"
+#: Spread (CV) of a headline between separate invocations of the same code on one machine, each side
+#: of a `bench compare` of two invocations (measured by benchmarks/run_to_run.py; docs/statistics.md).
+INVOCATION_CV = 0.02
 
 
 def _num(value: Any) -> float | None:
@@ -51,13 +70,22 @@ def _m(record: dict, key: str) -> Any:
     return (record.get("metrics") or {}).get(key)
 
 
-def _repeat_values(key: str) -> Callable[[dict], list[float]]:
-    """Per-repeat values of ``key`` from ``metrics["repeats"]`` (a record of one repeat: its own value)."""
-    def values(record: dict) -> list[float]:
+def _batch(record: dict) -> float | None:
+    return _num((((record.get("config") or {}).get("training")) or {}).get("batch_size"))
+
+
+def _repeat_values(key: str) -> Callable[[dict], list[tuple[Any, float]]]:
+    """Per-repeat ``(block or repeat index, value of key)`` from ``metrics["repeats"]``."""
+    def values(record: dict) -> list[tuple[Any, float]]:
         repeats = _m(record, "repeats")
-        if isinstance(repeats, list) and repeats:
-            return [v for v in (_num(r.get(key)) for r in repeats if isinstance(r, dict)) if v is not None and v > 0]
-        return []
+        if not isinstance(repeats, list):
+            return []
+        out = []
+        for i, r in enumerate(repeats, start=1):
+            v = _num(r.get(key)) if isinstance(r, dict) else None
+            if v is not None and v > 0:
+                out.append((r.get("block") or r.get("repeat") or i, v))
+        return out
     return values
 
 
@@ -74,31 +102,39 @@ class Metric:
     better: str  # "higher" or "lower"
     value: Callable[[dict], float | None]
     text: Callable[[float], str]
-    repeats: Callable[[dict], list[float]] | None = None  # one value per repeat (the units)
-    repeats_are_inverse: bool = False  # the repeats are times of a rate (lower time = higher value)
+    repeats: Callable[[dict], list[tuple[Any, float]]] | None = None  # one value per repeat (the units)
+    repeats_are_inverse: bool = False  # the repeats are step times of a rate: compared as batch / time
     optional: bool = False  # absent on both sides: not listed (e.g. device memory on CPU)
     speed: bool = False  # verdicts read faster / slower
+    deterministic: bool = False  # the same on every repeat at a fixed seed: judged exactly at any N
 
 
-def _throughput(record: dict) -> float | None:
-    value = _num(_m(record, "throughput_samples_per_s"))
-    if value is None:
-        stats = _m(record, "step_time_s")
-        median = _num(stats.get("median")) if isinstance(stats, dict) else None
-        batch = _num((((record.get("config") or {}).get("training")) or {}).get("batch_size"))
-        value = batch / median if median and batch else None
+def _rate(key: str, stat: str) -> Callable[[dict], float | None]:
+    def value(record: dict) -> float | None:
+        v = _num(_m(record, key))
+        if v is None:
+            stats = _m(record, "step_time_s")
+            t = _num(stats.get(stat)) if isinstance(stats, dict) else None
+            batch = _batch(record)
+            v = batch / t if t and batch else None
+        return v
     return value
 
 
 THROUGHPUT_LABEL = "throughput (samples/s)"
 METRICS: tuple[Metric, ...] = (
-    Metric("throughput", THROUGHPUT_LABEL, "higher", _throughput, _fmt_count,
+    Metric("throughput", THROUGHPUT_LABEL, "higher", _rate("throughput_samples_per_s", "median"), _fmt_count,
            repeats=_repeat_values("median_step_s"), repeats_are_inverse=True, speed=True),
-    Metric("throughput_best", "best-window throughput", "higher",
-           lambda r: _num(_m(r, "throughput_best_samples_per_s")), _fmt_count,
-           repeats=_repeat_values("best_step_s"), repeats_are_inverse=True, optional=True, speed=True),
+    Metric("throughput_best", "best-window throughput", "higher", _rate("throughput_best_samples_per_s", "min"),
+           _fmt_count, repeats=_repeat_values("best_step_s"), repeats_are_inverse=True, optional=True, speed=True),
+    Metric("throughput_total", "whole-run throughput (mean step)", "higher",
+           _rate("throughput_total_samples_per_s", "mean"), _fmt_count,
+           repeats=_repeat_values("mean_step_s"), repeats_are_inverse=True, optional=True, speed=True),
+    Metric("throughput_span", "best-span throughput (stalls included)", "higher",
+           _rate("throughput_span_samples_per_s", "best_span"), _fmt_count,
+           repeats=_repeat_values("best_span_step_s"), repeats_are_inverse=True, optional=True, speed=True),
     Metric("test_accuracy", "test accuracy", "higher", lambda r: _num(_m(r, "test_accuracy")), lambda v: f"{v:.2%}",
-           repeats=_repeat_values("test_accuracy")),
+           repeats=_repeat_values("test_accuracy"), deterministic=True),
     Metric("peak_host_bytes", "peak host memory", "lower", lambda r: _num(_m(r, "peak_host_bytes")),
            lambda v: f"{v / 2**20:,.1f} MiB", repeats=_repeat_values("peak_host_bytes")),
     Metric("peak_device_bytes", "peak device memory", "lower", lambda r: _num(_m(r, "peak_device_bytes")),
@@ -120,9 +156,13 @@ class Row:
     p_value: float | None
     verdict: str
     reason: str = ""
-    ci: tuple[float, float] | None = None  # interval of the ratio NEW/BASE at level 1 - alpha
+    ci: tuple[float, float] | None = None  # interval of the ratio NEW/BASE at ``level``
     needed: int | None = None  # repeats a side that would decide an inconclusive row
     repeats: tuple[int, int] | None = None  # (BASE, NEW) repeats used
+    level: float | None = None  # the interval's confidence level (Holm's for this row)
+    mde: float | None = None  # smallest change detectable at this N, for an inconclusive row
+    estimate: RatioInterval | None = field(default=None, repr=False)  # waiting for `decide`
+    speed: bool = False
 
 
 @dataclass
@@ -131,6 +171,9 @@ class Comparison:
     threshold: float = 0.05
     alpha: float = 0.01
     notes: list[str] = field(default_factory=list)
+    allow_no_evidence: bool = False
+    allow_env_change: bool = False
+    threshold_text: str | None = None  # as the user wrote it
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
@@ -144,15 +187,21 @@ class Comparison:
         return self.count(INCONCLUSIVE) > 0
 
     def failing(self, fail_on: str = "slower") -> list[Row]:
-        """The rows that fail the gate: slower/regressed/failed, and inconclusive with ``inconclusive``."""
+        """The rows that fail the gate: slower/regressed/failed; rows that cannot be judged (unless
+        ``allow_no_evidence``); pairs on different settings (unless ``allow_env_change``); and
+        inconclusive ones with ``fail_on="inconclusive"``."""
         bad = BAD_VERDICTS + ((INCONCLUSIVE,) if fail_on == "inconclusive" else ())
+        bad += () if self.allow_no_evidence else UNJUDGED
+        bad += () if self.allow_env_change else (ENV_CHANGED,)
         return [r for r in self.rows if r.verdict in bad]
 
     def summary(self) -> str:
         counts = {v: self.count(v) for v in (FAILED, SLOWER, REGRESSED, FASTER, IMPROVED, UNCHANGED, INCONCLUSIVE,
-                                             NOT_COMPARABLE)}
+                                             NO_EVIDENCE, NOT_COMPARABLE, ENV_CHANGED)}
         parts = [f"{n} {v}" for v, n in counts.items() if n or v in (SLOWER, UNCHANGED, INCONCLUSIVE)]
-        return (f"{', '.join(parts)} (threshold {self.threshold:.1%}, alpha {self.alpha:g}, "
+        given = f" from {self.threshold_text!r}" if self.threshold_text else ""
+        return (f"{', '.join(parts)} (threshold {pct(self.threshold)}{given}, family-wise alpha {self.alpha:g} "
+                f"(Holm over {sum(r.level is not None for r in self.rows)} judged rows), "
                 f"{len({r.cell for r in self.rows})} cell(s))")
 
 
@@ -161,16 +210,22 @@ class Comparison:
 # ---------------------------------------------------------------------------------------------
 
 def parse_threshold(text: str) -> float:
-    """``5%`` (or ``5``, read as percent) → 0.05. Raises `UsageError` naming the fix."""
+    """``5%`` → 0.05 and ``0.05`` → 0.05: a percentage with ``%``, else a fraction below 1.
+
+    Raises `UsageError` naming the fix (a bare ``5`` is refused: 5 as a fraction is 500%).
+    """
     raw = str(text).strip()
-    number = raw[:-1].strip() if raw.endswith("%") else raw
+    percent = raw.endswith("%")
     try:
-        value = float(number)
+        value = float(raw[:-1].strip() if percent else raw)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise UsageError(f"--threshold {text!r}: expected a non-negative percentage such as 5% or 2.5%")
-    return value / 100
+        raise UsageError(f"--threshold {text!r}: expected a percentage such as 5% or a fraction such as 0.05")
+    if not percent and value >= 1:
+        raise UsageError(f"--threshold {text!r}: a number without % is a fraction ({value:g} = {value:.0%}); "
+                         f"write {value:g}% or {value / 100:g}")
+    return value / 100 if percent else value
 
 
 def parse_alpha(text: str | float) -> float:
@@ -192,10 +247,13 @@ def load_side(paths: Iterable[str | Path], name: str) -> tuple[list[dict], list[
         if not p.exists():
             raise UsageError(f"{name} {str(p)!r}: no such file or folder; pass a results folder or record file")
     skipped: list[str] = []
+    # a side of a `bench ab` output (OUT/base): its merged cells, not the single blocks
+    paths = [p / "cells" if (p / "cells").is_dir() and (p / "blocks").is_dir() else p for p in paths]
     records = load_records(paths, skipped)
     if not records:
         where = ", ".join(map(str, paths))
-        raise UsageError(f"{name} {where!r}: no readable fwbench records; run `bench run --out {where}` first")
+        why = f" ({skipped[0]}{f' and {len(skipped) - 1} more' if len(skipped) > 1 else ''})" if skipped else ""
+        raise UsageError(f"{name} {where!r}: no readable fwbench records{why}; run `bench run --out {where}` first")
     return records, skipped
 
 
@@ -254,31 +312,6 @@ def pair(base: list[dict], new: list[dict]) -> list[tuple[tuple, dict | None, di
     return [(k, x, y) for k, (x, y) in sorted(pairs.items())]
 
 
-def _words(metric: Metric) -> tuple[str, str]:
-    return (FASTER, SLOWER) if metric.speed else (IMPROVED, REGRESSED)
-
-
-def judge(ratio: RatioInterval, metric: Metric, threshold: float, alpha: float) -> tuple[str, str, int | None]:
-    """(verdict, reason, repeats needed) of one ratio NEW/BASE (of the metric's own values)."""
-    good, bad = _words(metric)
-    change = ratio.ratio - 1
-    better = change > 0 if metric.better == "higher" else change < 0
-    if ratio.p_value < alpha and abs(change) > threshold:
-        return (good if better else bad), "", None
-    if 1 - threshold <= ratio.low and ratio.high <= 1 + threshold:
-        return UNCHANGED, "", None
-    needed = repeats_needed(ratio, threshold, 1 - alpha, cap=NEEDED_CAP)
-    if abs(change) > threshold:
-        why = f"moved {change:+.1%} but p={ratio.p_value:.2g} ≥ {alpha:g}"
-    elif ratio.p_value < alpha:
-        why = f"significant {change:+.1%}, but the interval reaches past ±{threshold:.0%}"
-    else:
-        why = f"the interval reaches past ±{threshold:.0%}"
-    more = (f"; more than {needed} repeats a side would be needed" if needed and needed >= NEEDED_CAP else
-            f"; about {needed} repeats a side would decide it" if needed else "")
-    return INCONCLUSIVE, why + more, needed
-
-
 def _same_measurement(base: dict, new: dict) -> bool:
     """The very same record on both sides (``bench compare R R``): no change, with certainty."""
     def identity(r: dict) -> tuple:
@@ -288,67 +321,99 @@ def _same_measurement(base: dict, new: dict) -> bool:
     return identity(base) == identity(new)
 
 
+def _values(metric: Metric, record: dict) -> list[tuple[Any, float]]:
+    """The units of ``metric`` in ``record``: (pairing key, value) per repeat; a rate's step times
+    become samples/s (batch / time), so a change of batch size is not a change of speed."""
+    raw = metric.repeats(record) if metric.repeats else []
+    if metric.repeats_are_inverse:
+        batch = _batch(record) or 1.0
+        raw = [(k, batch / v) for k, v in raw]
+    return raw
+
+
+def _aligned(braw: list, nraw: list, paired: bool) -> tuple[list[float], list[float], bool]:
+    """The two sides' values; paired by block (or repeat) index when ``paired`` and >= 2 are shared."""
+    if paired:
+        b, n = dict(braw), dict(nraw)
+        common = [k for k in b if k in n and k is not None]
+        if len(common) >= 2 and len(b) == len(braw) and len(n) == len(nraw):
+            return [b[k] for k in common], [n[k] for k in common], True
+    return [v for _, v in braw], [v for _, v in nraw], False
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
 def compare_metric(metric: Metric, base: dict, new: dict, threshold: float, alpha: float, label: str,
                    paired: bool = False) -> Row | None:
+    """One metric of one pair of ok cells. A row with ``estimate`` set waits for `decide` (the family)."""
     bv, nv = metric.value(base), metric.value(new)
-    if bv is None and nv is None and metric.optional:
-        return None
+    braw, nraw = _values(metric, base), _values(metric, new)
+    if bv is None and nv is None and not braw and not nraw:
+        return None  # measured on neither side (device memory on a CPU, accuracy of a microbenchmark)
     row = Row(label, metric.label, metric.better, metric.text(bv) if bv is not None else "—",
-              metric.text(nv) if nv is not None else "—", None, None, NOT_COMPARABLE)
-    if bv is None or nv is None:
-        row.reason = f"no {metric.key} in {'BASE' if bv is None else 'NEW'}"
+              metric.text(nv) if nv is not None else "—", None, None, NO_EVIDENCE, speed=metric.speed)
+    if (bv is None and not braw) or (nv is None and not nraw):
+        row.reason = f"no {metric.key} in {'BASE' if bv is None and not braw else 'NEW'}: nothing to judge"
         return row
-    if bv == 0:
-        row.verdict = UNCHANGED if nv == 0 else NOT_COMPARABLE
-        row.reason = "" if nv == 0 else "base is 0: no relative change"
-        return row
-    row.change = nv / bv - 1
     if _same_measurement(base, new):
-        row.verdict, row.ci, row.p_value = UNCHANGED, (1.0, 1.0), 1.0
+        row.change, row.verdict, row.ci, row.p_value = 0.0, UNCHANGED, (1.0, 1.0), 1.0
         row.reason = "the same measurement on both sides"
         return row
-    braw = metric.repeats(base) if metric.repeats else []
-    nraw = metric.repeats(new) if metric.repeats else []
-    row.repeats = (len(braw), len(nraw))
-    if len(braw) < 2 or len(nraw) < 2:
-        row.verdict = INCONCLUSIVE
-        few = "BASE" if len(braw) < 2 else "NEW"
-        row.reason = f"{max(len(braw), 1) if few == 'BASE' else max(len(nraw), 1)} repeat(s) in {few}: " \
-                     "no interval across runs; run with --repeat 3 or more"
+    bvals, nvals, is_paired = _aligned(braw, nraw, paired)
+    row.repeats = (len(bvals), len(nvals))
+    one = {side: vals or ([v] if v is not None else []) for side, vals, v in (("BASE", bvals, bv), ("NEW", nvals, nv))}
+    if metric.deterministic and all(len(set(v)) == 1 for v in one.values()) and all(one.values()):
+        b0, n0 = one["BASE"][0], one["NEW"][0]
+        row.base, row.new = metric.text(b0), metric.text(n0)
+        if b0 == 0:
+            row.verdict, row.reason = (UNCHANGED, "exact") if n0 == 0 else (NOT_COMPARABLE, "base is 0")
+            return row
+        row.change, row.ci = n0 / b0 - 1, (n0 / b0, n0 / b0)
+        row.verdict, row.reason = judge_exact(n0 / b0, metric.better, metric.speed, threshold)
         return row
-    # the ratio of the metric: for a rate measured as times, NEW/BASE = base time / new time
-    ratio = (ratio_interval(nraw, braw, 1 - alpha, paired) if metric.repeats_are_inverse
-             else ratio_interval(braw, nraw, 1 - alpha, paired))
-    row.change, row.ci, row.p_value = ratio.ratio - 1, (ratio.low, ratio.high), ratio.p_value
-    row.verdict, row.reason, row.needed = judge(ratio, metric, threshold, alpha)
+    if len(bvals) < 2 or len(nvals) < 2:
+        few = "BASE" if len(bvals) < 2 else "NEW"
+        row.reason = (f"{max(min(len(bvals), len(nvals)), 1)} repeat(s) in {few}: no interval across runs; "
+                      "run with --repeat 3 or more")
+        return row
+    bg, ng = _geomean(bvals), _geomean(nvals)
+    row.base, row.new = metric.text(bg), metric.text(ng)  # the statistic of the change
+    extra = 2 * INVOCATION_CV ** 2 if metric.speed and not is_paired else 0.0
+    ratio = ratio_interval(bvals, nvals, 1 - alpha, is_paired, extra_var=extra)
+    row.change, row.ci, row.p_value, row.estimate = ratio.ratio - 1, (ratio.low, ratio.high), ratio.p_value, ratio
     return row
 
 
 def _cell_verdict(b: dict | None, n: dict | None) -> tuple[str, str] | None:
     """A verdict for the cell as a whole, or None when both sides are ok (judge the metrics)."""
     if b is None:
-        return NOT_COMPARABLE, "missing in BASE (a new cell)"
+        return NOT_COMPARABLE, "missing in BASE (a new cell): nothing to judge it against"
     if n is None:
         return (FAILED, "ok in BASE, missing in NEW") if b.get("status") == "ok" else \
-            (NOT_COMPARABLE, f"missing in NEW, {b.get('status')} in BASE")
+            (NOT_COMPARABLE, f"missing in NEW, {b.get('status')} in BASE: cannot judge")
     if b.get("status") == "ok" and n.get("status") != "ok":
         error = f": {n.get('error')}" if n.get("error") else ""
         return FAILED, f"ok in BASE, {n.get('status')} in NEW{error}"
     if b.get("status") != "ok":
         error = f": {b.get('error')}" if b.get("error") else ""
-        return NOT_COMPARABLE, f"{b.get('status')} in BASE{error}; {n.get('status')} in NEW"
+        return NOT_COMPARABLE, f"{b.get('status')} in BASE{error}; {n.get('status')} in NEW: cannot judge"
     return None
 
 
 def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: float = 0.01,
-            metrics: Iterable[str] | None = None, paired: bool = False) -> Comparison:
+            metrics: Iterable[str] | None = None, paired: bool = False, *, allow_no_evidence: bool = False,
+            allow_env_change: bool = False) -> Comparison:
     """Judge every metric of every paired cell. ``metrics`` limits the metric keys (default: all).
 
-    ``paired``: the i-th repeats of BASE and NEW ran side by side (`bench ab`).
+    ``paired``: the repeats of BASE and NEW ran side by side in blocks (`bench ab`): paired by block.
+    ``alpha`` is the family-wise level: Holm's correction over every judged row.
     Raises `UsageError` when BASE and NEW share no cell at all (e.g. runs of different tasks).
     """
     chosen = [m for m in METRICS if metrics is None or m.key in set(metrics)]
-    result = Comparison(threshold=threshold, alpha=alpha)
+    result = Comparison(threshold=threshold, alpha=alpha, allow_no_evidence=allow_no_evidence,
+                        allow_env_change=allow_env_change)
     counts_b, counts_n = _latest(base), _latest(new)
     pairs = pair(base, new)
     if base and new and not any(b is not None and n is not None for _, b, n in pairs):
@@ -367,102 +432,53 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: f
             result.rows.append(Row(label, "(cell)", "", "—" if b is None else str(b.get("status")),
                                    "—" if n is None else str(n.get("status")), None, None, *whole))
             continue
+        changed = differences(b, n)
+        if changed:
+            result.rows.append(Row(label, "(settings)", "", "", "", None, None, ENV_CHANGED,
+                                   "; ".join(changed) + ": not like with like (--allow-env-change to accept)"))
         for metric in chosen:
             row = compare_metric(metric, b, n, threshold, alpha, label, paired)
             if row is not None:
                 result.rows.append(row)
+    family = [r for r in result.rows if r.estimate is not None]
+    for row, judged in zip(family, decide([(r.estimate, r.better, r.speed) for r in family], threshold, alpha),
+                           strict=True):
+        row.verdict, row.reason, row.ci, row.level = judged.verdict, judged.reason, judged.ci, judged.level
+        row.needed, row.mde = judged.needed, judged.mde
+    if any(r.estimate is not None and r.estimate.extra_var for r in family):
+        result.notes.append(
+            f"BASE and NEW are separate invocations: timing intervals include a between-invocation spread of "
+            f"{INVOCATION_CV:.0%} a side (measured, docs/statistics.md), so a change below about "
+            f"{math.expm1(2.6 * math.sqrt(2) * INVOCATION_CV):.0%} is never called; `bench ab` runs both "
+            "sides in one interleaved invocation and sees smaller changes")
     return result
 
 
 # ---------------------------------------------------------------------------------------------
-# Output
+# Options and the command
 # ---------------------------------------------------------------------------------------------
-
-def _change_text(change: float | None) -> str:
-    return "—" if change is None else f"{change:+.1%}"
-
-
-def _ratio_text(row: Row) -> str:
-    """``-4.1% [-6.0%, -2.2%]``: the change NEW/BASE - 1 and its interval."""
-    text = _change_text(row.change)
-    if row.ci is not None and row.change is not None:
-        text += f" [{row.ci[0] - 1:+.1%}, {row.ci[1] - 1:+.1%}]"
-    return text
-
-
-def _p_text(p: float | None) -> str:
-    return "—" if p is None else (f"{p:.2g}" if p >= 1e-4 else "<1e-4")
-
-
-def _n_text(row: Row) -> str:
-    return "—" if row.repeats is None else f"{row.repeats[0]}/{row.repeats[1]}"
-
-
-BETTER_TEXT = {"higher": "↑ higher", "lower": "↓ lower", "": ""}
-COLUMNS = ("cell", "metric", "better", "base", "new", "change [CI]", "p", "repeats", "verdict")
-
-
-def _cells(r: Row) -> list[str]:
-    return [r.cell, r.metric, BETTER_TEXT[r.better], r.base, r.new, _ratio_text(r), _p_text(r.p_value), _n_text(r)]
-
-
-def rich_table(result: Comparison, title: str = "bench compare: BASE → NEW"):
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for name in COLUMNS:
-        table.add_column(name, justify="left" if name in ("cell", "metric", "better", "verdict") else "right",
-                         overflow="fold")
-    previous = None
-    for r in result.rows:
-        if previous is not None and r.cell != previous:
-            table.add_section()
-        verdict = Text(r.verdict, style=VERDICT_STYLE[r.verdict])
-        if r.reason:
-            verdict.append(f" ({r.reason})", style="dim")
-        plain = _cells(r)
-        plain[0] = r.cell if r.cell != previous else ""
-        table.add_row(*map(Text, plain), verdict)  # Text: a "[k=v]" in a label is not markup
-        previous = r.cell
-    return table
-
-
-def _md(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-
-
-def headline(result: Comparison, fail_on: str = "slower") -> str:
-    if result.regressed:
-        return "❌ regression"
-    if fail_on == "inconclusive" and result.inconclusive:
-        return "❌ inconclusive"
-    return "✅ no regression" + (" (some rows inconclusive)" if result.inconclusive else "")
-
-
-def markdown(result: Comparison, fail_on: str = "slower", title: str = "fwbench compare") -> str:
-    lines = [f"### {title}: {headline(result, fail_on)}", "", result.summary() + ".", "",
-             "| " + " | ".join(COLUMNS) + " |", "|:--|:--|:--|--:|--:|--:|--:|--:|:--|"]
-    for r in result.rows:
-        verdict = f"{VERDICT_MARK[r.verdict]} {r.verdict}" + (f" ({r.reason})" if r.reason else "")
-        lines.append("| " + " | ".join(_md(c) for c in [*_cells(r), verdict]) + " |")
-    lines += [f"- {_md(n)}" for n in result.notes]
-    return "\n".join(lines) + "\n"
-
 
 def add_compare_options(parser) -> None:
     """The judging options shared by `bench compare` and `bench ab`."""
     parser.add_argument("--threshold", default="5%",
-                        help="smallest relative change that counts, as a percentage (default: 5%%)")
+                        help="smallest relative change that counts: a percentage (5%%) or a fraction (0.05); "
+                             "a change is called when its interval clears half of it (default: 5%%)")
     parser.add_argument("--alpha", default="0.01",
-                        help="significance level; intervals are at 1 - alpha (default: 0.01 → 99%%)")
+                        help="family-wise significance level over all rows (Holm); each row's interval is at "
+                             "its Holm level, labelled (default: 0.01)")
     parser.add_argument("--format", choices=["text", "md"], default="text",
                         help="text (a table for the terminal) or md (for a pull-request comment / job summary)")
     parser.add_argument("--metric", action="append", default=[], metavar="NAME",
                         help="compare only this metric (repeatable): " + ", ".join(METRIC_KEYS))
     parser.add_argument("--fail-on", choices=FAIL_ON, default="slower",
-                        help="slower (default): exit 1 on a slower/regressed metric or a failed cell; "
-                             "inconclusive: also when a metric is inconclusive")
+                        help="slower (default): exit 1 on a slower/regressed metric, a failed cell or a row "
+                             "that cannot be judged; inconclusive: also when a metric is inconclusive")
+    parser.add_argument("--allow-no-evidence", action="store_true",
+                        help="do not fail on rows that cannot be judged (too few repeats, a missing metric, a "
+                             "cell broken in BASE or new in NEW); for interactive use, not for a gate")
+    parser.add_argument("--allow-env-change", action="store_true",
+                        help="do not fail when paired cells ran with a different batch size, dtype, threads, "
+                             "CPU model, device or parameter count")
 
 
 def options(args) -> tuple[float, float, list[str] | None]:
@@ -479,36 +495,13 @@ def options(args) -> tuple[float, float, list[str] | None]:
     return threshold, alpha, metrics
 
 
-def print_result(result: Comparison, fmt: str, fail_on: str, title: str = "bench compare: BASE → NEW") -> None:
-    import sys
-
-    from rich.text import Text
-
-    from .display import make_console
-
-    if fmt == "md":
-        sys.stdout.write(markdown(result, fail_on))
-        return
-    console = make_console()
-    console.print(rich_table(result, title))
-    for note in result.notes:
-        console.print(Text(note, style="dim"))
-    bad = bool(result.failing(fail_on))
-    console.print(Text((headline(result, fail_on).split(" ", 1)[1] + ": ") if bad or result.regressed else
-                       "no regression: ", style="bold red" if bad else "green") + Text(result.summary()))
-    for row in result.failing(fail_on):
-        console.print(Text(f"  {row.verdict}: {row.cell} · {row.metric}" + (f" ({row.reason})" if row.reason else ""),
-                           style="red"))
-
-
-def exit_code(result: Comparison, fail_on: str, strict: bool = False) -> int:
-    if strict and any(r.verdict == NOT_COMPARABLE for r in result.rows):
-        return 1
+def exit_code(result: Comparison, fail_on: str) -> int:
+    """1 when any row fails the gate (`Comparison.failing`), else 0."""
     return 1 if result.failing(fail_on) else 0
 
 
 def cmd_compare(args) -> int:
-    """The ``bench compare`` handler: exit 1 on a regression (or per --fail-on), else 0."""
+    """The ``bench compare`` handler: exit 1 on a regression or a row without evidence, else 0."""
     import sys
 
     threshold, alpha, metrics = options(args)
@@ -516,6 +509,11 @@ def cmd_compare(args) -> int:
     new, skipped_n = load_side([args.new], "NEW")
     for message in skipped_b + skipped_n:
         print(f"bench: warning: {message}", file=sys.stderr)
-    result = compare(base, new, threshold, alpha, metrics)
+    paired = all(isinstance(r.get("ab"), dict) for r in base + new)  # two sides of one `bench ab`
+    result = compare(base, new, threshold, alpha, metrics, paired, allow_no_evidence=args.allow_no_evidence,
+                     allow_env_change=args.allow_env_change)
+    result.threshold_text = args.threshold
+    if paired:
+        result.notes.append("both sides are `bench ab` cells: repeats paired by block")
     print_result(result, args.format, args.fail_on)
-    return exit_code(result, args.fail_on, getattr(args, "strict", False))
+    return exit_code(result, args.fail_on)

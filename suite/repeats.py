@@ -50,7 +50,9 @@ def repeat_summary(record: dict[str, Any]) -> dict[str, Any]:
             "throughput_samples_per_s": _num(m.get("throughput_samples_per_s")),
             "first_step_s": _num(m.get("first_step_s")), "test_accuracy": _num(m.get("test_accuracy")), "peak_host_bytes": m.get("peak_host_bytes"),
             "peak_device_bytes": m.get("peak_device_bytes"), "wall_s": _num(record.get("wall_s")),
-            "started_at": record.get("started_at"), "finished_at": record.get("finished_at")}
+            "mean_step_s": _num(stats.get("mean")), "best_span_step_s": _num(stats.get("best_span")),
+            "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
+            **({"block": record["block"]} if record.get("block") is not None else {})}
 
 
 def _unstable(what: str, ci, n: int) -> list[str]:
@@ -97,6 +99,7 @@ def merge_repeats(records: list[dict[str, Any]]) -> dict[str, Any]:
     merged["warnings"] = _merge_warnings(records)
     merged["wall_s"] = sum(_num(r.get("wall_s")) or 0.0 for r in records)
     merged["repeat_records"] = [r.get("_path") for r in records if r.get("_path")]
+    merged["finished_at"] = max((str(r.get("finished_at") or "") for r in records), default=None) or None
     merged.pop("repeat", None)
     m["repeats"] = [repeat_summary(r) for r in records]
     m["repeats_n"] = n
@@ -129,6 +132,9 @@ def _merge_training(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
         if best.n:
             m["throughput_best_samples_per_s"] = batch / best.center
             m["throughput_best_ci95"] = [batch / best.high, batch / best.low] if best.low and best.high else None
+        means = repeat_interval([s["mean_step_s"] for s in m["repeats"]])
+        if means.n:  # whole-run speed: sees a stall every N steps that the median window leaves out
+            m["throughput_total_samples_per_s"] = batch / means.center
         scale = old_median / ci.center if old_median else None
         for key in ("achieved_gflops", "percent_of_peak"):
             if _num(m.get(key)) is not None and scale:

@@ -16,6 +16,23 @@ WITHIN_RUN_MARK = "varies within the run"
 #: backend can come near it; a missing sync is off by far more (a step's dispatch alone: 10-1000x).
 TOO_FAST_MARGIN = 2.0
 TOO_SHORT_S = 1e-3  # a timed unit shorter than this is dominated by timer and call overhead
+#: Consecutive units in a span of `best_span`: long enough to hold an intermittent stall (a pause
+#: every few dozen steps), short enough that a quiet span exists on a busy machine.
+SPAN_UNITS = 16
+
+
+def best_span(values: np.ndarray, span: int = SPAN_UNITS) -> float | None:
+    """The mean of the fastest run of ``span`` consecutive units, ``values`` of shape ``(n,)`` in
+    time order; None with fewer than ``2 * span`` units.
+
+    A neighbour only adds time, so the fastest span is the least disturbed one (like the best
+    window), but a span is long enough to include a stall that recurs every few dozen steps — which
+    the median and the best window leave out.
+    """
+    if values.size < 2 * span:
+        return None
+    sums = np.convolve(values, np.ones(span), mode="valid")
+    return float(sums.min() / span)
 
 
 def confidence_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -51,6 +68,9 @@ def summarize(values, *, keep_raw: bool = True, max_raw: int = 2000) -> dict[str
         "ci95_low": lo, "ci95_high": hi, "cv": std / mean if mean > 0 else math.nan,
         "min": float(arr.min()), "max": float(arr.max()),
     }
+    span = best_span(arr)
+    if span is not None:
+        out["best_span"] = span
     if keep_raw:
         step = max(1, math.ceil(arr.size / max_raw))
         out["raw"] = arr[::step].tolist()

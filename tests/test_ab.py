@@ -49,7 +49,7 @@ def test_order_is_abba():
 
 def test_a_revision_that_breaks_a_cell_fails_the_gate_and_both_sides_are_kept(bench, repo, tmp_path):
     out = tmp_path / "ab"
-    result = bench("ab", "HEAD~1", "HEAD", *MATRIX, "--repeat", "1", "--out", str(out), cwd=repo)
+    result = bench("ab", "HEAD~1", "HEAD", *MATRIX, "--repeat", "2", "--out", str(out), cwd=repo)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed: toy · mlp_mnist" in result.stdout and "injected regression" in result.stdout
     (run,) = out.iterdir()

@@ -3,6 +3,7 @@ the table to the job summary and keeps bench ab's exit code; the workflow calls 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -58,5 +59,28 @@ def test_outside_github_there_is_no_summary_file(tmp_path):
 
 def test_the_workflow_runs_the_tests_and_the_gate_through_the_scripts():
     text = (ROOT / ".github" / "workflows" / "bench.yml").read_text()
-    assert "bash .ci/run" in text and 'bash .ci/bench-gate "origin/${{ github.base_ref }}" HEAD' in text
-    assert "fetch-depth: 0" in text and "gh run download" not in text  # no baseline from another runner
+    assert "bash .ci/run" in text and "bash base/.ci/bench-gate" in text
+    assert "gh run download" not in text  # no baseline from another runner
+
+
+def _job(text: str, name: str) -> str:
+    """The lines of one job of the workflow (from ``  name:`` to the next job)."""
+    jobs = re.split(r"\n  (?=[\w-]+:\n)", text[text.index("\njobs:"):])
+    (job,) = [j for j in jobs if j.startswith(f"{name}:\n")]
+    return job
+
+
+def test_the_pull_request_cannot_loosen_the_gate():
+    text = (ROOT / ".github" / "workflows" / "bench.yml").read_text()
+    top = text[:text.index("\njobs:")]
+    assert "contents: read" in top and "write" not in top.split("permissions:")[1].split("env:")[0]
+    gate = _job(text, "gate")
+    # the gate's script and its `bench` (the code that judges) are BASE's; NEW is only measured
+    assert "ref: ${{ github.event.pull_request.base.sha }}" in gate and "bash base/.ci/bench-gate" in gate
+    assert 'BENCH="$PWD/env-base/bin/bench"' in gate
+    # each side installed with its own pins
+    assert '-c "$side/constraints.txt"' in gate and "for side in base new" in gate
+    assert "write" not in gate and "persist-credentials: false" in gate
+    summary = _job(text, "gate-summary")
+    assert "pull-requests: write" in summary and "actions/checkout" not in summary and "needs: gate" in summary
+    assert "contents: write" in _job(text, "nightly-asv")

@@ -91,3 +91,13 @@ def test_each_check_quantity_names_the_rule_it_exercises():
     assert rule_of_check("step:adam") == rule_of_check("rule:adam") == {"optimizer": "adam", "clip": "none"}
     assert rule_of_check("rule:clip-value") == {"optimizer": "sgd", "clip": "value"}
     assert rule_of_check("step:lr-per-step") == {"optimizer": "momentum", "clip": "none"}
+
+
+def test_overhead_interval_over_repeats_is_filled_for_merged_records():
+    from record_samples import example_record
+
+    raw = example_record("jax", step_time=0.010, repeats=2, repeat_cv=0.02, seed=1)
+    keras = example_record("keras", step_time=0.013, repeats=2, repeat_cv=0.02, seed=2)
+    found = overhead_ratio(keras, raw)
+    assert found["over"] == "repeats" and found["low"] < found["ratio"] < found["high"]
+    assert found["ratio"] == pytest.approx(1.3, rel=0.05)

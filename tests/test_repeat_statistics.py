@@ -90,3 +90,21 @@ def test_the_report_and_the_table_show_the_repeats_and_mark_wide_intervals():
     console.print(results_table([steady, noisy, single]))
     text = console.export_text()
     assert "×3" in text and "⚠wide" in text and "×1 (within-run)" in text
+
+
+def test_a_stall_every_8_units_is_seen_by_the_mean_and_the_best_span_not_by_the_median_or_best_window():
+    from fwbench.timing import SPAN_UNITS, best_span, summarize
+
+    rng = np.random.default_rng(5)
+    steady = 0.001 * (1 + 0.01 * rng.random(400))
+    load = steady.copy()
+    load[100:140] *= 3.0  # a neighbour slowed one stretch: the fastest span avoids it
+    stalled = load.copy()
+    stalled[::8] *= 3.0  # a pause of 2 units' cost every 8 units (2 in every span): +25% of the total time
+    quiet, hit = summarize(load), summarize(stalled)
+    assert hit["median"] == pytest.approx(quiet["median"], rel=0.01)
+    assert hit["min"] == pytest.approx(quiet["min"], rel=0.01)
+    assert hit["mean"] / quiet["mean"] > 1.2
+    assert hit["best_span"] / quiet["best_span"] == pytest.approx(1 + 2 * 2 / SPAN_UNITS, rel=0.02)
+    assert quiet["best_span"] == pytest.approx(steady.mean(), rel=0.01)
+    assert best_span(np.ones(2 * SPAN_UNITS - 1)) is None

@@ -9,6 +9,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fwbench.report import load_for_report, render, write_report
@@ -269,3 +270,42 @@ def test_backend_legend_fits_inside_the_figure(width):
     fig.canvas.draw()
     box, legend = fig.bbox, fig.legends[0].get_window_extent()
     assert box.x0 - 1 <= legend.x0 and legend.x1 <= box.x1 + 1, (legend, box)
+
+
+def test_backend_colours_are_far_apart():
+    import itertools
+
+    from fwbench.report.cells import BACKEND_COLORS, EXTRA_COLORS
+
+    def lab(color: str) -> np.ndarray:  # sRGB → CIELAB (D65)
+        rgb = np.array([int(color[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+        lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ lin
+        f = np.cbrt(np.maximum(xyz / np.array([0.95047, 1.0, 1.08883]), 0.008856))
+        return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+    colours = list(BACKEND_COLORS.values()) + list(EXTRA_COLORS)
+    assert {"torch", "flax", "keras", "jax"} <= set(BACKEND_COLORS)
+    for a, b in itertools.combinations(colours, 2):
+        assert np.linalg.norm(lab(a) - lab(b)) >= 30, (a, b)
+
+
+def test_an_interval_from_two_repeats_is_marked_and_a_wide_whisker_never_squashes_the_bars():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fwbench.report.figures import _throughput_value
+    from fwbench.report.plotting import WHISKER_CLIP, grouped_bars
+
+    two = example_record("torch", repeats=2, repeat_cv=0.3, seed=3)
+    value = _throughput_value(two)
+    assert len(value) == 4 and value[1] is None and "n=2" in value[3]
+    fig, ax = plt.subplots()
+    grouped_bars(ax, ["defaults"], ["torch", "jax", "flax"],
+                 {("defaults", "torch"): value, ("defaults", "jax"): (100_000.0, 50_000.0, 1_200_000.0),
+                  ("defaults", "flax"): (105_000.0, 100_000.0, 110_000.0)}, lambda v: f"{v:,.0f}")
+    assert ax.get_ylim()[1] <= WHISKER_CLIP * 105_000 * 1.1  # not 1.2M
+    texts = [t.get_text() for t in ax.texts]
+    assert "▲" in texts and "▲ interval clipped" in texts
+    assert any("n=2: no usable interval" in t.get_text() for t in ax.texts)  # the bar says so
+    plt.close(fig)

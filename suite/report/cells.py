@@ -11,15 +11,18 @@ from typing import Any
 #: Override keys that say *which data* a cell used; shown as the dataset, not as a setting.
 DATA_KEYS = ("dataset.name", "dataset.shape")
 
-#: One colour per backend, the same in every figure and table of every report.
+#: One colour per backend, the same in every figure and table of every report; every two of these
+#: and of `EXTRA_COLORS` are at least 30 apart in CIELAB (ΔE*76), so no two backends look alike.
 BACKEND_COLORS = {
     "numpy": "#4C72B0",       # blue
     "torch": "#D9482B",       # PyTorch red-orange
     "tensorflow": "#E8A020",  # amber
     "jax": "#2A9D6E",         # green
+    "keras": "#8E44AD",       # purple
+    "flax": "#17BECF",        # cyan
 }
 #: Colours for backends not named above, picked by a stable hash of the name.
-EXTRA_COLORS = ("#8172B3", "#937860", "#DA8BC3", "#5B8FA8", "#8C8C8C", "#B5A33A", "#64B5CD", "#C44E52")
+EXTRA_COLORS = ("#937860", "#DA8BC3", "#6B8E23", "#3D2B56", "#F0E442", "#B2DF8A")
 
 
 def backend_color(name: str | None) -> str:

@@ -29,13 +29,13 @@ def add_commands(subparsers) -> None:
         description="Pair the cells of BASE and NEW by (backend, task, device, dataset, overrides) and judge "
                     "each metric over the repeats (one value per process): the ratio NEW/BASE with its interval, "
                     "faster / slower when significant and beyond the threshold, unchanged when the interval lies "
-                    "within it, else inconclusive. A cell ok in BASE and failed or missing in NEW is a "
-                    "regression. Exit 1 on a regression, else 0. See docs/statistics.md.")
+                    "within it, else inconclusive (with the smallest change it could have detected). A cell ok in BASE "
+                    "and failed or missing in NEW is a regression; a row that cannot be judged or a pair run on "
+                    "other settings fails too (see --allow-no-evidence, --allow-env-change). Holm's correction "
+                    "holds --alpha over every row. Exit 1 on a failing row, else 0. See docs/statistics.md.")
     compare.add_argument("base", type=Path, metavar="BASE", help="record file or folder of the baseline")
     compare.add_argument("new", type=Path, metavar="NEW", help="record file or folder to judge")
     add_compare_options(compare)
-    compare.add_argument("--strict", action="store_true",
-                         help="also exit 1 when a cell is not comparable (new in NEW, failed in BASE)")
     compare.set_defaults(handler=cmd_compare)
 
 

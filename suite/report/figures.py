@@ -43,6 +43,7 @@ from .plotting import (
 )
 
 MAX_CURVE_FIGURES = 30
+MIN_REPEATS_FOR_WHISKER = 3  # fewer repeats: the bar is marked, no whisker drawn
 MAX_CNN_FIGURES = 24
 
 
@@ -56,6 +57,9 @@ def _throughput_value(r):
         return None
     ci = metric(r, "throughput_ci95") or [None, None]
     lo, hi = (number(ci[0]), number(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
+    n = metric(r, "repeats_n")
+    if isinstance(n, int) and 1 < n < MIN_REPEATS_FOR_WHISKER:  # t with 1 df: ×12.7, says nothing
+        return v, None, None, f"n={n}: no usable interval"
     return v, lo, hi
 
 
@@ -73,8 +77,9 @@ def _memory_value(r):
 BAR_METRICS = (
     ("throughput", "Training throughput", "samples / s (higher is better)", _throughput_value, compact,
      ("Throughput from the median step of each repeat (a fresh process), combined over repeats; error bars are "
-      "the 95% interval over repeats (within-run only for a single repeat). The table lists the repeats and "
-      "marks intervals wider than ±10%.")),
+      "the 95% interval over repeats (within-run only for a single repeat); with 2 repeats the bar says so and "
+      "no whisker is drawn (t with 1 degree of freedom), and a whisker above 1.5x the tallest bar is cut and "
+      "marked ▲. The table lists the repeats and marks intervals wider than ±10%.")),
     ("accuracy", "Test accuracy", "test accuracy (higher is better)", _accuracy_value,
      lambda v: f"{v:.1%}", "Accuracy on the held-out test split after training (best weights restored)."),
     ("memory", "Peak memory", "MiB (lower is better)", _memory_value, lambda v: f"{v:,.0f}",

@@ -3,9 +3,10 @@ framework, Keras, Flax) on every engine, and each frontend's overhead over the r
 
 Overhead = median step time of the frontend's cell / median step time of the raw engine's cell
 (same task, dataset, device and settings; 1.0 = no overhead, 3.0 = three times slower). Its 95%
-interval is a percentile bootstrap over both cells' raw step times (`scipy.stats.bootstrap`,
-independent samples): it covers the step-to-step noise of both cells, not run-to-run drift, so
-only cells measured side by side should be compared.
+interval, labelled with what it covers: over repeats when both cells ran ``--repeat`` 2 or more
+times (a t interval on the log per-repeat medians, `fwbench.statistics.ratio_interval`: the process
+is the unit), else a percentile bootstrap over both cells' raw step times (`scipy.stats.bootstrap`,
+independent samples), which covers only the step-to-step noise of the one run.
 """
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def overhead_ratio(frontend: dict[str, Any], raw: dict[str, Any], seed: int = 0)
     a, b = _step_times(frontend), _step_times(raw)
     if a.size == 0 or b.size == 0:
         return None
+    over_repeats = all((metric(r, "step_time_s") or {}).get("unit") == "repeat" for r in (frontend, raw))
+    if over_repeats and a.size >= 2 and b.size >= 2:  # the process is the unit: a t interval on log medians
+        from ..statistics import ratio_interval
+
+        found = ratio_interval(b, a, 0.95)
+        return {"ratio": found.ratio, "low": found.low, "high": found.high, "over": "repeats"}
     ratio = float(np.median(a) / np.median(b))
     if a.size < 3 or b.size < 3:
         return {"ratio": ratio, "low": None, "high": None}
@@ -59,7 +66,7 @@ def overhead_ratio(frontend: dict[str, Any], raw: dict[str, Any], seed: int = 0)
                        paired=False, confidence_level=0.95, method="percentile",
                        rng=np.random.default_rng(seed))
     low, high = result.confidence_interval
-    return {"ratio": ratio, "low": float(low), "high": float(high)}
+    return {"ratio": ratio, "low": float(low), "high": float(high), "over": "steps (within run)"}
 
 
 def _cell(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,8 +114,9 @@ def frontend_grids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 overheads.append({
                     "frontend": f, "engine": e,
                     "ratio": f"{found['ratio']:.2f}×" if found else "—",
-                    "interval": (f"{found['low']:.2f}–{found['high']:.2f}" if found and found["low"] is not None
-                                 else ""),
+                    "interval": (f"{found['low']:.2f}–{found['high']:.2f} (95%, over {found['over']})"
+                                 if found and found["low"] is not None else "too few steps for an interval"
+                                 if found else ""),
                     "note": "" if raw is not None else f"no raw {e} cell to compare with",
                 })
         task, dataset, device, settings = key

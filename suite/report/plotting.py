@@ -92,21 +92,41 @@ def plt_rc_fontsize() -> float:
     return font_manager.FontProperties(size=rcParams["legend.fontsize"]).get_size_in_points()
 
 
+#: A whisker is clipped at this multiple of the tallest bar of its panel (and marked), so that one
+#: wide interval never squashes the other bars.
+WHISKER_CLIP = 1.5
+
+
 def grouped_bars(ax, categories: list[str], backends: list[str],
-                  values: dict[tuple[str, str], tuple[float, float | None, float | None]],
-                  label_fmt=None) -> None:
-    """Bars per category (x) and backend (hue); ``values[(category, backend)] = (value, lo, hi)``."""
+                 values: dict[tuple[str, str], tuple],
+                 label_fmt=None) -> None:
+    """Bars per category (x) and backend (hue); ``values[(category, backend)] = (value, lo, hi)`` or
+    ``(value, lo, hi, note)``: a note (e.g. ``n=2``) is printed on the bar instead of its interval.
+
+    Whiskers above `WHISKER_CLIP` x the tallest bar are cut there and marked with a ▲.
+    """
     width = 0.8 / max(1, len(backends))
     x = np.arange(len(categories))
     many = len(categories) * len(backends) > 12
+    tallest = max((v[0] for v in values.values()), default=0.0)
+    cap = WHISKER_CLIP * tallest if tallest > 0 else None
+    clipped_any = False
     for i, b in enumerate(backends):
-        xs, ys, errs = [], [], [[], []]
+        xs, ys, errs, notes = [], [], [[], []], []
         for j, c in enumerate(categories):
             if (c, b) not in values:
                 continue
-            v, lo, hi = values[(c, b)]
+            v, lo, hi, *rest = values[(c, b)]
+            note = rest[0] if rest else None
+            if note:
+                lo = hi = None  # an interval that means nothing is not drawn
+            if cap is not None and hi is not None and hi > cap:
+                hi, clipped_any = cap, True
+                ax.text(x[j] - 0.4 + width * (i + 0.5), cap, "▲", ha="center", va="bottom", fontsize=7,
+                        color="0.25")
             xs.append(x[j] - 0.4 + width * (i + 0.5))
             ys.append(v)
+            notes.append(note)
             errs[0].append(max(0.0, v - lo) if lo is not None else 0.0)
             errs[1].append(max(0.0, hi - v) if hi is not None else 0.0)
         if not xs:
@@ -116,7 +136,14 @@ def grouped_bars(ax, categories: list[str], backends: list[str],
                       yerr=errs if has_err else None, capsize=3 if has_err else 0,
                       error_kw={"elinewidth": 1, "ecolor": "0.25"})
         if label_fmt and not many:
-            ax.bar_label(bars, labels=[label_fmt(v) for v in ys], fontsize=7.5, padding=2, color="0.25")
+            ax.bar_label(bars, labels=[label_fmt(v) + (f"\n{n}" if n else "") for v, n in zip(ys, notes, strict=True)],
+                         fontsize=7.5, padding=2, color="0.25")
+        elif any(notes):
+            ax.bar_label(bars, labels=[n or "" for n in notes], fontsize=7, padding=2, color="0.25")
+    if clipped_any and cap is not None:
+        ax.set_ylim(top=cap * 1.08)
+        ax.text(0.99, 0.99, "▲ interval clipped", transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                color="0.25")
     ax.set_xticks(x, [wrap_label(c) for c in categories])
     ax.set_xlim(-0.6, len(categories) - 0.4)
     ax.grid(axis="x", visible=False)
