@@ -23,10 +23,10 @@ from fwbench.compare import (
     UNCHANGED,
     compare,
 )
-from record_samples import example_record
 from fwbench.results import write_record
 from fwbench.statistics import holm_levels, ratio_interval, repeats_needed
 from fwbench.verdicts import decide
+from record_samples import example_record
 
 THROUGHPUT = "throughput (samples/s)"
 
