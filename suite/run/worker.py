@@ -96,6 +96,11 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             return record
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)
+        elif spec.task.scenario == "inference":
+            from ..inference import run_inference_cell
+
+            run_inference_cell(cell, record, backend, registry, threads, load_data=_load_data,
+                               configure=_configure, progress=progress)
         else:
             _train_cell(cell, record, backend, registry, threads)
         _complete_environment(record)
@@ -125,17 +130,14 @@ def _environment(threads: int, pm) -> dict[str, Any]:
     return env
 
 
-def _train_cell(cell, record, backend, registry, threads) -> None:
-    from ..backend import BuildRequest
+def _load_data(cell, record, registry, task):
+    """The task's dataset, prepared (`fwbench.data.prepare`), and the model's analysis:
+    ``(dataset, data, info)``; the record gets the dataset's facts."""
     from ..data import prepare
     from ..datasets.base import default_data_dir
     from ..datasets.packaged import Synthetic
-    from ..model import analyze, initial_weights
-    from ..spec import load_task, spec_to_dict
-    from ..training import train
+    from ..model import analyze
 
-    task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
-    record["config"] = spec_to_dict(task)
     dataset = registry.get_dataset(task.dataset.name)
     if isinstance(dataset, Synthetic) and task.dataset.shape:
         dataset = Synthetic(input_shape=task.dataset.shape)
@@ -153,6 +155,18 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
                       "input_shape": list(data.input_shape), "normalization": data.normalization}
     info = analyze(task.model, data.input_shape, dataset.num_classes, task.source)
     record["params_expected"] = info.trainable_count
+    return dataset, data, info
+
+
+def _train_cell(cell, record, backend, registry, threads) -> None:
+    from ..backend import BuildRequest
+    from ..model import initial_weights
+    from ..spec import load_task, spec_to_dict
+    from ..training import train
+
+    task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
+    record["config"] = spec_to_dict(task)
+    dataset, data, info = _load_data(cell, record, registry, task)
     if task.training.batch_size > len(data.x_train):
         raise UsageError(f"{task.source} [training.batch_size]: {task.training.batch_size} is larger than "
                          f"the {len(data.x_train)} training samples; lower it or use more data")
