@@ -167,11 +167,12 @@ def measure(counter: EnergyCounter | Unavailable, call: Callable[[], Any], *, un
 
 
 class Meter:
-    """Cumulative readings of one counter at named moments (e.g. the end of each epoch)."""
+    """Cumulative readings of one counter from its creation (e.g. over a training run)."""
 
-    def __init__(self, counter: EnergyCounter | Unavailable):
-        self.counter = counter
+    def __init__(self, counter: EnergyCounter | Unavailable, clock: Callable[[], float] = time.perf_counter):
+        self.counter, self.clock = counter, clock
         self.start = None if isinstance(counter, Unavailable) else counter.read()
+        self.t0 = clock()
 
     @property
     def available(self) -> bool:
@@ -180,3 +181,32 @@ class Meter:
     def since_start(self) -> float | None:
         """Joules since the meter was made (None without a counter)."""
         return None if self.start is None else self.counter.read() - self.start
+
+
+def training_energy(meter: Meter, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The record's ``metrics["energy"]`` of a training run read by ``meter`` around `train`.
+
+    ``joules_per_step`` divides the energy of the whole training call (the steps and the
+    evaluation after each epoch) by its steps; ``energy_to_target_j`` is the cumulative energy at
+    the end of the first epoch whose validation accuracy reached ``training.target_accuracy``
+    (history rows carry ``energy_j``). A run shorter than `MIN_PERIODS` counter periods is flagged
+    ``short_window``, never scaled."""
+    if not meter.available:
+        return {"available": False, "reason": str(meter.counter)}
+    joules, elapsed = meter.since_start(), meter.clock() - meter.t0
+    steps = metrics.get("steps") or 0
+    out: dict[str, Any] = {"available": joules > 0, "counter": meter.counter.name, "joules": joules,
+                           "window_s": elapsed, "update_period_s": meter.counter.update_period_s,
+                           "joules_per_step": joules / steps if steps else None,
+                           "covers": "the whole training call: steps and per-epoch evaluation"}
+    if joules <= 0:
+        out["reason"] = f"unavailable: the {meter.counter.name} counter did not move over {elapsed:.3f} s"
+    if elapsed < min_window_s(meter.counter):
+        out["short_window"] = f"{elapsed:.3f} s < {MIN_PERIODS} counter periods: quantisation dominates"
+    target = metrics.get("target_accuracy")
+    if target:
+        reached = next((row for row in metrics.get("history") or []
+                        if row.get("val_accuracy", 0) >= target and row.get("energy_j") is not None), None)
+        out["energy_to_target_j"] = reached["energy_j"] if reached else None
+        out["target_accuracy"] = target
+    return out

@@ -188,10 +188,17 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         record["warnings"].append(f"parameter count {record['params']} differs from the spec's "
                                   f"{info.trainable_count}: the backend builds a different model")
     epochs = task.training.epochs
-    result = train(task, trainer, data, info, peak_flops=_peak_flops(record),
-                   on_epoch=lambda row: progress(
-                       f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} "
-                       f"val_acc {row['val_accuracy']:.4f}"))
+    from ..energy import Meter, open_counter, training_energy
+
+    meter = Meter(open_counter(device))  # the device's energy counter, or why there is none
+
+    def on_epoch(row):
+        if meter.available:
+            row["energy_j"] = meter.since_start()  # cumulative, for the energy to target accuracy
+        progress(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}")
+
+    result = train(task, trainer, data, info, peak_flops=_peak_flops(record), on_epoch=on_epoch)
+    result.metrics["energy"] = training_energy(meter, result.metrics)
     memory = memory_status()
     result.metrics.update(
         build_s=build_s,
