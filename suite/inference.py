@@ -136,7 +136,7 @@ def headline(batches: list[dict[str, Any]]) -> dict[str, Any]:
     small, large = min(ok, key=lambda b: b["batch_size"]), max(ok, key=lambda b: b["batch_size"])
     out = {"latency_batch": small["batch_size"], "latency_p50_s": small["p50_s"], "latency_p99_s": small["p99_s"],
            "throughput_batch": large["batch_size"],
-           "throughput_samples_per_s": large.get("throughput_samples_per_s")}
+           "inference_throughput_samples_per_s": large.get("throughput_samples_per_s")}
     energy = [b.get("energy") or {} for b in ok]
     if any(e.get("available") for e in energy):
         out["energy_j_per_sample"] = {b["batch_size"]: e["joules_per_unit"] for b, e in zip(ok, energy)
@@ -235,7 +235,7 @@ def run_inference_cell(cell, record, backend, registry, threads, *, load_data, c
     if answered.get("age") is None:
         warnings.append("cold start: this process's start time is not readable here (/proc); not recorded")
     record["metrics"] = {"inference": metrics, **{k: metrics[k] for k in (
-        "latency_batch", "latency_p50_s", "latency_p99_s", "throughput_batch", "throughput_samples_per_s",
+        "latency_batch", "latency_p50_s", "latency_p99_s", "throughput_batch", "inference_throughput_samples_per_s",
         "cold_start_s", "peak_host_bytes", "peak_device_bytes", "energy_j_per_sample") if k in metrics}}
     record["warnings"] += warnings
     record["compile_info"] = dict(trainer.compile_info)

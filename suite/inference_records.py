@@ -83,7 +83,7 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
         inference["cold_start_s"] = median(colds)
         inference["cold_start_ci95"] = [ci.low, ci.high]
         inference["repeat_cold_start_s"] = colds
-    for key in ("latency_batch", "latency_p50_s", "latency_p99_s", "throughput_batch", "throughput_samples_per_s",
+    for key in ("latency_batch", "latency_p50_s", "latency_p99_s", "throughput_batch", "inference_throughput_samples_per_s",
                 "cold_start_s", "energy_j_per_sample"):
         if key in inference:
             m[key] = inference[key]
@@ -92,8 +92,10 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
 
 def repeat_values(record: dict[str, Any]) -> dict[str, float | None]:
     """The per-repeat numbers of an inference record kept in ``metrics["repeats"]`` (for compare)."""
+    from .inference import headline
+
     m = record.get("metrics") or {}
-    inference = m.get("inference") or {}
+    inference = {**headline((m.get("inference") or {}).get("batches") or []), **(m.get("inference") or {})}
     return {"latency_p50_s": _num(inference.get("latency_p50_s")), "latency_p99_s": _num(inference.get("latency_p99_s")),
             "cold_start_s": _num(inference.get("cold_start_s"))}
 

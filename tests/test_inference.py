@@ -204,3 +204,18 @@ def test_inference_run_end_to_end_with_repeats(bench, tmp_path):
         assert not row["energy"]["available"] or row["energy"]["joules_per_unit"] > 0
     assert 0 < m["inference"]["cold_start_s"] < 120
     assert m["peak_host_bytes"] > 0 and record["params"] == record["params_expected"] == 64 * 128 + 128 + 1290
+
+
+def test_compare_judges_p50_and_p99_latency_over_repeats():
+    from fwbench.compare import SLOWER, UNCHANGED, compare
+    from fwbench.report.samples import inference_sample
+
+    base = inference_sample("torch", speed=1.0)
+    same = inference_sample("torch", speed=1.0)
+    slow = inference_sample("torch", speed=1 / 1.3)  # every call 30% slower
+    rows = {r.metric: r for r in compare([base], [slow]).rows}
+    assert rows["latency p50"].verdict == SLOWER and rows["latency p99"].verdict == SLOWER
+    assert rows["latency p50"].change == pytest.approx(0.3, abs=0.01)
+    assert rows["latency p50"].repeats == (3, 3)
+    assert compare([base], [same]).rows and \
+        {r.metric: r for r in compare([base], [same]).rows}["latency p50"].verdict == UNCHANGED
