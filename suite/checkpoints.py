@@ -110,11 +110,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(arrays, meta)
 
 
-def resolve_init_from(value: str, source: str) -> Path:
+def resolve_init_from(value: str, source: str, key: str = INIT_FROM_KEY) -> Path:
     """The checkpoint file ``model.init_from = value`` names, checked to be a readable checkpoint.
 
     A relative path is looked up next to the spec file ``source`` first, then in the current
-    directory.
+    directory. ``key`` is the spec key named in errors (``inference.weights`` for a served model).
 
     Raises:
         SpecError: missing or unreadable (one line: the key, the path and the fix).
@@ -124,17 +124,17 @@ def resolve_init_from(value: str, source: str) -> Path:
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
         where = " or ".join(str(p) for p in candidates)
-        raise SpecError(source, INIT_FROM_KEY, f"no checkpoint file {value!r} (looked for {where}); "
+        raise SpecError(source, key, f"no checkpoint file {value!r} (looked for {where}); "
                         "save one with `bench run --save-weights DIR` and give its .npz path")
     try:
         with zipfile.ZipFile(found) as archive:
             names = archive.namelist()
     except (OSError, zipfile.BadZipFile) as exc:
-        raise SpecError(source, INIT_FROM_KEY, f"cannot read checkpoint {str(found)!r} "
+        raise SpecError(source, key, f"cannot read checkpoint {str(found)!r} "
                         f"({type(exc).__name__}: {exc}); give an .npz written by `bench run "
                         "--save-weights`") from None
     if not any(n.endswith(".npy") and n != f"{META_KEY}.npy" for n in names):
-        raise SpecError(source, INIT_FROM_KEY, f"checkpoint {str(found)!r} holds no arrays; give an .npz "
+        raise SpecError(source, key, f"checkpoint {str(found)!r} holds no arrays; give an .npz "
                         "written by `bench run --save-weights`")
     return found.resolve()
 

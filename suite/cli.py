@@ -95,6 +95,12 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--save-weights", type=Path, default=None, metavar="DIR",
                      help="write each cell's final weights to DIR/<cell_id>.npz (a framework-neutral "
                           "checkpoint; start another run from it with --set model.init_from=PATH)")
+    run.add_argument("--scenario", choices=["training", "inference"], default=None,
+                     help="training (the default) or inference: eval-mode latency per batch size "
+                          "([inference] in the spec: batch_sizes, calls; docs/statistics.md)")
+    run.add_argument("--weights", type=Path, default=None, metavar="CKPT",
+                     help="with --scenario inference: serve this checkpoint (an .npz from --save-weights) "
+                          "instead of the canonical initial weights")
     run.set_defaults(handler=cmd_run)
 
     lst = sub.add_parser("list", help="list backends, tasks, datasets or studies (--json for scripts)")

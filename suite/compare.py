@@ -141,6 +141,11 @@ METRICS: tuple[Metric, ...] = (
            lambda v: f"{v / 2**20:,.1f} MiB", repeats=_repeat_values("peak_device_bytes"), optional=True),
     Metric("compile_s", "first step (compile)", "lower", lambda r: _num(_m(r, "first_step_s")),
            lambda v: f"{v:.3g} s", repeats=_repeat_values("first_step_s"), speed=True),
+    # inference records (docs/inference.md): one call at the sweep's smallest batch
+    Metric("latency_p50", "latency p50", "lower", lambda r: _num(_m(r, "latency_p50_s")),
+           lambda v: f"{v * 1e3:.3g} ms", repeats=_repeat_values("latency_p50_s"), optional=True, speed=True),
+    Metric("latency_p99", "latency p99", "lower", lambda r: _num(_m(r, "latency_p99_s")),
+           lambda v: f"{v * 1e3:.3g} ms", repeats=_repeat_values("latency_p99_s"), optional=True, speed=True),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 

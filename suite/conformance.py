@@ -475,6 +475,11 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
               rule_cache: dict | None = None) -> list[Check]:
     """Every check of one (backend, task), standing alone: a declined task is one skipped row, an
     exception one failed row naming it; neither stops the other tasks."""
+    return _training_checks(name, task, candidate, reference, device, rule_cache) + \
+        _inference_check(name, task, candidate, reference, device)
+
+
+def _training_checks(name, task, candidate, reference, device, rule_cache) -> list[Check]:
     support = candidate.supports(task)
     if not support.ok:
         return [skipped_check(candidate.name, name, "task", support.reason)]
@@ -485,6 +490,24 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
     except Exception as exc:  # noqa: BLE001 - a backend's error is a failed check, not a crash
         text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
         return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
+
+
+def _inference_check(name, task, candidate, reference, device) -> list[Check]:
+    """``inference``: eval-mode logits of the served model, float32 (`fwbench.conformance_inference`)."""
+    from .conformance_inference import QUANTITY, inference_logits
+
+    try:
+        found = inference_logits(task, candidate, reference, *task_input(task), device)
+    except Exception as exc:  # noqa: BLE001 - as above
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        return [Check(candidate.name, name, QUANTITY, np.nan, np.nan, False, f"raised {text}")]
+    if isinstance(found, str):
+        return [skipped_check(candidate.name, name, QUANTITY, found)]
+    exact, rounded, got = found
+    result = (compare(exact, got, SELF_RTOL, SELF_ATOL) if candidate.name == reference.name  # its float32 path
+              else compare(exact, got, RTOL, ATOL + ROUNDING_FACTOR * np.abs(rounded - exact)))
+    return [Check(candidate.name, name, QUANTITY, *result, "eval mode, float32, dropout in place, BatchNorm "
+                  "running statistics set")]
 
 
 def main(argv: list[str]) -> int:

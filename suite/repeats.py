@@ -15,7 +15,8 @@ are. On top of it:
   window (``best_step_s``): the speed with the least interference from neighbours (additive noise
   only slows a window down), which the regression gate also judges (docs/statistics.md);
 * microbenchmark cases: ``median_s`` and ``ci95`` over repeats the same way, rates rescaled,
-  ``repeat_median_s`` per case and the in-process values under ``within_run``.
+  ``repeat_median_s`` per case and the in-process values under ``within_run``;
+* inference records: p50 and p99 per batch size over repeats (`fwbench.inference_records`).
 
 Warnings: "varies within the run" lines from the repeats are dropped in favour of one repeat-level
 "unstable" warning when the CV between repeats exceeds `UNSTABLE_REPEAT_CV`.
@@ -27,6 +28,7 @@ import math
 from statistics import median
 from typing import Any
 
+from .inference_records import merge_inference, repeat_values
 from .record import WITHIN_RUN_ONLY, new_record
 from .statistics import UNSTABLE_REPEAT_CV, WIDE_INTERVAL, repeat_interval
 from .timing import WITHIN_RUN_MARK
@@ -52,7 +54,8 @@ def repeat_summary(record: dict[str, Any]) -> dict[str, Any]:
             "peak_device_bytes": m.get("peak_device_bytes"), "wall_s": _num(record.get("wall_s")),
             "mean_step_s": _num(stats.get("mean")), "best_span_step_s": _num(stats.get("best_span")),
             "started_at": record.get("started_at"), "finished_at": record.get("finished_at"),
-            **({"block": record["block"]} if record.get("block") is not None else {})}
+            **({"block": record["block"]} if record.get("block") is not None else {}),
+            **(repeat_values(record) if m.get("inference") else {})}
 
 
 def _unstable(what: str, ci, n: int) -> list[str]:
@@ -79,7 +82,7 @@ def _merge_warnings(records: list[dict[str, Any]]) -> list[str]:
 def mark_single(record: dict[str, Any]) -> dict[str, Any]:
     """A record of one repeat: its interval is within-run only (said in the record)."""
     m = record.get("metrics") or {}
-    if m.get("step_time_s") or m.get("cases"):
+    if m.get("step_time_s") or m.get("cases") or m.get("inference"):
         m["interval"] = WITHIN_RUN_ONLY
         m["repeats_n"] = 1
     stats, thr = m.get("step_time_s") or {}, _num(m.get("throughput_samples_per_s"))
@@ -108,6 +111,8 @@ def merge_repeats(records: list[dict[str, Any]]) -> dict[str, Any]:
         merged["warnings"] += _merge_training(m, records)
     if m.get("cases"):
         merged["warnings"] += _merge_cases(m, records)
+    if m.get("inference"):  # per batch size: p50 and p99 over repeats (fwbench.inference_records)
+        merged["warnings"] += merge_inference(m, records)
     return new_record(**merged)  # the one constructor: every field, no stored _path
 
 

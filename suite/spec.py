@@ -28,6 +28,10 @@ DTYPES = ("float32", "float64")
 #: ``[task] family``: "train" is a training task (`TaskSpec`); the others are microbenchmarks
 #: (`fwbench.micro.spec.BenchSpec`, with ``[bench]`` settings and ``[[cases]]``).
 FAMILIES = families.families()
+#: ``[task] scenario`` (``bench run --scenario``): train the model, or serve it (`fwbench.inference`).
+SCENARIOS = ("training", "inference")
+#: The largest batch an inference sweep accepts: more is a typo (a batch of 10^6 MNIST images is 3 GB).
+MAX_INFERENCE_BATCH = 65536
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +39,7 @@ class TaskInfo:
     name: str = ""
     description: str = ""
     family: str = field(default="train", metadata={"choices": FAMILIES})
+    scenario: str = field(default="training", metadata={"choices": SCENARIOS})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +178,27 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InferenceSpec:
+    """The inference scenario (``[task] scenario = "inference"``, ``bench run --scenario inference``).
+
+    The model in eval mode answers batches of each size in ``batch_sizes``, one call at a time, each
+    call timed with the device synchronised (the logits back on the host): ``warmup_calls`` calls
+    first (not counted), then at least ``min_calls`` calls and ``min_time_s`` seconds, at most
+    ``max_calls``. ``weights``: a checkpoint (`fwbench.checkpoints`) holding every array of the
+    model (``bench run --weights``); none: the canonical initial weights. ``energy``: read the
+    device's energy counter (`fwbench.energy`) over extra calls after the timed ones.
+    """
+
+    batch_sizes: tuple[int, ...] = (1, 8, 64, 256)
+    warmup_calls: int = field(default=5, metadata={"min": 0})
+    min_calls: int = field(default=50, metadata={"min": 1})
+    min_time_s: float = field(default=0.5, metadata={"gt": 0.0, "max": 600.0})
+    max_calls: int = field(default=100_000, metadata={"min": 1})
+    weights: str | None = None
+    energy: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """The whole, resolved task. ``source`` is where it came from (for error messages)."""
 
@@ -184,6 +210,7 @@ class TaskSpec:
     loss: LossSpec = field(default_factory=LossSpec)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
     clip: ClipSpec = field(default_factory=ClipSpec)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)
     backend: dict[str, Any] = field(default_factory=dict)  # free-form backend options (compile...)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = "<memory>"
@@ -370,7 +397,8 @@ def parse_overrides(items: list[str]) -> list[dict[str, Any]]:
 ALIASES = {
     "lr": "optimizer.lr", "optimizer": "optimizer.name", "batch_size": "training.batch_size",
     "epochs": "training.epochs", "seed": "training.seed", "dtype": "training.dtype",
-    "compile": "backend.compile", "dataset": "dataset.name",
+    "compile": "backend.compile", "dataset": "dataset.name", "scenario": "task.scenario",
+    "batch_sizes": "inference.batch_sizes",
 }
 
 
@@ -464,6 +492,9 @@ def resolve_raw(raw: dict, source: str, overrides: dict | None, profile: str | N
 def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profile: str | None = None,
                    default_name: str = "") -> TaskSpec:
     raw = resolve_raw(raw, source, overrides, profile, default_name)
+    sizes = (raw.get("inference") or {}).get("batch_sizes") if isinstance(raw.get("inference"), dict) else None
+    if isinstance(sizes, int) and not isinstance(sizes, bool):  # --set inference.batch_sizes=1,8: a grid
+        raw["inference"]["batch_sizes"] = [sizes]
     spec = build(TaskSpec, raw, source)
     spec = dataclasses.replace(spec, source=source)
     _check_consistency(spec)
@@ -472,6 +503,11 @@ def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profil
 
         path = resolve_init_from(spec.model.init_from, source)
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, init_from=str(path)))
+    if spec.inference.weights:
+        from .checkpoints import resolve_init_from
+
+        path = resolve_init_from(spec.inference.weights, source, key="inference.weights")
+        spec = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, weights=str(path)))
     return spec
 
 
@@ -487,6 +523,26 @@ def _check_consistency(spec: TaskSpec) -> None:
     if spec.training.target_accuracy is not None and spec.dataset.validation_split == 0.0:
         raise SpecError(source, "training.target_accuracy",
                         "time-to-accuracy is measured on the validation set; set dataset.validation_split > 0")
+    _check_batch_sizes(spec.inference.batch_sizes, source)
+    if spec.inference.max_calls < spec.inference.min_calls:
+        raise SpecError(source, "inference.max_calls", f"{spec.inference.max_calls} is below inference.min_calls "
+                        f"({spec.inference.min_calls}); raise max_calls or lower min_calls")
+
+
+def _check_batch_sizes(sizes: tuple[int, ...], source: str) -> None:
+    """An inference sweep: 1 to `MAX_INFERENCE_BATCH` samples per call, each size once."""
+    key = "inference.batch_sizes"
+    if not sizes:
+        raise SpecError(source, key, "the list is empty; give at least one batch size, e.g. [1, 8, 64, 256]")
+    for i, size in enumerate(sizes):
+        if size < 1:
+            raise SpecError(source, f"{key}[{i}]", f"{size} is not a batch size; use 1 or more samples per call")
+        if size > MAX_INFERENCE_BATCH:
+            raise SpecError(source, f"{key}[{i}]", f"{size:,} samples per call is absurd for this sweep; "
+                            f"use at most {MAX_INFERENCE_BATCH:,}")
+    if len(set(sizes)) != len(sizes):
+        twice = next(s for s in sizes if sizes.count(s) > 1)
+        raise SpecError(source, key, f"batch size {twice} is listed twice; list each size once")
 
 
 def spec_to_dict(spec: TaskSpec) -> dict:

@@ -186,6 +186,32 @@ def frontend_records() -> list[dict[str, Any]]:
     return out
 
 
+def inference_sample(backend: str, speed: float = 1.0, task: str = "mlp_mnist", repeats: int = 3,
+                     joules: float | None = None) -> dict[str, Any]:
+    """An inference record (`bench run --scenario inference`) of ``repeats`` merged processes."""
+    from fwbench.repeats import merge_repeats
+
+    rng = np.random.default_rng(len(backend))
+    singles = []
+    for i in range(1, repeats + 1):
+        factor = float(np.exp(0.03 * rng.standard_normal()))
+        batches = []
+        for batch in (1, 8, 64, 256):
+            p50 = (5e-5 + 2e-6 * batch) / speed * factor
+            energy = ({"available": True, "counter": "nvml", "joules_per_unit": joules * factor / batch ** 0.5,
+                       "joules_per_call": joules * factor * batch ** 0.5} if joules
+                      else {"available": False, "reason": "unavailable: no RAPL package domain (example)"})
+            batches.append({"batch_size": batch, "calls": 400, "p50_s": p50, "p90_s": p50 * 1.3, "p99_s": p50 * 2.5,
+                            "throughput_samples_per_s": batch / p50, "first_call_s": p50 * 20, "energy": energy})
+        one = example_record(backend, task, seed=40 + i)
+        one.update(repeat=i, scenario="inference", overrides={**one["overrides"], "scenario": "inference"},
+                   cell_id=one["cell_id"] + "__scenario=inference")
+        one["metrics"] = {"inference": {"batches": batches, "cold_start_s": 2.0 / speed + 0.1 * i},
+                          "peak_host_bytes": 300 * 2**20}
+        singles.append(one)
+    return merge_repeats(singles)
+
+
 def example_records() -> list[dict[str, Any]]:
     """Records that give every section of the report some data (two backends, a sweep, a study,
     failures)."""
@@ -202,6 +228,8 @@ def example_records() -> list[dict[str, Any]]:
         records.append(scaling_record(backend, speed))
     records += study_records()
     records += frontend_records()
+    records += [inference_sample("torch", 1.0, joules=0.02), inference_sample("jax", 1.4),
+                inference_sample("onnxruntime", 2.0)]
     records.append(example_record("tensorflow", "mlp_mnist", status="failed",
                                   error="RuntimeError: example failure"))
     records.append(example_record("numpy", "cnn_mnist", status="skipped", error="numpy is not installed"))

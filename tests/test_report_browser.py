@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -141,5 +142,31 @@ def test_frontend_engine_view_shows_grid_and_overheads(browser, report_page):
     assert set(ratios) == {("keras", "jax"), ("keras", "torch"), ("flax", "jax")}
     keras_torch = ratios[("keras", "torch")]
     ratio = float(keras_torch[2].rstrip("×"))
-    low, high = (float(v) for v in keras_torch[3].split("–"))
+    low, high = (float(v) for v in re.findall(r"\d+\.\d+", keras_torch[3])[:2])  # "2.9–3.1 (95%, …)"
+    assert "95%" in keras_torch[3]  # the interval says its level and what it covers
     assert 2.5 < ratio < 3.5 and low <= ratio <= high  # the sample's Keras-on-torch steps are 3x slower
+
+
+def test_latency_view_has_one_p50_line_and_p99_band_per_backend(browser, report_page):
+    """The inference section (`report.latency`): per backend one p50 line and one p99 band, drawn
+    (non-empty boxes in the inline SVG), the p99 band above the line, and the table's rows."""
+    view = browser.execute_script(
+        "const s = document.getElementById('inference');"
+        "const box = el => { const b = el.getBBox(); return [b.x, b.y, b.width, b.height]; };"
+        "const shapes = sel => Array.from(s.querySelectorAll(sel)).map(g => ["
+        "  g.id, g.querySelector('path') ? box(g.querySelector('path')) : null]);"
+        "return {lines: shapes('g[id^=\"p50-0-\"]'), bands: shapes('g[id^=\"p99band-0-\"]'),"
+        " rows: s.querySelectorAll('table.latency-table tbody tr').length,"
+        " head: Array.from(s.querySelectorAll('table.latency-table thead th')).map(th => th.textContent),"
+        " height: s.offsetHeight};")
+    assert view["height"] > 0
+    backends = {"torch", "jax", "onnxruntime"}
+    assert {i.split("-", 2)[2] for i, _ in view["lines"]} == backends
+    assert {i.split("-", 2)[2] for i, _ in view["bands"]} == backends
+    lines, bands = dict(view["lines"]), dict(view["bands"])
+    for backend in backends:
+        line, band = lines[f"p50-0-{backend}"], bands[f"p99band-0-{backend}"]
+        assert line and line[2] > 0 and band and band[2] > 0 and band[3] > 0
+        assert band[1] <= line[1] + 1  # SVG y grows downwards: the band reaches above the p50 line
+    assert view["rows"] == 3 * 4  # three backends x four batch sizes
+    assert "J/sample" in view["head"]  # torch's sample rows carry joules

@@ -138,6 +138,7 @@ class TorchTrainer(Trainer):
             torch.nn.utils.clip_grad_value_(self.params, self._clip_max, foreach=True)
 
     def train_step(self, batch: Batch, lr: float) -> Handle:
+        self._train_mode()
         if self._compile_pending:
             return self._first_compiled_step(batch, lr)
         x, y = batch
@@ -192,13 +193,16 @@ class TorchTrainer(Trainer):
     def predict(self, batch: Batch | torch.Tensor) -> np.ndarray:
         """Logits ``(N, classes)`` in eval mode (dropout off, BatchNorm running statistics)."""
         x = batch[0] if isinstance(batch, tuple | list) else batch
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                logits = self.model(x)
-        finally:
-            self.model.train()
+        if self.model.training:  # stays in eval mode until the next training call (_train_mode)
+            self.model.eval()
+        with torch.inference_mode():
+            logits = self.model(x)
         return logits.cpu().numpy()
+
+    def _train_mode(self) -> None:
+        """Back to train mode after `predict` (switching walks every module: once, not per call)."""
+        if not self.model.training:
+            self.model.train()
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return self.canonical.get()
@@ -212,6 +216,7 @@ class TorchTrainer(Trainer):
     def loss_and_grads(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
         """Eager forward + backward in train mode; parameters, optimizer and BatchNorm running
         statistics are left exactly as they were."""
+        self._train_mode()
         x, y = batch
         buffers = [b.clone() for b in self.model.buffers()]
         self.optimizer.zero_grad(set_to_none=True)

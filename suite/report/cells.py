@@ -156,6 +156,8 @@ def sort_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def section_of(record: dict[str, Any]) -> str | None:
     """The report section of a record that is not a training cell (None for training cells)."""
     metrics = record.get("metrics") or {}
+    if record.get("scenario") == "inference" or isinstance(metrics.get("inference"), dict):
+        return "inference"
     cases = [c for c in metrics.get("cases") or [] if isinstance(c, dict)]
     family = task_family(record)
     if family == "conv2d" or any("gflops" in c for c in cases):

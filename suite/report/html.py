@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from ..results import dumps
 from ..version import __version__
-from . import figures, microbench_figures, tables
+from . import figures, latency, microbench_figures, tables
 from .cells import (
     backend_color,
     backend_order,
@@ -30,6 +30,7 @@ SECTIONS = (
     ("summary", "Summary"),
     ("studies", "Studies"),
     ("performance", "Throughput, accuracy and memory"),
+    ("inference", "Inference latency and energy"),
     ("frontends", "Frontend × engine"),
     ("learning-curves", "Learning curves"),
     ("conv2d", "conv2d sweep"),
@@ -48,6 +49,9 @@ INTROS = {
     "studies": "Named experiments run with `bench study`: what each one shows, its cells per backend "
                "(test accuracy, and what matters for the study underneath), and the plot that makes its point.",
     "performance": "Each bar is one cell; cells with the same settings sit side by side.",
+    "inference": "`bench run --scenario inference`: the model in eval mode answering one call at a time, "
+                 "per batch size (docs/inference.md). Intervals are over repeats (processes); the p99 interval "
+                 "bounds a process's 99th-percentile call, not any single call.",
     "frontends": "The same task written in each frontend (raw framework, Keras, Flax) and run on each "
                  "engine: throughput with its 95% interval and test accuracy, then each frontend's overhead "
                  "over the raw engine (step-time ratio; 1.00× = none) with a bootstrap 95% interval over "
@@ -68,6 +72,8 @@ EMPTY = {
                "(`bench list studies` shows them all).",
     "performance": "No successful training cell; `bench run --task mlp_mnist` measures throughput, "
                    "accuracy and memory.",
+    "inference": "No inference cell; `bench run --scenario inference -t mlp_mnist --dataset mnist_5k` measures "
+                 "latency per batch size.",
     "frontends": "No frontend cell (Keras or Flax) in these results; `bench run -b jax,keras,flax -t mlp_mnist "
                  "--set backend.engine=jax` puts Keras and Flax beside raw JAX.",
     "learning-curves": "No record has a per-epoch history; training cells from `bench run` record one "
@@ -173,6 +179,7 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
     records = list(records)
     figs = {
         "performance": figures.bar_figures(records),
+        "inference": latency.latency_figures(records),
         "learning-curves": figures.curve_figures(records),
         "conv2d": microbench_figures.conv2d_figures(records),
         "optimizers": microbench_figures.optimizer_figures(records),
@@ -197,7 +204,7 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
                  "empty": None if has_data[sid] else EMPTY[sid]} for sid, title in SECTIONS]
     return {"header": _header(records), "sections": sections, "summary": summary, "columns": tables.COLUMNS,
             "environment": environment, "warnings": warnings, "sweep_tables": sweep_tables,
-            "conv2d_rows": conv2d_rows, "studies": studies, "frontend_grids": grids, "data": _embedded(records), "version": __version__,
+            "conv2d_rows": conv2d_rows, "latency": latency.latency_rows(records), "studies": studies, "frontend_grids": grids, "data": _embedded(records), "version": __version__,
             "section_titles": dict(SECTIONS),
             "warning_kinds": sorted(Counter(w["kind"] for w in warnings).items())}
 

@@ -92,6 +92,7 @@ def plan_run(args) -> Plan:
         if device not in ("cpu", "gpu", "auto"):
             raise UsageError(f"unknown device {device!r} in --device; expected cpu, gpu or auto")
     grid = parse_overrides(args.overrides)
+    scenario = _scenario_overrides(args)
     threads = threads_per_cell(args.threads, getattr(args, "workers", None) or 1, available_cores())
     profile = None if args.profile == "full" else args.profile
     repeats = getattr(args, "repeat", None) or default_repeats()
@@ -106,7 +107,7 @@ def plan_run(args) -> Plan:
         native = load_task(path, profile=profile)  # validates the file itself first
         bench = is_bench_spec(native)  # a microbenchmark: no dataset, --dataset does not apply
         for overrides in grid:
-            overrides = dict(overrides)
+            overrides = {**scenario, **overrides}
             if args.dataset and not bench:
                 overrides["dataset.name"] = args.dataset
                 if args.dataset == "synthetic" and "dataset.shape" not in overrides:
@@ -114,9 +115,16 @@ def plan_run(args) -> Plan:
                     if native_ds is not None:
                         overrides["dataset.shape"] = list(native_ds.input_shape)
             task = load_task(path, overrides, profile)
+            if bench and getattr(task.task, "scenario", "training") == "inference":
+                raise UsageError(f"--scenario inference: {task_name!r} is a microbenchmark ({task.task.family}), "
+                                 "not a model to serve; give a training task (bench list tasks)")
             if not bench:
                 datasets.add(task.dataset.name)
                 check_model_fits(registry, task)
+                if task.task.scenario == "inference":
+                    from ..inference import check_servable
+
+                    check_servable(registry, task)
             label = path.stem if task_name == str(path) else task_name
             for backend in backends:  # refuse bad [backend] options (an unknown key or engine) up front
                 plugin = registry.get_backend(backend)
@@ -125,9 +133,10 @@ def plan_run(args) -> Plan:
                 if not runs_on_engine(plugin, overrides):
                     continue  # --set backend.engine=jax,torch: raw torch only in the torch column
                 own = applicable_overrides(plugin, overrides)  # another backend's option: not this cell's
-                if (backend, label, tuple(sorted(own.items(), key=str))) in seen:
+                key = (backend, label, repr(sorted(own.items(), key=str)))
+                if key in seen:
                     continue  # -b numpy,torch --set compile=true,false: numpy runs once
-                seen.add((backend, label, tuple(sorted(own.items(), key=str))))
+                seen.add(key)
                 for device in args.device:
                     cells.append(Cell(run_id=run_id, backend=backend, task=label, task_path=str(path.resolve()),
                                       device=device, overrides=own, profile=profile, threads=threads,
@@ -164,6 +173,22 @@ def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> 
         if engines and not any(c.backend == name for c in cells):
             raise UsageError(f"--set backend.engine={','.join(engines)}: backend {name!r} runs on none of "
                              f"these engines; drop it from --backend or add its engine to the list")
+
+
+def _scenario_overrides(args) -> dict[str, Any]:
+    """``--scenario`` and ``--weights`` as overrides (so they show in the cell id and the record)."""
+    out: dict[str, Any] = {}
+    scenario, weights = getattr(args, "scenario", None), getattr(args, "weights", None)
+    if scenario:
+        out["scenario"] = scenario
+    if weights is not None:
+        if scenario != "inference":
+            raise UsageError(f"--weights {weights}: serves a checkpoint, so it needs --scenario inference; "
+                             "to train from it instead use --set model.init_from=PATH")
+        if not Path(weights).is_file():
+            raise UsageError(f"--weights {weights}: no such file; give an .npz written by `bench run --save-weights DIR`")
+        out["inference.weights"] = str(Path(weights).resolve())
+    return out
 
 
 def _save_weights_dir(args) -> str | None:
@@ -259,7 +284,13 @@ def run_planned(plan: Plan, args) -> int:
 
     records = [r for r in load_records(plan.run_dir) if r.get("cell_id") in {c.cell_id for c in plan.cells}]
     out = make_console()
-    out.print(results_table(records, title=f"Results of run {plan.run_dir.name}"))
+    from ..inference_records import inference_table, is_inference
+
+    if any(not is_inference(r) for r in records):
+        out.print(results_table([r for r in records if not is_inference(r)],
+                                title=f"Results of run {plan.run_dir.name}"))
+    if (served := inference_table(records, title=f"Inference in run {plan.run_dir.name}")) is not None:
+        out.print(served)
     from ..micro.tables import cases_tables
 
     for table in cases_tables(records):

@@ -92,6 +92,11 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             return record
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)
+        elif spec.task.scenario == "inference":
+            from ..inference import run_inference_cell
+
+            run_inference_cell(cell, record, backend, registry, threads, load_data=_load_data,
+                               configure=_configure, progress=progress)
         else:
             _train_cell(cell, record, backend, registry, threads)
         _complete_environment(record)
@@ -121,17 +126,14 @@ def _environment(threads: int, pm) -> dict[str, Any]:
     return env
 
 
-def _train_cell(cell, record, backend, registry, threads) -> None:
-    from ..backend import BuildRequest
+def _load_data(cell, record, registry, task):
+    """The task's dataset, prepared (`fwbench.data.prepare`), and the model's analysis:
+    ``(dataset, data, info)``; the record gets the dataset's facts."""
     from ..data import prepare
     from ..datasets.base import default_data_dir
     from ..datasets.packaged import Synthetic
-    from ..model import analyze, check_weights, initial_weights
-    from ..spec import load_task, spec_to_dict
-    from ..training import train
+    from ..model import analyze
 
-    task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
-    record["config"] = spec_to_dict(task)
     dataset = registry.get_dataset(task.dataset.name)
     if isinstance(dataset, Synthetic) and task.dataset.shape:
         dataset = Synthetic(input_shape=task.dataset.shape)
@@ -149,6 +151,18 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
                       "input_shape": list(data.input_shape), "normalization": data.normalization}
     info = analyze(task.model, data.input_shape, dataset.num_classes, task.source)
     record["params_expected"] = info.trainable_count
+    return dataset, data, info
+
+
+def _train_cell(cell, record, backend, registry, threads) -> None:
+    from ..backend import BuildRequest
+    from ..model import check_weights, initial_weights
+    from ..spec import load_task, spec_to_dict
+    from ..training import train
+
+    task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
+    record["config"] = spec_to_dict(task)
+    dataset, data, info = _load_data(cell, record, registry, task)
     if task.training.batch_size > len(data.x_train):
         raise UsageError(f"{task.source} [training.batch_size]: {task.training.batch_size} is larger than "
                          f"the {len(data.x_train)} training samples; lower it or use more data")
@@ -171,10 +185,17 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         record["warnings"].append(f"parameter count {record['params']} differs from the spec's "
                                   f"{info.trainable_count}: the backend builds a different model")
     epochs = task.training.epochs
-    result = train(task, trainer, data, info, peak_flops=_peak_flops(record),
-                   on_epoch=lambda row: progress(
-                       f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} "
-                       f"val_acc {row['val_accuracy']:.4f}"))
+    from ..energy import Meter, open_counter, training_energy
+
+    meter = Meter(open_counter(device))  # the device's energy counter, or why there is none
+
+    def on_epoch(row):
+        if meter.available:
+            row["energy_j"] = meter.since_start()  # cumulative, for the energy to target accuracy
+        progress(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}")
+
+    result = train(task, trainer, data, info, peak_flops=_peak_flops(record), on_epoch=on_epoch)
+    result.metrics["energy"] = training_energy(meter, result.metrics)
     memory = memory_status()
     result.metrics.update(
         build_s=build_s,

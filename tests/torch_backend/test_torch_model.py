@@ -161,7 +161,7 @@ def test_identity_residual_has_no_shortcut():
     )
 
 
-def test_predict_is_eval_mode_and_leaves_train_mode_on():
+def test_predict_is_eval_mode_and_the_next_training_call_is_train_mode():
     layers = [
         {"type": "dense", "units": 16, "activation": "relu"},
         {"type": "dropout", "rate": 0.5},
@@ -181,9 +181,13 @@ def test_predict_is_eval_mode_and_leaves_train_mode_on():
     np.testing.assert_allclose(
         trainer.predict(b), ref.dense(h, w64["3.weight"], w64["3.bias"]), **F32
     )
-    assert trainer.model.training
+    # predict leaves eval mode on (switching walks every module: not per call); the next
+    # training call switches back
     train_logits, _, _ = trainer.loss_and_grads(b)  # train mode: dropout and batch statistics
+    assert trainer.model.training
     assert not np.allclose(train_logits, trainer.predict(b), atol=1e-3)
+    trainer.sync(trainer.train_step(b, 0.0))
+    assert trainer.model.training
 
 
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 3)], ids=["flat", "image"])
