@@ -93,8 +93,8 @@ class ExactBatchNorm(nnx.Module):
 def _activate(fn: str, x, alpha: float = 0.01):
     if fn == "relu":
         return jax.nn.relu(x)
-    if fn == "leaky_relu":
-        return jax.nn.leaky_relu(x, alpha)
+    if fn == "leaky_relu":  # slope alpha at exactly 0 (jax.nn.leaky_relu takes 1 there), alpha in x's dtype
+        return jnp.where(x > 0, x, x * jnp.asarray(alpha, x.dtype))
     if fn == "sigmoid":
         return jax.nn.sigmoid(x)
     if fn == "tanh":

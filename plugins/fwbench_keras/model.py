@@ -93,6 +93,10 @@ class _Builder:
         if fn == "linear":
             return x
         if fn == "leaky_relu":
+            if self.exact:
+                from .layers import ExactLeakyReLU
+
+                return ExactLeakyReLU(negative_slope=alpha, dtype=self.dtype)(x)
             return keras.layers.LeakyReLU(negative_slope=alpha, dtype=self.dtype)(x)
         return keras.layers.Activation(fn, dtype=self.dtype)(x)
 
