@@ -66,7 +66,8 @@ def test_frontend_conforms_on_convolutions_batchnorm_and_residuals(backend, opti
 FIXTURES = Path(__file__).parent / "fixtures" / "conformance"
 #: Outside specs of issue 21 that frontends failed (folded softmax, flatten order, TF's remapper).
 FRONTEND_FIXTURES = ("softmax_on_last_residual", "flatten_last_channels_last", "conv_flatten_batchnorm",
-                     "projected_residual_leaky_relu", "leaky_relu_float64_slope", "leaky_relu_at_zero")
+                     "projected_residual_leaky_relu", "leaky_relu_float64_slope", "leaky_relu_at_zero",
+                     "adagrad_initial_accumulator")
 
 
 @pytest.mark.slow
