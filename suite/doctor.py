@@ -137,15 +137,16 @@ def run_probe(backend: str, device: str, threads: int, peak_gflops: float | None
 
 def _conformance_rows(backends: list[str], tasks: list[str], device: str) -> list[dict[str, Any]]:
     from .conformance import REFERENCE
-    from .conformance_runner import run_checks
+    from .conformance_runner import check_variants, run_checks
+    from .plugins import get_registry
 
-    try:
-        checks = run_checks(backends, tasks, device=device)
+    try:  # a frontend on every installed engine, as `bench check` does
+        checks = run_checks(check_variants(get_registry(), backends, []), tasks, device=device)
     except Exception as exc:  # noqa: BLE001
         return [{"backend": b, **check("conformance", FAIL, one_line(exc))} for b in backends]
     rows = []
-    for backend in backends:
-        mine = [c for c in checks if c.backend == backend]
+    for backend in backends:  # a frontend's rows are labelled "keras[jax]", "flax[jax]"...
+        mine = [c for c in checks if c.backend.split("[")[0] == backend and not c.skipped]
         failed = [c for c in mine if not c.passed]
         if not mine:
             rows.append({"backend": backend, **check("conformance", FAIL, "no check ran")})

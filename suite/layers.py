@@ -12,9 +12,13 @@ Conventions every backend follows (the canonical layout):
   (``(C,)``). Momentum follows PyTorch: ``running = (1 - momentum) * running + momentum * batch``;
   the running variance uses the unbiased batch variance; normalisation uses the biased one.
 * ``dropout`` is inverted dropout (scaled by ``1 / (1 - rate)`` while training, identity at eval).
-* A final ``softmax`` (as a layer or a ``dense``/``conv2d`` ``activation``) before a
-  ``cross_entropy`` loss is folded into the loss: backends return logits and compute a fused,
-  numerically stable softmax-cross-entropy.
+* A final ``softmax`` (as a layer or the ``activation`` of a last ``dense``, ``conv2d`` or
+  ``residual`` block, `fwbench.model.ends_in_softmax`) before a ``cross_entropy`` loss is folded
+  into the loss: backends return logits and compute a fused, numerically stable
+  softmax-cross-entropy. A softmax anywhere else is applied.
+* ``flatten`` is (C, H, W) order in every backend, channels-last ones included.
+* ``batchnorm`` needs two values per channel in a training batch: ``batch_size = 1`` with a
+  batchnorm over flat features (or a 1x1 image) is refused at plan time.
 * ``residual``: ``out = activation(body(x) + shortcut(x))``; the shortcut is the identity when
   shapes agree, else (``projection = "auto"``) a 1×1 convolution with bias and the stride
   ``ceil(H_in / H_out)`` that maps ``C_in`` to ``C_out``. Its parameters are ``<path>.shortcut.*``.

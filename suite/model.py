@@ -191,6 +191,15 @@ def shortcut_stride(info: LayerInfo) -> int:
     return _shortcut_stride(info.in_shape[1], info.out_shape[1]) if len(info.in_shape) == 3 else 1
 
 
+def ends_in_softmax(layer: Layer) -> bool:
+    """Whether ``layer``'s last operation is a softmax: a softmax layer, or a dense, conv2d or
+    residual block with ``activation = "softmax"``. On the model's last layer that softmax is
+    folded into the cross-entropy loss by every backend (`fwbench.layers`, docs/conformance.md)."""
+    if isinstance(layer, Activation):
+        return layer.fn == "softmax"
+    return isinstance(layer, Dense | Conv2D | Residual) and layer.activation == "softmax"
+
+
 def analyze(model: ModelSpec, input_shape: Shape, num_classes: int | None = None,
             source: str = "<spec>") -> ModelInfo:
     """Infer every layer's shapes and parameters. Raises `SpecError` for impossible models."""

@@ -130,3 +130,25 @@ def test_numpy_reports_what_it_is():
 
     assert NumpyOps("numpy", "float32").asynchronous is False
     assert np.isfinite(sync_audit(NumpyOps("numpy", "float32"), None, min_call_s=0, max_n=64)["data"]["gflops"])
+
+
+def test_conformance_rows_of_a_frontend_count_its_engine_labels(monkeypatch):
+    """Keras' checks are labelled keras[tensorflow], keras[jax]...: "no check ran" was a failure
+    of every frontend; a skipped (declined) check is not a failure."""
+    from fwbench import conformance_runner, doctor
+    from fwbench.conformance import Check, skipped_check
+
+    seen = {}
+
+    def fake_run_checks(variants, tasks, device="cpu"):
+        seen["variants"] = variants
+        return [Check("keras[tensorflow]", "mlp_mnist", "logits", 0.0, 0.0, True),
+                Check("keras[jax]", "mlp_mnist", "logits", 0.0, 0.0, True),
+                skipped_check("keras[jax]", "mlp_mnist", "step:adam", "declined"),
+                Check("numpy", "mlp_mnist", "logits", 0.0, 0.0, False, "off")]
+
+    monkeypatch.setattr(conformance_runner, "run_checks", fake_run_checks)
+    monkeypatch.setattr(conformance_runner, "check_variants", lambda registry, names, items: [(n, {}) for n in names])
+    rows = {r["backend"]: r for r in doctor._conformance_rows(["keras", "numpy"], ["mlp_mnist"], "cpu")}
+    assert rows["keras"]["status"] == PASS and "2 checks" in rows["keras"]["detail"]
+    assert rows["numpy"]["status"] == FAIL

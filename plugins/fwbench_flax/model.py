@@ -2,8 +2,10 @@
 variables and the canonical weights (`fwbench.layers`).
 
 Conv kernels are HWIO in Flax (OIHW canonical), converted at load and read. ``flatten`` of an
-NHWC activation orders features (row, column, channel); the first dense layer after it gets its
-input rows permuted at load (and back at read) instead of a transpose per step. Frozen layers
+NHWC activation orders features (row, column, channel); when a dense layer follows it (through
+dropout/activation only), that layer's input rows are permuted at load (and back at read)
+instead of a transpose per step; otherwise the flatten transposes to the canonical (C, H, W)
+order itself. Frozen layers
 (``model.frozen``) hold their parameters as `Frozen` variables, not ``nnx.Param``, so gradients
 and the optimizer (``wrt=nnx.Param``) skip them.
 """
@@ -28,7 +30,7 @@ from fwbench.layers import (
     MaxPool,
     Residual,
 )
-from fwbench.model import LayerInfo, ModelInfo, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, ends_in_softmax, shortcut_stride
 
 
 class Frozen(nnx.Variable):
@@ -91,8 +93,8 @@ class ExactBatchNorm(nnx.Module):
 def _activate(fn: str, x, alpha: float = 0.01):
     if fn == "relu":
         return jax.nn.relu(x)
-    if fn == "leaky_relu":
-        return jax.nn.leaky_relu(x, alpha)
+    if fn == "leaky_relu":  # slope alpha at exactly 0 (jax.nn.leaky_relu takes 1 there), alpha in x's dtype
+        return jnp.where(x > 0, x, x * jnp.asarray(alpha, x.dtype))
     if fn == "sigmoid":
         return jax.nn.sigmoid(x)
     if fn == "tanh":
@@ -102,11 +104,6 @@ def _activate(fn: str, x, alpha: float = 0.01):
     return x
 
 
-def _ends_in_softmax(layer) -> bool:
-    if isinstance(layer, Activation):
-        return layer.fn == "softmax"
-    return getattr(layer, "activation", None) == "softmax" and not isinstance(layer, Residual)
-
 
 class Block(nnx.Module):
     """One spec layer: a module (or none) plus what to do around it."""
@@ -115,6 +112,7 @@ class Block(nnx.Module):
                  size: int = 0, step: int = 0, body=None, shortcut=None):
         self.kind, self.module, self.activation, self.alpha = kind, module, activation, alpha
         self.size, self.step = size, step
+        self.canonical = False  # flatten: transpose to (C, H, W) order first (no dense after it)
         self.body = nnx.List(body) if body is not None else None
         self.shortcut = shortcut
 
@@ -129,6 +127,8 @@ class Block(nnx.Module):
         elif kind == "global_avg_pool":
             x = jnp.mean(x, axis=(1, 2))
         elif kind == "flatten":
+            if self.canonical and x.ndim == 4:  # NHWC -> NCHW: (C, H, W) order, the canonical one
+                x = jnp.transpose(x, (0, 3, 1, 2))
             x = x.reshape(x.shape[0], -1)
         elif kind == "residual":
             body = x
@@ -156,6 +156,13 @@ class _Builder:
         self.rngs = nnx.Rngs(params=seed, dropout=seed)
         self.bindings: list[Binding] = []
         self.pending_perm: np.ndarray | None = None
+        self.pending_flatten: Block | None = None  # the flatten whose order a dense may absorb
+
+    def settle_flatten(self) -> None:
+        """The flatten waiting for a dense layer gets none: it transposes to (C, H, W) itself."""
+        if self.pending_flatten is not None:
+            self.pending_flatten.canonical = True
+        self.pending_perm, self.pending_flatten = None, None
 
     def _bind(self, module, li: LayerInfo, names: dict[str, str], to_f=_identity, to_c=_identity):
         for p in li.params:
@@ -171,7 +178,7 @@ class _Builder:
     def block(self, li: LayerInfo, logits: bool = False) -> Block:
         layer = li.layer
         act = getattr(layer, "activation", "linear")
-        if logits and _ends_in_softmax(layer):
+        if logits and ends_in_softmax(layer):
             act = "linear"
         if isinstance(layer, Dense):
             m = nnx.Linear(li.in_shape[0], layer.units, use_bias=layer.use_bias, dtype=self.dtype,
@@ -180,12 +187,11 @@ class _Builder:
             if self.pending_perm is not None:
                 perm, inverse = self.pending_perm, np.argsort(self.pending_perm)
                 to_f, to_c = (lambda a, p=perm: a[p]), (lambda a, i=inverse: a[i])
-                self.pending_perm = None
+                self.pending_perm, self.pending_flatten = None, None
             self._bind(m, li, {"weight": "kernel", "bias": "bias"}, to_f, to_c)
             return Block("dense", m, act)
         if self.pending_perm is not None and not isinstance(layer, Dropout | Activation):
-            raise NotImplementedError("the flax backend needs flatten to be followed by a dense layer "
-                                      f"(dropout/activation between are fine); got {layer.kind!r}")
+            self.settle_flatten()
         if isinstance(layer, Conv2D):
             p = layer.pad
             m = nnx.Conv(li.in_shape[0], layer.filters, (layer.kernel, layer.kernel), layer.stride,
@@ -200,9 +206,10 @@ class _Builder:
         if isinstance(layer, GlobalAvgPool):
             return Block("global_avg_pool")
         if isinstance(layer, Flatten):
+            block = Block("flatten")
             if len(li.in_shape) == 3:
-                self.pending_perm = _flatten_perm(li.in_shape)
-            return Block("flatten")
+                self.pending_perm, self.pending_flatten = _flatten_perm(li.in_shape), block
+            return block
         if isinstance(layer, BatchNorm):
             c = li.in_shape[0]
             if self.exact:
@@ -237,4 +244,5 @@ def build_model(info: ModelInfo, dtype, *, exact: bool, seed: int) -> tuple[Netw
     builder = _Builder(dtype, exact, seed)
     last = len(info.layers) - 1
     blocks = [builder.block(li, logits=(i == last)) for i, li in enumerate(info.layers)]
+    builder.settle_flatten()  # a model that ends in flatten (or dropout/activation after it)
     return Network(blocks), builder.bindings

@@ -27,7 +27,7 @@ from fwbench.layers import (
     MaxPool,
     Residual,
 )
-from fwbench.model import LayerInfo, ModelInfo, check_weights, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, check_weights, ends_in_softmax, shortcut_stride
 from jax import lax
 
 from .layout import Layout
@@ -74,11 +74,6 @@ def _activate(fn: str, x: jax.Array, axis: int, alpha: float = 0.01) -> jax.Arra
         return jax.nn.softmax(x, axis=axis)
     return x  # linear
 
-
-def _ends_in_softmax(layer) -> bool:
-    if isinstance(layer, Activation):
-        return layer.fn == "softmax"
-    return getattr(layer, "activation", None) == "softmax" and not isinstance(layer, Residual)
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,7 @@ class Model:
 
     def _layer(self, li: LayerInfo, x: jax.Array, ctx: _Context, logits: bool = False) -> jax.Array:
         layer, path, p = li.layer, li.path, ctx.params
-        if logits and _ends_in_softmax(layer):  # folded into the loss
+        if logits and ends_in_softmax(layer):  # folded into the loss
             if isinstance(layer, Activation):
                 return x
             activation = "linear"

@@ -6,7 +6,7 @@ This module imports nothing heavy: `differences` reads only the spec.
 """
 from __future__ import annotations
 
-from fwbench.layers import BatchNorm, Residual
+from fwbench.layers import Activation, BatchNorm, Residual
 from fwbench.spec import TaskSpec
 
 
@@ -45,3 +45,31 @@ def differences(task: TaskSpec, optimizer: str | None = None, clip: str | None =
     if _has(task.model.layers, BatchNorm):
         out.append("batchnorm: Keras' moving variance uses the biased batch variance (the suite: unbiased)")
     return out
+
+
+def _leaky_after_add(layers) -> bool:
+    """A residual block whose sum goes into a leaky ReLU (its own activation, or an activation
+    layer right after a linear one), at any depth."""
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Residual):
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if layer.activation == "leaky_relu" or (
+                    layer.activation == "linear" and isinstance(nxt, Activation) and nxt.fn == "leaky_relu"):
+                return True
+            if _leaky_after_add(layer.layers):
+                return True
+    return False
+
+
+def tensorflow_remapper_fault(task: TaskSpec, mode: str) -> str | None:
+    """Why grappler's remapper must be off for ``task`` on the TensorFlow engine, or None.
+
+    Keras' ``LeakyReLU`` (native mode; exact mode uses `ExactLeakyReLU`, no ``LeakyRelu`` op) after
+    a residual sum is fused by TensorFlow's graph optimizer with the convolution and the add into one
+    ``_FusedConv2D`` whose float32 result is wrong (predictions off by 0.72 in issue 21; eager,
+    float64 and the raw TensorFlow backend are right).
+    """
+    if mode != "native" or not _leaky_after_add(task.model.layers):
+        return None
+    return ("grappler remapper off: it fuses conv + add + LeakyRelu into a _FusedConv2D whose float32 "
+            "result is wrong (tests/fixtures/conformance/projected_residual_leaky_relu.toml)")

@@ -4,6 +4,11 @@
 batch variance to normalise and the *unbiased* one for the running variance (Keras uses the biased
 one for both), and batch statistics in train mode even when the layer is frozen (Keras switches a
 non-trainable BatchNormalization to inference mode).
+
+`ExactLeakyReLU` follows `fwbench.layers`: slope ``alpha`` below 0 *and at exactly 0* (JAX's
+``leaky_relu``, which Keras calls on that engine, takes slope 1 at 0), with ``alpha`` in the
+layer's dtype (TensorFlow's ``LeakyRelu`` op holds it as a float32 attribute: 0.0099999998 for
+0.01 in a float64 model).
 """
 from __future__ import annotations
 
@@ -32,3 +37,19 @@ class ExactBatchNorm(keras.layers.BatchNormalization):
         return ops.batch_normalization(x, mean=mean, variance=var, axis=self.axis,
                                        offset=ops.cast(self.beta, x.dtype),
                                        scale=ops.cast(self.gamma, x.dtype), epsilon=self.epsilon)
+
+
+class ExactLeakyReLU(keras.layers.Layer):
+    """``x`` for ``x > 0``, else ``alpha * x`` (gradient ``alpha`` at 0), ``alpha`` in the compute dtype."""
+
+    def __init__(self, negative_slope: float = 0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = float(negative_slope)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, self.compute_dtype)
+        slope = ops.convert_to_tensor(self.negative_slope, dtype=x.dtype)  # not via float32
+        return ops.where(x > 0, x, x * slope)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -4,8 +4,10 @@ suite's canonical weights (`fwbench.layers`).
 Keras runs channels-last, as a Keras user's model does: image batches are NHWC, convolution
 kernels HWIO (converted at `set_weights` / `get_weights`, never per step). ``flatten`` of an NHWC
 tensor orders features (row, column, channel) where the canonical order is (channel, row,
-column); rather than adding a transpose to every step, the rows of the first dense layer after
-the flatten are permuted at load and back at read, which gives the same function.
+column). When a dense layer follows (through dropout/activation only), its rows are permuted at
+load and back at read instead of transposing activations every step, which gives the same
+function; otherwise (a model that ends in ``flatten``, ``flatten -> batchnorm``) the features
+are transposed to the canonical order (`_Builder.canonical_order`).
 
 Padding: Keras' ``"same"`` is symmetric only at stride 1 (at stride 2 it pads bottom/right only),
 so a strided or explicitly padded convolution is ``ZeroPadding2D(p)`` + ``padding="valid"``.
@@ -29,7 +31,7 @@ from fwbench.layers import (
     MaxPool,
     Residual,
 )
-from fwbench.model import LayerInfo, ModelInfo, shortcut_stride
+from fwbench.model import LayerInfo, ModelInfo, ends_in_softmax, shortcut_stride
 
 
 def _identity(a: np.ndarray) -> np.ndarray:
@@ -78,25 +80,34 @@ def _name(kind: str, path: str) -> str:
     return f"{kind}_{path.replace('.', '_')}"
 
 
-def _ends_in_softmax(layer) -> bool:
-    if isinstance(layer, Activation):
-        return layer.fn == "softmax"
-    return getattr(layer, "activation", None) == "softmax" and not isinstance(layer, Residual)
-
 
 class _Builder:
     def __init__(self, info: ModelInfo, dtype: str, exact: bool, seed: int):
         self.info, self.dtype, self.exact, self.seed = info, dtype, exact, seed
         self.bindings: list[Binding] = []
         self.pending_perm: np.ndarray | None = None  # a flatten waiting for its dense layer
+        self.pending_shape: tuple[int, ...] = ()  # ... and its canonical (C, H, W) input shape
         self.frozen_layers: list[keras.layers.Layer] = []
 
     def activation(self, fn: str, x, alpha: float = 0.01):
         if fn == "linear":
             return x
         if fn == "leaky_relu":
+            if self.exact:
+                from .layers import ExactLeakyReLU
+
+                return ExactLeakyReLU(negative_slope=alpha, dtype=self.dtype)(x)
             return keras.layers.LeakyReLU(negative_slope=alpha, dtype=self.dtype)(x)
         return keras.layers.Activation(fn, dtype=self.dtype)(x)
+
+    def canonical_order(self, x):
+        """A flatten not followed by a dense layer: reorder its (H, W, C)-ordered features to the
+        canonical (C, H, W) order (a transpose), ``(N, C*H*W) -> (N, C*H*W)``."""
+        c, h, w = self.pending_shape
+        x = keras.layers.Reshape((h, w, c), dtype=self.dtype)(x)
+        x = keras.layers.Permute((3, 1, 2), dtype=self.dtype)(x)
+        self.pending_perm = None
+        return keras.layers.Reshape((c * h * w,), dtype=self.dtype)(x)
 
     def bind(self, layer: keras.layers.Layer, li: LayerInfo, names: dict[str, str], to_k=_identity, to_c=_identity):
         """Bind ``layer``'s variables (by attribute) to ``li``'s canonical parameter names."""
@@ -111,7 +122,7 @@ class _Builder:
 
     def layer(self, li: LayerInfo, x, logits: bool = False):
         layer = li.layer
-        if logits and _ends_in_softmax(layer):
+        if logits and ends_in_softmax(layer):
             if isinstance(layer, Activation):
                 return x
             act = "linear"
@@ -127,8 +138,7 @@ class _Builder:
             self.bind(k, li, {"weight": "kernel", "bias": "bias"}, to_k, to_c)
             return self.activation(act, x)
         if self.pending_perm is not None and not isinstance(layer, Dropout | Activation):
-            raise NotImplementedError("the keras backend needs flatten to be followed by a dense layer "
-                                      f"(dropout/activation between are fine); got {layer.kind!r}")
+            x = self.canonical_order(x)
         if isinstance(layer, Conv2D):
             pad = layer.pad
             symmetric_same = layer.stride == 1 and pad == (layer.kernel - 1) // 2 and pad > 0
@@ -149,6 +159,7 @@ class _Builder:
         if isinstance(layer, Flatten):
             if len(li.in_shape) == 3:
                 self.pending_perm = _flatten_perm(li.in_shape)
+                self.pending_shape = li.in_shape
             return keras.layers.Flatten(dtype=self.dtype)(x)
         if isinstance(layer, BatchNorm):
             if self.exact:
@@ -194,6 +205,8 @@ def build_model(info: ModelInfo, dtype: str, *, exact: bool, seed: int) -> Keras
     last = len(info.layers) - 1
     for i, li in enumerate(info.layers):
         x = builder.layer(li, x, logits=(i == last))
+    if builder.pending_perm is not None:  # the model ends in a flatten (or dropout/activation after it)
+        x = builder.canonical_order(x)
     model = keras.Model(inputs, x, name="fwbench")
     for layer in builder.frozen_layers:
         layer.trainable = False

@@ -13,6 +13,7 @@ spec's hyperparameters; see `fwbench_keras.conventions` for where their formulas
 from __future__ import annotations
 
 import keras
+import numpy as np
 from fwbench.spec import ClipSpec, OptimizerSpec
 from keras import ops
 
@@ -39,7 +40,13 @@ class ExactOptimizer(keras.optimizers.Optimizer):
         elif name == "rmsprop":
             self.slots["v"] = self.add_optimizer_variables(variables, "velocity")
         elif name == "adagrad":
-            init = keras.initializers.Constant(self.spec.initial_accumulator)
+            # not keras.initializers.Constant: its Python float goes through float32 on TensorFlow
+            # (0.1 -> 0.100000001 in a float64 model); assign the value in the variable's dtype
+            value = self.spec.initial_accumulator
+
+            def init(shape, dtype=None):
+                return ops.convert_to_tensor(np.full(tuple(shape), value, dtype=np.dtype(dtype)))
+
             self.slots["s"] = [self.add_variable(v.shape, initializer=init, dtype=v.dtype, name="accumulator")
                                for v in variables]
         elif name in ("adam", "adamw"):

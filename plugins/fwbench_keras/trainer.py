@@ -22,7 +22,7 @@ import numpy as np
 from fwbench.backend import BuildRequest, Trainer
 from fwbench.model import check_weights
 
-from .conventions import differences
+from .conventions import differences, tensorflow_remapper_fault
 from .model import build_model, images_in
 from .optim import make_optimizer
 from .options import KerasOptions
@@ -45,6 +45,11 @@ class KerasTrainer(Trainer):
         keras.utils.set_random_seed(task.training.seed)  # dropout masks
         exact = options.mode == "exact"
         self.info = request.info
+        remapper = tensorflow_remapper_fault(task, options.mode) if self.engine == "tensorflow" else None
+        if remapper:  # before any graph is traced; the cell's process only
+            import tensorflow as tf
+
+            tf.config.optimizer.set_experimental_options({"remapping": False})
         built = build_model(request.info, self.dtype.name, exact=exact, seed=task.training.seed)
         self.model, self.bindings = built.model, built.bindings
         self.set_weights(request.weights)
@@ -66,6 +71,8 @@ class KerasTrainer(Trainer):
         }
         if float64_matmul:
             self.compile_info["float64_matmul"] = float64_matmul
+        if remapper:
+            self.compile_info["tf_optimizer_options"] = {"remapping": False, "why": remapper}
 
     # -- the suite's calls -----------------------------------------------------------------------
     def to_device(self, x: np.ndarray, y: np.ndarray):

@@ -161,7 +161,8 @@ def _build_layer(info: LayerInfo, fold_softmax: bool) -> nn.Module:
             shortcut = nn.Conv2d(
                 info.in_shape[0], info.out_shape[0], 1, stride=shortcut_stride(info), bias=True
             )
-        return ResidualBlock(body, shortcut, activation_fn(layer.activation))
+        act_name = "linear" if fold_softmax and layer.activation == "softmax" else layer.activation
+        return ResidualBlock(body, shortcut, activation_fn(act_name))
     raise ValueError(f"the torch backend has no implementation of layer type {layer.kind!r}")
 
 

@@ -68,3 +68,24 @@ def test_missing_weight_is_named(backend):
     weights.pop("1.bias")
     with pytest.raises(ValueError, match="1.bias"):
         trainer.set_weights(weights)
+
+
+def test_tensorflow_remapper_workaround_is_scoped_to_leaky_relu_after_a_residual_sum():
+    from fwbench.spec import task_from_dict
+    from fwbench_keras.conventions import tensorflow_remapper_fault
+
+    def task(*layers):
+        return task_from_dict({"task": {"name": "t"}, "dataset": {"name": "digits"},
+                               "model": {"layers": [*layers, {"type": "flatten"}, {"type": "dense", "units": 10}]},
+                               "optimizer": {"name": "sgd", "lr": 0.1},
+                               "training": {"batch_size": 8, "epochs": 1}}, "<test>")
+
+    body = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same"}]
+    leaky = task({"type": "residual", "activation": "leaky_relu", "layers": body})
+    after = task({"type": "residual", "activation": "linear", "layers": body},
+                 {"type": "activation", "fn": "leaky_relu"})
+    relu = task({"type": "residual", "activation": "relu", "layers": body})
+    assert "remapper" in tensorflow_remapper_fault(leaky, "native")
+    assert tensorflow_remapper_fault(after, "native")
+    assert tensorflow_remapper_fault(relu, "native") is None
+    assert tensorflow_remapper_fault(leaky, "exact") is None  # ExactLeakyReLU: no LeakyRelu op to fuse
