@@ -209,7 +209,7 @@ def test_cli_exit_codes(tmp_path):
     noisy = _write(tmp_path / "noisy", [_rec(step=0.0104, cv=0.1, n=3, seed=7), _rec("jax", "cnn_mnist", seed=8)])
 
     itself = _bench(str(base), str(base), cwd=tmp_path)
-    assert itself.returncode == 0 and "no regression: 0 slower, 12 unchanged, 0 inconclusive" in itself.stdout
+    assert itself.returncode == 0 and "no regression: 0 slower, 14 unchanged, 0 inconclusive" in itself.stdout
 
     regressed = _bench(str(base), str(slow), cwd=tmp_path)  # 23% slower
     assert regressed.returncode == 1, regressed.stdout + regressed.stderr
