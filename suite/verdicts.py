@@ -104,7 +104,7 @@ def decide(estimates: list[tuple[RatioInterval, str, bool]], threshold: float, a
         else:
             why = f"the interval reaches past ±{pct(threshold)}"
         why += (f"; could detect ±{mde:.1%} or more at this N ({POWER:.0%} power)" if mde < 10 else
-                f"; at this N nothing below ×{1 + mde:.3g} could be detected: add repeats")
+                "; at this N no change below +999% could be detected: add repeats")
         if ratio.extra_var and needed is not None and needed >= NEEDED_CAP:
             why += "; no number of repeats decides it across invocations (use `bench ab`)"
         elif needed:
