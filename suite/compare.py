@@ -357,6 +357,8 @@ def compare_metric(metric: Metric, base: dict, new: dict, threshold: float, alph
     braw, nraw = _values(metric, base), _values(metric, new)
     if bv is None and nv is None and not braw and not nraw:
         return None  # measured on neither side (device memory on a CPU, accuracy of a microbenchmark)
+    if metric.optional and (len(braw) < 2 or len(nraw) < 2):
+        return None  # an auxiliary statistic some repeats lack (e.g. too few units for a span): not judged
     row = Row(label, metric.label, metric.better, metric.text(bv) if bv is not None else "—",
               metric.text(nv) if nv is not None else "—", None, None, NO_EVIDENCE, speed=metric.speed)
     if (bv is None and not braw) or (nv is None and not nraw):

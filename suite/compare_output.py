@@ -28,11 +28,16 @@ def _change_text(change: float | None) -> str:
     return "—" if change is None else f"{change:+.1%}"
 
 
+def _bound(change: float) -> str:
+    """An interval's end as a change; beyond +999% (few repeats at a small level) just ``>+999%``."""
+    return ">+999%" if change > 9.99 else f"{change:+.1%}"
+
+
 def ratio_text(row) -> str:
     """``-4.1% [-6.0%, -2.2%] 99.2%``: the change NEW/BASE - 1, its interval and the interval's level."""
     text = _change_text(row.change)
     if row.ci is not None and row.change is not None:
-        text += f" [{row.ci[0] - 1:+.1%}, {row.ci[1] - 1:+.1%}]"
+        text += f" [{_bound(row.ci[0] - 1)}, {_bound(row.ci[1] - 1)}]"
         if row.level is not None:
             text += f" {row.level * 100:.4g}%"
     return text

@@ -3,8 +3,9 @@
 The first repeat's record is the base: its accuracy, history, memory and environment stay as they
 are. On top of it:
 
-* ``metrics["repeats"]``: every repeat's own summary (median step time, throughput, first step, peak
-  memory, within-run CV, wall time), shape ``(n_repeats,)``;
+* ``metrics["repeats"]``: every repeat's own summary (median, best-window, mean and best-span step
+  time, throughput, first step, peak memory, accuracy, within-run CV, wall time, and the `bench ab`
+  block it ran in), shape ``(n_repeats,)``; the merged record's ``finished_at`` is its last repeat's;
 * ``metrics["step_time_s"]``: the headline step time over repeats — the geometric mean of the
   per-repeat medians, its 95% t interval on logs (``ci95_low``/``ci95_high``), the CV between
   repeats, ``raw`` = the per-repeat medians, ``unit: "repeat"``; the first repeat's own window

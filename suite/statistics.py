@@ -93,7 +93,8 @@ class RatioInterval:
         if self.se_log == 0:
             return self.ratio, self.ratio
         half = _t(level, self.df) * self.se_log
-        return float(np.exp(self.mean_log - half)), float(np.exp(self.mean_log + half))
+        with np.errstate(over="ignore"):  # 1 df at a Holm level: the interval may reach infinity
+            return float(np.exp(self.mean_log - half)), float(np.exp(self.mean_log + half))
 
 
 def ratio_interval(base: Sequence[float], new: Sequence[float], level: float = 0.99,
@@ -189,7 +190,7 @@ def minimum_detectable(ratio: RatioInterval, alpha: float, margin_log: float = 0
     if ratio.se_log == 0:
         return math.expm1(margin_log)
     shift = (_t(1 - alpha, ratio.df) + float(stats.t.ppf(power, ratio.df))) * ratio.se_log
-    return math.expm1(margin_log + shift)
+    return math.expm1(margin_log + shift) if margin_log + shift < 700 else math.inf
 
 
 def repeats_needed(ratio: RatioInterval, threshold: float, level: float = 0.99, cap: int = 200,

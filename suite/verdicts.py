@@ -103,7 +103,8 @@ def decide(estimates: list[tuple[RatioInterval, str, bool]], threshold: float, a
             why = f"moved {change:+.1%}, but the interval reaches back within ±{pct(threshold / 2)}"
         else:
             why = f"the interval reaches past ±{pct(threshold)}"
-        why += f"; could detect ±{mde:.1%} or more at this N ({POWER:.0%} power)"
+        why += (f"; could detect ±{mde:.1%} or more at this N ({POWER:.0%} power)" if mde < 10 else
+                "; at this N no change below +999% could be detected: add repeats")
         if ratio.extra_var and needed is not None and needed >= NEEDED_CAP:
             why += "; no number of repeats decides it across invocations (use `bench ab`)"
         elif needed:

@@ -255,3 +255,10 @@ def test_a_timed_out_block_makes_the_cells_it_did_not_finish_time_out():
     assert merged["status"] == "timeout" and "block 3 ran past --block-timeout 30 s" in merged["error"]
     (row,) = compare([merge_blocks(_blocks(0.010, 0, 1))[0]], [merged], paired=True).rows
     assert row.verdict == FAILED
+
+
+def test_two_blocks_at_a_holm_level_give_a_finite_answer_not_an_overflow():
+    base, new = [1.0, 5.0], [5.0, 1.0]  # 1 degree of freedom, first steps 5x apart, a row among many
+    ratio = ratio_interval(base, new, 0.99, paired=True)
+    (judged,) = decide([(ratio, "lower", True)], 0.03, 0.01 / 14)
+    assert judged.verdict == INCONCLUSIVE and "no change below +999% could be detected" in judged.reason
