@@ -43,7 +43,7 @@ def prepare(arrays: Arrays, dataset: Dataset, spec: DatasetSpec, seed: int, dtyp
     rng = np.random.default_rng(seed)
     x_train, y_train = _limit(arrays.x_train, arrays.y_train, spec.train_limit, rng)
     x_test, y_test = _limit(arrays.x_test, arrays.y_test, spec.test_limit, rng)
-    n_val = int(round(len(x_train) * spec.validation_split))
+    n_val = round(len(x_train) * spec.validation_split)
     order = rng.permutation(len(x_train))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     x_val, y_val = x_train[val_idx], y_train[val_idx]

@@ -61,10 +61,10 @@ def git_commit() -> dict[str, Any]:
     if not (root / ".git").exists():
         return {}
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, check=False,
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, check=False, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
     return {"commit": head, "dirty": bool(dirty)} if head else {}

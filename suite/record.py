@@ -133,12 +133,12 @@ class Record:
     """One cell's outcome. ``extra`` keeps the optional fields (``traceback``, ``data``, ``log``,
     ``repeat``, ``repeat_records``, ``configure_s``...) as written."""
 
+    schema_version: int = SCHEMA_VERSION  # first in the JSON form (kw_only: order is free)
     run_id: str | None
     cell_id: str | None
     backend: str | None
     task: str | None
     device: str | None
-    schema_version: int = SCHEMA_VERSION
     backend_version: str | None = None
     dataset: str | None = None
     synthetic_data: bool | None = None

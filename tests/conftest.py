@@ -37,7 +37,39 @@ def bench(toy_site, tmp_path):
         # one repeat per cell unless a test asks for more (--repeat or FWBENCH_REPEAT): tests stay fast
         full_env = {**os.environ, "PYTHONPATH": str(toy_site), "FWBENCH_DATA_DIR": str(tmp_path / "data"),
                     "COLUMNS": "200", "FWBENCH_REPEAT": "1", **(env or {})}
-        return subprocess.run([sys.executable, "-m", "fwbench.cli", *args], capture_output=True, text=True,
+        return subprocess.run([sys.executable, "-m", "fwbench.cli", *args], capture_output=True, text=True, check=False,
                               timeout=timeout, env=full_env, cwd=cwd or tmp_path)
 
     return run
+
+
+#: Modules whose tests start `bench` processes (runs, the kit, asv, the CI scripts, a browser).
+CLI_MODULES = {"test_plugin_kit", "test_asv", "test_ab", "test_ci_scripts", "test_report_browser",
+               "test_concurrency", "test_faults", "test_runner", "test_repeats", "test_studies"}
+#: Tests elsewhere that start `bench` processes (by function name).
+CLI_TESTS = {"test_cli_exit_codes", "test_cli_bad_input_is_one_line_exit_2", "test_cli_missing_folder_is_exit_2",
+             "test_cli_report_end_to_end", "test_corrupt_records_are_skipped_with_a_warning_naming_the_file",
+             "test_bench_run_conv2d_quick_makes_a_record_with_cases_gflops_and_percent_of_peak"}
+#: A test parametrised with one of these backends imports its framework.
+FRAMEWORKS = {"torch", "tensorflow", "jax", "keras", "flax"}
+#: Folders of backends whose tests import a framework (seconds each to import), and modules that
+#: run every framework backend (conformance: a process per backend and task).
+FRAMEWORK_DIRS = {"torch_backend", "tensorflow_backend", "jax_backend", "keras_backend", "flax_backend"}
+FRAMEWORK_MODULES = {"test_conformance"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark what stays out of ``make test-quick``: tests that run ``bench`` processes (``cli``: the
+    `bench` or `toy_site` fixture, a module of `CLI_MODULES`, a test of `CLI_TESTS`) and tests of a
+    framework backend (``framework``: its folder, conformance, or a framework as a parameter).
+    ``make test`` runs everything."""
+    for item in items:
+        path = Path(str(item.fspath))
+        name = getattr(item, "originalname", item.name)
+        if (path.stem in CLI_MODULES or name in CLI_TESTS
+                or {"bench", "toy_site"} & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.cli)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (FRAMEWORK_DIRS & set(path.parts) or path.stem in FRAMEWORK_MODULES
+                or FRAMEWORKS & {v for v in params.values() if isinstance(v, str)}):
+            item.add_marker(pytest.mark.framework)

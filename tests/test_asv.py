@@ -19,7 +19,7 @@ def test_asv_quick_dry_run_of_the_numpy_cells(tmp_path):
     env = {**os.environ, "HOME": str(tmp_path), "FWBENCH_ASV_BACKENDS": "numpy"}
     subprocess.run([asv, "machine", "--yes"], cwd=ROOT, env=env, check=True, capture_output=True)
     result = subprocess.run([asv, "run", "--python=same", "--quick", "--dry-run", "--show-stderr"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=600)
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     ran = [line for line in out.splitlines() if line.rstrip().endswith((" ok", " failed"))]

@@ -67,7 +67,7 @@ def test_a_worker_killed_mid_cell_is_retried_on_another(toy_site, tmp_path):
 
         killer = threading.Thread(target=kill_the_busy_worker)
         killer.start()
-        stdout, stderr = proc.communicate(timeout=300)
+        _stdout, stderr = proc.communicate(timeout=300)
         killer.join()
     assert killed.is_set(), "the test never saw the cell running"
     assert proc.returncode == 0, stderr[-2000:]
