@@ -82,6 +82,7 @@ def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
 def plan_run(args) -> Plan:
     from ..plugins import get_registry
     from ..spec import is_bench_spec, load_task, parse_overrides
+    from .preflight import refuse_before_cells
 
     registry = get_registry()
     if args.executor not in registry.executors:
@@ -119,7 +120,7 @@ def plan_run(args) -> Plan:
             task = load_task(path, overrides, profile)
             if not bench:
                 datasets.add(task.dataset.name)
-                check_model_fits(registry, task)
+                refuse_before_cells(registry, task)  # shapes, classes, batch vs split, memory
             label = path.stem if task_name == str(path) else task_name
             for backend in backends:  # refuse bad [backend] options (an unknown engine) up front
                 registry.get_backend(backend).for_options(task.backend, task.source)
