@@ -280,6 +280,7 @@ class FuzzResult:
 
 def check_spec(raw: dict, backends: dict, reference) -> list:
     """Every check of every backend on one raw spec; the failed ones (a crash is one failed check)."""
+    from .backend import Unsupported
     from .conformance import Check, check_task
 
     task = task_from_dict(raw, "<random>")
@@ -287,15 +288,20 @@ def check_spec(raw: dict, backends: dict, reference) -> list:
     for name, backend in backends.items():
         try:
             checks = check_task("random", task, backend, reference, full=False, curve_steps=CURVE_STEPS)
+        except Unsupported:  # the backend declines what it cannot build: skipped, not a failure
+            continue
         except Exception as exc:  # noqa: BLE001 - a crash on a valid spec is a failure to report
             checks = [Check(name, "random", "run", math.nan, math.nan, False,
                             f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")]
-        failed += [c for c in checks if not c.passed]
+        failed += [c for c in checks if not c.passed and not c.skipped]
     return failed
 
 
-def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) -> FuzzResult:
+def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int = 0, progress=None) -> FuzzResult:
     """Draw ``examples`` specs (hypothesis, seeded) and check every backend on each.
+
+    A backend is a name or ``(name, [backend] options)`` (a frontend on one engine: Keras can hold
+    only one engine per process, so `fwbench.cli` runs each further engine in its own process).
 
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
     ``progress(i, raw)`` is called before each example.
@@ -307,12 +313,15 @@ def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) 
     reference = registry.get_backend(REFERENCE)
     reference.configure(device="cpu", threads=1)
     backends = {}
-    for name in backend_names:
+    for entry in backend_names:
+        name, options = (entry, {}) if isinstance(entry, str) else entry
         backend = registry.get_backend(name)
+        if options:
+            backend = backend.for_options(options, "--set")
         if backend is not reference:
             backend.configure(device="cpu", threads=1)
-        backends[name] = backend
-    result = FuzzResult(backends=list(backend_names))
+        backends[backend.label] = backend
+    result = FuzzResult(backends=list(backends))
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
               verbosity=Verbosity.quiet,

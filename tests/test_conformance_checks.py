@@ -164,3 +164,41 @@ def test_fuzzer_reports_a_shrunk_failing_spec(monkeypatch):
     assert any(c.quantity == "rule:task" for c in result.failure.failed)
     assert len(raw["model"]["layers"]) == 2  # shrunk to flatten/global pool + the head
     task_from_dict(raw, "<pasted>")
+
+
+def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
+    """A frontend that cannot build a drawn spec raises Unsupported: skipped, never a failure;
+    any other exception on a valid spec is a failure."""
+    from fwbench.backend import Unsupported
+    from fwbench.conformance_fuzz import check_spec
+
+    numpy = backend("numpy")
+
+    class Declines:
+        name = label = "declines"
+
+        def build(self, request):
+            raise Unsupported("no rule for this layer")
+
+    class Crashes(Declines):
+        name = label = "crashes"
+
+        def build(self, request):
+            raise NotImplementedError("oops")
+
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits"},
+           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
+    assert check_spec(raw, {"declines": Declines()}, numpy) == []
+    failed = check_spec(raw, {"crashes": Crashes()}, numpy)
+    assert [c.quantity for c in failed] == ["run"] and "NotImplementedError" in failed[0].note
+
+
+def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
+    from fwbench.cli import _one_engine_per_frontend
+
+    variants = [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("keras", {"engine": "jax"}),
+                ("keras", {"engine": "torch"}), ("flax", {})]
+    here, elsewhere = _one_engine_per_frontend(variants)
+    assert here == [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("flax", {})]
+    assert elsewhere == [("keras", {"engine": "jax"}), ("keras", {"engine": "torch"})]
