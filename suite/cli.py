@@ -132,6 +132,8 @@ def build_parser() -> ArgumentParser:
                        help="instead of tasks, check N random valid specs (hypothesis); a failure prints "
                             "the smallest failing spec as TOML")
     check.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    check.add_argument("--coverage", action="store_true",
+                       help="with --random: print which vocabulary items and layer pairs were drawn")
     check.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                        help="where the checked backends run (the float64 reference always runs on the CPU)")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
@@ -311,7 +313,7 @@ def cmd_check(args) -> int:
         from .conformance_runner import check_variants
 
         variants = check_variants(registry, backends, getattr(args, "overrides", []))
-        return _check_random(variants, args.random, args.seed)
+        return _check_random(variants, args.random, args.seed, getattr(args, "coverage", False))
     for task in args.task or []:
         _validate_check_task(registry, task)
     skipped = [] if args.backend else [
@@ -342,7 +344,7 @@ def _validate_check_task(registry, task: str) -> None:
         analyze(spec.model, shape, classes, spec.source)
 
 
-def _check_random(backends: list[str], examples: int, seed: int) -> int:
+def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, coverage: bool = False) -> int:
     try:
         from .conformance_fuzz import fuzz
     except ImportError as exc:
@@ -357,6 +359,8 @@ def _check_random(backends: list[str], examples: int, seed: int) -> int:
     here, elsewhere = _one_engine_per_frontend(backends)
     codes = [_check_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
     result = fuzz(here, examples, seed, progress)
+    if coverage:
+        console.print(result.coverage.report(), markup=False, highlight=False)
     from rich.markup import escape
 
     where = escape(f"on {', '.join(result.backends)} (seed {seed}, {result.seconds:.0f} s)")

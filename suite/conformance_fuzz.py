@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from .conformance_coverage import Coverage
 from .errors import SpecError
 from .layers import ACTIVATIONS, INITS
 from .spec import OPTIMIZERS, SCHEDULES, task_from_dict
@@ -166,7 +167,20 @@ def model_layers(draw, shape, classes: int = 10) -> list[dict]:
     if draw(st.integers(0, 3)) == 0:
         head["init"] = draw(st.sampled_from(INITS))
     layers.append(head)
+    if draw(st.integers(0, 3)) == 0:  # a residual block on the flat logits ends the model
+        block = {"type": "residual", "layers": [{"type": "dense", "units": classes}]}
+        if draw(st.booleans()):
+            block["layers"].insert(0, draw(st.sampled_from([{"type": "batchnorm"},
+                                                            {"type": "activation", "fn": "tanh"}])))
+        block["activation"] = draw(st.sampled_from(ACTIVATIONS))
+        layers.append(block)
     return layers
+
+
+def _frozen(draw, layers: list[dict]) -> list[str]:
+    """Freeze a layer type of the body (never every parameter: the head is a dense layer)."""
+    kinds = sorted({layer["type"] for layer in layers[:-1]} & {"conv2d", "batchnorm", "residual"})
+    return [draw(st.sampled_from(kinds))] if kinds and draw(st.integers(0, 3)) == 0 else []
 
 
 @st.composite
@@ -195,7 +209,18 @@ def task_specs(draw) -> dict:
     dataset = draw(st.sampled_from(DATASETS))
     shape = tuple(get_registry().get_dataset(dataset).input_shape)
     raw: dict = {"task": {"name": "random"}, "dataset": {"name": dataset}}
-    model: dict = {"layers": draw(model_layers(shape))}
+    classes = 10
+    if dataset == "synthetic" and draw(st.booleans()):  # non-square, any channel count
+        shape = (draw(st.integers(1, 3)), draw(st.integers(3, 12)), draw(st.integers(3, 12)))
+        raw["dataset"]["shape"] = list(shape)
+    elif dataset != "synthetic" and draw(st.integers(0, 3)) == 0:  # a class subset, relabelled
+        subset = draw(st.lists(st.integers(0, 9), min_size=2, max_size=5, unique=True))
+        raw["dataset"]["classes"] = subset
+        classes = len(subset)
+    model: dict = {"layers": draw(model_layers(shape, classes))}
+    frozen = _frozen(draw, model["layers"])
+    if frozen:
+        model["frozen"] = frozen
     if draw(st.booleans()):
         model["init"] = draw(st.sampled_from(INITS))
     if draw(st.booleans()):
@@ -272,6 +297,7 @@ class FuzzResult:
     seconds: float = 0.0
     backends: list[str] = field(default_factory=list)
     failure: Disagreement | None = None
+    coverage: Coverage = field(default_factory=lambda: Coverage())
 
     @property
     def toml(self) -> str:
@@ -331,6 +357,7 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     @given(raw=task_specs())
     def prop(raw):
         result.examples += 1
+        result.coverage.add(raw)
         if progress:
             progress(result.examples, raw)
         failed = check_spec(raw, backends, reference)
@@ -344,3 +371,18 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
         result.failure = exc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def draw_coverage(examples: int, seed: int = 0) -> Coverage:
+    """What `fuzz` with these ``examples`` and ``seed`` would draw, without checking anything."""
+    coverage = Coverage()
+
+    @settings(max_examples=examples, deadline=None, database=None, verbosity=Verbosity.quiet,
+              suppress_health_check=list(HealthCheck), phases=(Phase.generate,))
+    @hypothesis_seed(seed)
+    @given(raw=task_specs())
+    def draw(raw):
+        coverage.add(raw)
+
+    draw()
+    return coverage
