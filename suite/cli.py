@@ -141,6 +141,8 @@ def build_parser() -> ArgumentParser:
                        help="instead of tasks, check N random valid specs (hypothesis); a failure prints "
                             "the smallest failing spec as TOML")
     check.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    check.add_argument("--coverage", action="store_true",
+                       help="with --random: print which vocabulary items and layer pairs were drawn")
     check.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                        help="where the checked backends run (the float64 reference always runs on the CPU)")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
@@ -336,7 +338,10 @@ def cmd_check(args) -> int:
             raise UsageError("--random draws its own specs; drop --task or --random")
         if args.random < 1:
             raise UsageError(f"--random {args.random}: give a number of specs >= 1, e.g. --random 50")
-        return _check_random(backends, args.random, args.seed)
+        from .conformance_runner import check_variants
+
+        variants = check_variants(registry, backends, getattr(args, "overrides", []))
+        return _check_random(variants, args.random, args.seed, getattr(args, "coverage", False))
     for task in args.task or []:
         _validate_check_task(registry, task)
     skipped = [] if args.backend else [
@@ -367,7 +372,7 @@ def _validate_check_task(registry, task: str) -> None:
         analyze(spec.model, shape, classes, spec.source)
 
 
-def _check_random(backends: list[str], examples: int, seed: int) -> int:
+def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, coverage: bool = False) -> int:
     try:
         from .conformance_fuzz import fuzz
     except ImportError as exc:
@@ -379,15 +384,45 @@ def _check_random(backends: list[str], examples: int, seed: int) -> int:
         if i == 1 or i % 10 == 0:
             console.print(f"[dim]random spec {i}...[/]")
 
-    result = fuzz(backends, examples, seed, progress)
-    where = f"on {', '.join(backends)} (seed {seed}, {result.seconds:.0f} s)"
+    here, elsewhere = _one_engine_per_frontend(backends)
+    codes = [_check_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
+    result = fuzz(here, examples, seed, progress)
+    if coverage:
+        console.print(result.coverage.report(), markup=False, highlight=False)
+    from rich.markup import escape
+
+    where = escape(f"on {', '.join(result.backends)} (seed {seed}, {result.seconds:.0f} s)")
     if result.failure is None:
         console.print(f"{result.examples} random specs, 0 disagreements {where}")
-        return EXIT_OK
+        return max([EXIT_OK, *codes])
     console.print(f"[red]disagreement[/] after {result.examples} specs {where}: {result.failure}")
     console.print("Smallest failing spec (paste into a test or a task file):")
     console.print(result.toml, markup=False, highlight=False)
     return EXIT_CELL_FAILED
+
+
+def _one_engine_per_frontend(variants: list[tuple[str, dict]]):
+    """Split ``(backend, options)`` variants into those one process can hold (every backend with
+    the first engine of each frontend) and the rest (a frontend on a further engine)."""
+    here, elsewhere, seen = [], [], set()
+    for name, options in variants:
+        if "engine" in options and name in seen:
+            elsewhere.append((name, options))
+        else:
+            here.append((name, options))
+            seen.add(name)
+    return here, elsewhere
+
+
+def _check_random_elsewhere(name: str, options: dict, examples: int, seed: int) -> int:
+    """``bench check --random`` of one frontend on one engine in its own process (same seed, so
+    the same specs); its output goes to this terminal. Returns its exit code."""
+    import subprocess
+
+    cmd = [sys.executable, "-c", "import sys; from fwbench.cli import main; sys.exit(main())", "check",
+           "--random", str(examples), "--seed", str(seed), "-b", name,
+           *[arg for k, v in options.items() for arg in ("--set", f"backend.{k}={v}")]]
+    return subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL).returncode
 
 
 def cmd_run(args) -> int:

@@ -220,7 +220,8 @@ def conditioned(opt: OptimizerSpec) -> OptimizerSpec:
 def _task_lrs(task: TaskSpec, n: int) -> list[float]:
     from .schedules import make_schedule
 
-    lr = make_schedule(task.schedule, task.optimizer.lr, n, n)
+    # epochs of STEPS steps: a curve crosses epoch boundaries, where step/exponential schedules act
+    lr = make_schedule(task.schedule, task.optimizer.lr, STEPS, n)
     return [float(lr(i)) for i in range(n)]
 
 

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from .conformance_coverage import Coverage
 from .errors import SpecError
 from .layers import ACTIVATIONS, INITS
 from .spec import OPTIMIZERS, SCHEDULES, task_from_dict
@@ -166,7 +167,20 @@ def model_layers(draw, shape, classes: int = 10) -> list[dict]:
     if draw(st.integers(0, 3)) == 0:
         head["init"] = draw(st.sampled_from(INITS))
     layers.append(head)
+    if draw(st.integers(0, 3)) == 0:  # a residual block on the flat logits ends the model
+        block = {"type": "residual", "layers": [{"type": "dense", "units": classes}]}
+        if draw(st.booleans()):
+            block["layers"].insert(0, draw(st.sampled_from([{"type": "batchnorm"},
+                                                            {"type": "activation", "fn": "tanh"}])))
+        block["activation"] = draw(st.sampled_from(ACTIVATIONS))
+        layers.append(block)
     return layers
+
+
+def _frozen(draw, layers: list[dict]) -> list[str]:
+    """Freeze a layer type of the body (never every parameter: the head is a dense layer)."""
+    kinds = sorted({layer["type"] for layer in layers[:-1]} & {"conv2d", "batchnorm", "residual"})
+    return [draw(st.sampled_from(kinds))] if kinds and draw(st.integers(0, 3)) == 0 else []
 
 
 @st.composite
@@ -195,7 +209,18 @@ def task_specs(draw) -> dict:
     dataset = draw(st.sampled_from(DATASETS))
     shape = tuple(get_registry().get_dataset(dataset).input_shape)
     raw: dict = {"task": {"name": "random"}, "dataset": {"name": dataset}}
-    model: dict = {"layers": draw(model_layers(shape))}
+    classes = 10
+    if dataset == "synthetic" and draw(st.booleans()):  # non-square, any channel count
+        shape = (draw(st.integers(1, 3)), draw(st.integers(3, 12)), draw(st.integers(3, 12)))
+        raw["dataset"]["shape"] = list(shape)
+    elif dataset != "synthetic" and draw(st.integers(0, 3)) == 0:  # a class subset, relabelled
+        subset = draw(st.lists(st.integers(0, 9), min_size=2, max_size=5, unique=True))
+        raw["dataset"]["classes"] = subset
+        classes = len(subset)
+    model: dict = {"layers": draw(model_layers(shape, classes))}
+    frozen = _frozen(draw, model["layers"])
+    if frozen:
+        model["frozen"] = frozen
     if draw(st.booleans()):
         model["init"] = draw(st.sampled_from(INITS))
     if draw(st.booleans()):
@@ -272,6 +297,7 @@ class FuzzResult:
     seconds: float = 0.0
     backends: list[str] = field(default_factory=list)
     failure: Disagreement | None = None
+    coverage: Coverage = field(default_factory=lambda: Coverage())
 
     @property
     def toml(self) -> str:
@@ -280,6 +306,7 @@ class FuzzResult:
 
 def check_spec(raw: dict, backends: dict, reference) -> list:
     """Every check of every backend on one raw spec; the failed ones (a crash is one failed check)."""
+    from .backend import Unsupported
     from .conformance import Check, check_task
 
     task = task_from_dict(raw, "<random>")
@@ -287,15 +314,20 @@ def check_spec(raw: dict, backends: dict, reference) -> list:
     for name, backend in backends.items():
         try:
             checks = check_task("random", task, backend, reference, full=False, curve_steps=CURVE_STEPS)
+        except Unsupported:  # the backend declines what it cannot build: skipped, not a failure
+            continue
         except Exception as exc:  # noqa: BLE001 - a crash on a valid spec is a failure to report
             checks = [Check(name, "random", "run", math.nan, math.nan, False,
                             f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")]
-        failed += [c for c in checks if not c.passed]
+        failed += [c for c in checks if not c.passed and not c.skipped]
     return failed
 
 
-def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) -> FuzzResult:
+def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int = 0, progress=None) -> FuzzResult:
     """Draw ``examples`` specs (hypothesis, seeded) and check every backend on each.
+
+    A backend is a name or ``(name, [backend] options)`` (a frontend on one engine: Keras can hold
+    only one engine per process, so `fwbench.cli` runs each further engine in its own process).
 
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
     ``progress(i, raw)`` is called before each example.
@@ -307,12 +339,15 @@ def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) 
     reference = registry.get_backend(REFERENCE)
     reference.configure(device="cpu", threads=1)
     backends = {}
-    for name in backend_names:
+    for entry in backend_names:
+        name, options = (entry, {}) if isinstance(entry, str) else entry
         backend = registry.get_backend(name)
+        if options:
+            backend = backend.for_options(options, "--set")
         if backend is not reference:
             backend.configure(device="cpu", threads=1)
-        backends[name] = backend
-    result = FuzzResult(backends=list(backend_names))
+        backends[backend.label] = backend
+    result = FuzzResult(backends=list(backends))
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
               verbosity=Verbosity.quiet,
@@ -322,6 +357,7 @@ def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) 
     @given(raw=task_specs())
     def prop(raw):
         result.examples += 1
+        result.coverage.add(raw)
         if progress:
             progress(result.examples, raw)
         failed = check_spec(raw, backends, reference)
@@ -335,3 +371,18 @@ def fuzz(backend_names: list[str], examples: int, seed: int = 0, progress=None) 
         result.failure = exc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def draw_coverage(examples: int, seed: int = 0) -> Coverage:
+    """What `fuzz` with these ``examples`` and ``seed`` would draw, without checking anything."""
+    coverage = Coverage()
+
+    @settings(max_examples=examples, deadline=None, database=None, verbosity=Verbosity.quiet,
+              suppress_health_check=list(HealthCheck), phases=(Phase.generate,))
+    @hypothesis_seed(seed)
+    @given(raw=task_specs())
+    def draw(raw):
+        coverage.add(raw)
+
+    draw()
+    return coverage

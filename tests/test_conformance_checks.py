@@ -164,3 +164,70 @@ def test_fuzzer_reports_a_shrunk_failing_spec(monkeypatch):
     assert any(c.quantity == "rule:task" for c in result.failure.failed)
     assert len(raw["model"]["layers"]) == 2  # shrunk to flatten/global pool + the head
     task_from_dict(raw, "<pasted>")
+
+
+def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
+    """A frontend that cannot build a drawn spec raises Unsupported: skipped, never a failure;
+    any other exception on a valid spec is a failure."""
+    from fwbench.backend import Unsupported
+    from fwbench.conformance_fuzz import check_spec
+
+    numpy = backend("numpy")
+
+    class Declines:
+        name = label = "declines"
+
+        def build(self, request):
+            raise Unsupported("no rule for this layer")
+
+    class Crashes(Declines):
+        name = label = "crashes"
+
+        def build(self, request):
+            raise NotImplementedError("oops")
+
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits"},
+           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
+    assert check_spec(raw, {"declines": Declines()}, numpy) == []
+    failed = check_spec(raw, {"crashes": Crashes()}, numpy)
+    assert [c.quantity for c in failed] == ["run"] and "NotImplementedError" in failed[0].note
+
+
+def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
+    from fwbench.cli import _one_engine_per_frontend
+
+    variants = [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("keras", {"engine": "jax"}),
+                ("keras", {"engine": "torch"}), ("flax", {})]
+    here, elsewhere = _one_engine_per_frontend(variants)
+    assert here == [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("flax", {})]
+    assert elsewhere == [("keras", {"engine": "jax"}), ("keras", {"engine": "torch"})]
+
+
+def test_every_vocabulary_item_is_drawn_in_the_default_run():
+    """`bench check --random N --coverage` reports items and pairs; the default run (seed 0,
+    DEFAULT_EXAMPLES specs) draws every item of the vocabulary at least once."""
+    from fwbench.conformance_coverage import DEFAULT_EXAMPLES, VOCABULARY
+    from fwbench.conformance_fuzz import draw_coverage
+
+    coverage = draw_coverage(DEFAULT_EXAMPLES, seed=0)
+    assert coverage.specs == DEFAULT_EXAMPLES
+    assert coverage.missing == [], coverage.report()
+    assert len(coverage.pairs) > 30 and "flatten>dense" in coverage.pairs
+    assert {"head:residual", "classes:subset", "input:non-square", "model:frozen"} <= set(VOCABULARY)
+
+
+def test_coverage_items_name_what_a_spec_uses():
+    from fwbench.conformance_coverage import items, pairs
+
+    raw = {"dataset": {"name": "synthetic", "shape": [2, 5, 7]},
+           "model": {"layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1},
+                                {"type": "flatten"}, {"type": "dense", "units": 10},
+                                {"type": "residual", "activation": "softmax",
+                                 "layers": [{"type": "dense", "units": 10}]}], "frozen": ["conv2d"]},
+           "optimizer": {"name": "adam", "lr": 0.1}, "training": {"dtype": "float64"}}
+    got = items(raw)
+    assert {"padding:int", "input:non-square", "head:residual", "residual:flat", "model:frozen",
+            "activation:softmax", "optimizer:adam", "dtype:float64", "clip:none"} <= got
+    assert "classes:subset" not in got and "head:dense" not in got
+    assert pairs(raw) == {"conv2d>flatten", "flatten>dense", "dense>residual"}

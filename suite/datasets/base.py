@@ -42,6 +42,9 @@ class Dataset(ABC):
     offline: bool = False
     #: Largest raw pixel value (for ``normalize = "scale"``).
     max_value: float = 255.0
+    #: Samples in the training split before ``train_limit`` and ``validation_split``; lets a plan
+    #: refuse a batch larger than what is left before any cell starts. None: unknown until loaded.
+    train_size: int | None = None
 
     def files(self) -> list[str]:
         """File names this dataset keeps in its cache folder (empty for packaged ones)."""

@@ -22,6 +22,7 @@ class Mnist5k(Dataset):
     input_shape = (1, 28, 28)
     num_classes = 10
     offline = True
+    train_size = 4000
 
     def load(self, data_dir: Path) -> Arrays:
         try:
@@ -41,6 +42,7 @@ class Digits(Dataset):
     num_classes = 10
     offline = True
     max_value = 16.0
+    train_size = 1437
 
     def load(self, data_dir: Path) -> Arrays:
         from sklearn.datasets import load_digits
@@ -62,6 +64,7 @@ class Synthetic(Dataset):
 
     def __init__(self, n_train: int = 10_000, n_test: int = 2_000, input_shape=(3, 32, 32)):
         self.n_train, self.n_test, self.input_shape = n_train, n_test, tuple(input_shape)
+        self.train_size = n_train
 
     def load(self, data_dir: Path) -> Arrays:
         rng = np.random.default_rng(1234)

@@ -200,6 +200,7 @@ class IdxDataset(RemoteDataset):
 
 class Mnist(IdxDataset):
     name = "mnist"
+    train_size = 60_000
     description = "MNIST handwritten digits (28x28 grey), 60,000 train / 10,000 test; download ~12 MB"
     default_files = MNIST_FILES
     default_mirrors = MNIST_MIRRORS
@@ -207,6 +208,7 @@ class Mnist(IdxDataset):
 
 class FashionMnist(IdxDataset):
     name = "fashion_mnist"
+    train_size = 60_000
     description = ("Fashion-MNIST clothing images (28x28 grey), 60,000 train / 10,000 test; "
                    "download ~31 MB")
     class_names = FASHION_MNIST_CLASSES
@@ -218,6 +220,7 @@ class Cifar10(RemoteDataset):
     """CIFAR-10, binary version (never the pickled "python version")."""
 
     name = "cifar10"
+    train_size = 50_000
     description = ("CIFAR-10 colour images (3x32x32), 50,000 train / 10,000 test, binary version; "
                    "download ~170 MB")
     input_shape = cifar.IMAGE_SHAPE

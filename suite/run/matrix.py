@@ -50,21 +50,6 @@ def _pick_backends(registry, names: list[str] | None) -> list[str]:
     return available
 
 
-def check_model_fits(registry, task) -> None:
-    """Refuse (`SpecError`: file, key, fix) a model that cannot take its dataset's input shape: a
-    kernel or pool larger than its input, a residual body that changes the shape with
-    ``projection = "none"``, a head that does not match the classes. Unknown datasets are left to
-    `_ensure_dataset`."""
-    from ..model import analyze
-
-    dataset = registry.datasets.get(task.dataset.name)
-    if dataset is None:
-        return
-    shape = tuple(task.dataset.shape) or tuple(dataset.input_shape)
-    classes = len(task.dataset.classes) or dataset.num_classes or None
-    analyze(task.model, shape, classes, task.source)
-
-
 def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
     """Fail before any cell runs if a dataset is neither packaged, cached nor downloadable."""
     from ..datasets.base import default_data_dir
@@ -79,6 +64,7 @@ def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
 def plan_run(args) -> Plan:
     from ..plugins import get_registry
     from ..spec import is_bench_spec, load_task, parse_overrides
+    from .preflight import refuse_before_cells
 
     registry = get_registry()
     if args.executor not in registry.executors:
@@ -120,7 +106,7 @@ def plan_run(args) -> Plan:
                                  "not a model to serve; give a training task (bench list tasks)")
             if not bench:
                 datasets.add(task.dataset.name)
-                check_model_fits(registry, task)
+                refuse_before_cells(registry, task)  # shapes, classes, batch vs split, memory
                 if task.task.scenario == "inference":
                     from ..inference import check_servable
 
