@@ -83,3 +83,38 @@ def test_no_module_over_600_lines():
     long = {str(p.relative_to(SUITE)): n for p in SUITE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}, f"split these by concern: {long}"
+
+
+MAX_ROOT_MODULES = 20
+
+
+def test_the_root_of_suite_holds_at_most_20_modules():
+    root = sorted(p.name for p in SUITE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, f"{len(root)} modules at the root; move a concern into a wing: {root}"
+
+
+def _private_imports() -> list[str]:
+    """``from X import _name`` where X lies in another folder (wing) than the importer."""
+    found = []
+    for name, path in _modules().items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("fwbench"):
+                continue
+            target_package = target if (SUITE / Path(*target.split(".")[1:]) / "__init__.py").exists() \
+                else target.rpartition(".")[0]
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__") and target_package != package:
+                    found.append(f"{name}: from {target} import {alias.name}")
+    return found
+
+
+def test_no_module_imports_another_wings_private_name():
+    assert _private_imports() == [], "make these public in their wing, or move the caller into it"
