@@ -32,8 +32,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .model import ModelInfo
-    from .options import Option
     from .ops import Ops
+    from .options import Option
     from .spec import TaskSpec
 
 
@@ -168,6 +168,10 @@ class Backend(ABC):
     #: The keys its ``[backend]`` table may hold (`fwbench.options.Option`): checked by the core when
     #: a run is planned (unknown key or value → exit 2), listed by ``bench list backends --options``.
     declared_options: tuple[Option, ...] = ()
+
+    #: The precision policies (``training.precision``, `fwbench.precision`) this backend implements;
+    #: a cell asking for another one is skipped with its reason. Default: float32 only.
+    precisions: tuple[str, ...] = ("fp32",)
 
     # -- frontend x engine (see fwbench.frontends) ------------------------------------------------
     def for_options(self, options: dict[str, Any], source: str = "<spec>") -> Backend:

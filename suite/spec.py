@@ -20,6 +20,7 @@ from typing import Any, Union
 from . import families
 from .errors import SpecError, UsageError
 from .layers import INITS, LAYER_TYPES, Layer, Residual
+from .precision import PRECISIONS
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
@@ -165,6 +166,8 @@ class TrainingSpec:
     epochs: int = field(metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    #: The precision policy (`fwbench.precision`): fp32 | tf32 | bf16 | fp16; needs dtype float32.
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
     eval_batch_size: int = field(default=1000, metadata={"min": 1})
     target_accuracy: float | None = field(default=None, metadata={"gt": 0.0, "max": 1.0})
     early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
@@ -370,6 +373,7 @@ def parse_overrides(items: list[str]) -> list[dict[str, Any]]:
 ALIASES = {
     "lr": "optimizer.lr", "optimizer": "optimizer.name", "batch_size": "training.batch_size",
     "epochs": "training.epochs", "seed": "training.seed", "dtype": "training.dtype",
+    "precision": "training.precision",
     "compile": "backend.compile", "dataset": "dataset.name",
 }
 
@@ -480,6 +484,10 @@ def _check_consistency(spec: TaskSpec) -> None:
     source = spec.source
     if not spec.model.layers:
         raise SpecError(source, "model.layers", "the model has no layers; add at least one [[model.layers]]")
+    if spec.training.precision != "fp32" and spec.training.dtype != "float32":
+        raise SpecError(source, "training.precision",
+                        f"{spec.training.precision} is a policy over float32 parameters; set "
+                        "training.dtype = \"float32\" or precision = \"fp32\"")
     es = spec.training.early_stopping
     if es.patience and spec.dataset.validation_split == 0.0:
         raise SpecError(source, "training.early_stopping.patience",

@@ -45,6 +45,8 @@ class TorchBackend(Backend):
                help="torch.optim implementation: auto = fused where torch has it, else foreach"),
     )
     requires = ("torch",)
+    #: fp32 (TF32 off), tf32 (CUDA), bf16 and fp16 (torch.autocast; fp16 with a GradScaler).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     extra = "torch"
     description = "PyTorch (eager; torch.compile with backend.compile = true)"
 

@@ -21,6 +21,7 @@ frozen BatchNorm still updates its running statistics in train mode (PyTorch's o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any
@@ -28,13 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fwbench.backend import BuildRequest, Trainer
+from fwbench import precision
+from fwbench.backend import BuildRequest, Trainer, Unsupported
 from fwbench.errors import FwbenchError, UsageError
 
 from .model import CanonicalMap, build_module
 from .optim import make_optimizer
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Compute dtypes of the mixed policies (`fwbench.precision`) under ``torch.autocast``.
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: Modes that replay CUDA graphs: their outputs are overwritten by the next replay.
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -103,6 +107,7 @@ class TorchTrainer(Trainer):
             task.backend.get("optimizer_impl", "auto"),
         )
         self._groups = self.optimizer.param_groups
+        self._setup_precision(precision.of_task(task))
         self._clip_kind, self._clip_max = task.clip.kind, task.clip.max
 
         mode = compile_mode(task.backend)
@@ -110,7 +115,7 @@ class TorchTrainer(Trainer):
         self._compile_pending = mode is not None  # the first step compiles
         if mode is None:
             self._loss_fn = self._forward_loss
-            self.compile_info = {"mode": "eager", "optimizer": impl}
+            self.compile_info = {"mode": "eager", "optimizer": impl, "precision": self._precision}
         else:
             if self.device.type == "cpu" and find_cxx() is None:
                 raise TorchCompileError(
@@ -130,12 +135,40 @@ class TorchTrainer(Trainer):
                 "scope": "forward+loss (backward via AOTAutograd)",
                 "optimizer": impl,
                 "predict": "eager",
+                "precision": self._precision,
             }
+
+    def _setup_precision(self, pol: precision.Policy) -> None:
+        """tf32: TensorFloat-32 matmuls and convolutions (CUDA only); bf16/fp16: ``torch.autocast``
+        over forward and loss (the loss itself in float32), fp16 with a ``GradScaler``."""
+        self.policy = pol
+        self._scaler = None
+        if pol.name == "tf32":
+            if self.device.type != "cuda":
+                raise Unsupported("precision tf32 on the CPU (TensorFloat-32 is a CUDA matmul mode)")
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if pol.mixed:
+            low = AUTOCAST_DTYPES[pol.compute_dtype]
+            self._autocast = lambda: torch.autocast(self.device.type, dtype=low)
+            if pol.loss_scaling:
+                ls = precision.LOSS_SCALE
+                self._scaler = torch.amp.GradScaler(
+                    self.device.type, init_scale=ls.initial, growth_factor=ls.growth,
+                    backoff_factor=ls.backoff, growth_interval=ls.growth_interval)
+            how = f"torch.autocast({self.device.type!r}, {low})" + (" + GradScaler" if self._scaler else "")
+        else:
+            self._autocast = contextlib.nullcontext
+            how = "tf32 matmul/cudnn" if pol.name == "tf32" else "float32, TF32 off"
+        self._precision = precision.in_force(pol, how=how)
 
     # -- the step --------------------------------------------------------------------------------
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> Handle:
         """Mean softmax cross-entropy from logits and the number of correct predictions."""
-        logits = self.model(x)
+        with self._autocast():
+            logits = self.model(x)
+        if self.policy.mixed:
+            logits = logits.float()  # the loss in float32
         loss = F.cross_entropy(logits, y)
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, correct
@@ -153,10 +186,18 @@ class TorchTrainer(Trainer):
         for group in self._groups:
             group["lr"] = lr
         loss, correct = self._loss_fn(x, y)
-        loss.backward()
-        if self._clip_kind != "none":
-            self._clip()
-        self.optimizer.step()
+        if self._scaler is None:
+            loss.backward()
+            if self._clip_kind != "none":
+                self._clip()
+            self.optimizer.step()
+        else:  # fp16: scaled backward; a step with inf/nan gradients is skipped
+            self._scaler.scale(loss).backward()
+            if self._clip_kind != "none":
+                self._scaler.unscale_(self.optimizer)
+                self._clip()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self._clone_outputs:
             return loss.detach().clone(), correct.clone()
@@ -203,11 +244,11 @@ class TorchTrainer(Trainer):
         x = batch[0] if isinstance(batch, tuple | list) else batch
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 logits = self.model(x)
         finally:
             self.model.train()
-        return logits.cpu().numpy()
+        return logits.float().cpu().numpy() if self.policy.mixed else logits.cpu().numpy()
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return self.canonical.get()
@@ -225,16 +266,23 @@ class TorchTrainer(Trainer):
         buffers = [b.clone() for b in self.model.buffers()]
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            logits = self.model(x)
+            with self._autocast():
+                logits = self.model(x)
+            logits = logits.float() if self.policy.mixed else logits
             loss = F.cross_entropy(logits, y)
-            loss.backward()
+            scale = self._scaler.get_scale() if self._scaler is not None else 1.0
+            (loss * scale if scale != 1.0 else loss).backward()
+            if scale != 1.0:
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.div_(scale)
             grads = self.canonical.grads()
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 for b, saved in zip(self.model.buffers(), buffers, strict=True):
                     b.copy_(saved)
-        return logits.detach().cpu().numpy(), loss.item(), grads
+        return logits.detach().float().cpu().numpy(), loss.item(), grads
 
     def peak_device_memory(self) -> int | None:
         if self.device.type == "cuda":

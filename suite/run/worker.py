@@ -72,7 +72,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         "overrides": cell.get("overrides") or {}, "profile": cell.get("profile"),
         "frontend": None, "engine": None, "frontend_version": None, "engine_version": None,
         "status": "failed", "error": None, "warnings": [], "params": None, "params_expected": None,
-        "metrics": {}, "config": {}, "env": {}, "compile_info": {}, "started_at": started,
+        "metrics": {}, "config": {}, "env": {}, "compile_info": {}, "precision": None, "started_at": started,
     }
     threads = int(cell["threads"])
     try:
@@ -94,6 +94,14 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             record.update(status="skipped", error=not_applicable(support.reason),
                           dataset="synthetic" if is_bench_spec(spec) else spec.dataset.name)
             return record
+        if not is_bench_spec(spec):
+            from ..precision import availability
+
+            support = availability(backend, spec, cell["device"])
+            if not support.ok:
+                record.update(status="skipped", error=not_applicable(support.reason),
+                              dataset=spec.dataset.name, precision=spec.training.precision)
+                return record
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)
         else:
@@ -193,6 +201,9 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     record["metrics"] = result.metrics
     record["warnings"] += result.warnings
     record["compile_info"] = dict(trainer.compile_info)
+    from ..precision import recorded
+
+    record["precision"] = recorded(record)
     if cell.get("save_weights"):  # the final weights (early stopping's best, if restored)
         from ..checkpoints import save_checkpoint
 
