@@ -71,6 +71,9 @@ def _flags_in_force(initialized_before: bool) -> dict[str, Any] | None:
 
 class JaxBackend(Backend):
     name = "jax"
+    #: fp32 (HIGHEST), tf32 (DEFAULT precision on a GPU), bf16/fp16 (compute dtype, float32
+    #: parameters; fp16 with dynamic loss scaling in the step).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = (
         Option("compile", default=True, choices=(True, False), help="true: jax.jit the train step; false: no jit"),
         Option("layout", default="NHWC", choices=("NHWC", "NCHW"),
