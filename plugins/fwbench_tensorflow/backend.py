@@ -41,6 +41,9 @@ def _cpu_name() -> str:
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
+    #: fp32 (TF32 off), tf32 (GPU), bf16/fp16 (inputs and weights cast in the step, float32
+    #: variables; fp16 with dynamic loss scaling).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = (
         Option("compile", default=True, choices=(True, False, "xla", "graph", "eager"),
                help="true/xla: tf.function(jit_compile=True); graph: tf.function without XLA; false/eager"),
