@@ -14,6 +14,9 @@ MODES = ("exact", "native")
 
 class FlaxBackend(Backend):
     name = "flax"
+    #: fp32, tf32 (GPU), bf16/fp16 (nnx.Linear/Conv ``dtype`` = the compute dtype, ``param_dtype``
+    #: float32; fp16 with dynamic loss scaling in the step).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = (
         Option("mode", default="exact", choices=("exact", "native"),
                help="exact: the suite's conventions; native: optax's and Flax's own formulas"),

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from fwbench.backend import BuildRequest, Trainer
+from fwbench import precision
+from fwbench.backend import BuildRequest, Trainer, Unsupported
 from fwbench.errors import DeviceError
 
 from .conventions import differences
@@ -23,26 +24,51 @@ from .model import build_model
 from .optim import make_transform
 
 
-def _loss(model, x, y):
+def _loss(model, x, y, scale=None):
     logits = model(x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # the loss in float32
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return (loss if scale is None else loss * scale), (loss, logits)
 
 
 @nnx.jit
 def train_step(model, optimizer, x, y, lr):
-    (loss, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y)
+    (_, (loss, logits)), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y)
     optimizer.update(model, grads, learning_rate=lr)
     return loss, jnp.sum(jnp.argmax(logits, axis=-1) == y)
 
 
 @nnx.jit
-def eval_logits(model, x):
-    return model(x)
+def scaled_train_step(model, optimizer, x, y, lr, loss_scale):
+    """fp16: the step with dynamic loss scaling; a step with inf/nan gradients changes no
+    parameter and no optimizer state. Returns the handle and the next ``(scale, good steps)``."""
+    scale, good = loss_scale
+    (_, (loss, logits)), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, scale)
+    grads = jax.tree.map(lambda g: g / scale, grads)
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+    before = nnx.state(model, nnx.Param), nnx.state(optimizer)
+    optimizer.update(model, grads, learning_rate=lr)
+    after = nnx.state(model, nnx.Param), nnx.state(optimizer)
+    nnx.update(model, jax.tree.map(lambda new, old: jnp.where(finite, new, old), after[0], before[0]))
+    nnx.update(optimizer, jax.tree.map(lambda new, old: jnp.where(finite, new, old), after[1], before[1]))
+    ls = precision.LOSS_SCALE
+    good = jnp.where(finite, good + 1, 0)
+    grow = good >= ls.growth_interval
+    scale = jnp.where(finite, jnp.where(grow, scale * ls.growth, scale), scale * ls.backoff)
+    return (loss, jnp.sum(jnp.argmax(logits, axis=-1) == y)), (scale, jnp.where(grow, 0, good))
 
 
 @nnx.jit
-def loss_and_grads(model, x, y):
-    (loss, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y)
+def eval_logits(model, x):
+    logits = model(x)
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+
+
+@nnx.jit
+def loss_and_grads(model, x, y, scale=None):
+    (_, (loss, logits)), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, scale)
+    if scale is not None:
+        grads = jax.tree.map(lambda g: g / scale, grads)
     return logits, loss, grads
 
 
@@ -60,9 +86,18 @@ class FlaxTrainer(Trainer):
             raise DeviceError(f"JAX sees no {platform} device ({exc}); install a CUDA build of jax "
                               "or run with --device cpu") from None
         exact = mode == "exact"
+        self.policy = precision.of_task(task)
+        if self.policy.name == "tf32":
+            if platform != "gpu":
+                raise Unsupported("precision tf32 on the CPU (TensorFloat-32 is a GPU matmul mode)")
+            jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+        compute = jnp.dtype(self.policy.compute_dtype) if self.policy.mixed else None
+        #: fp16: ``(scale, finite steps in a row)`` of dynamic loss scaling, on the device
+        self.loss_scale = ((jnp.float32(precision.LOSS_SCALE.initial), jnp.int32(0))
+                           if self.policy.loss_scaling else None)
         with jax.default_device(self.device):
             self.model, self.bindings = build_model(request.info, self.dtype.type, exact=exact,
-                                                    seed=task.training.seed)
+                                                    seed=task.training.seed, compute_dtype=compute)
             self.set_weights(request.weights)
             self.optimizer = nnx.Optimizer(self.model, make_transform(task.optimizer, task.clip, exact),
                                            wrt=nnx.Param)
@@ -70,7 +105,12 @@ class FlaxTrainer(Trainer):
         self.model.train()
         self.compile_info = {"mode": "jit", "step": "nnx.jit(value_and_grad + nnx.Optimizer.update)",
                              "frontend": "flax", "engine": "jax", "conventions": mode, "layout": "NHWC",
-                             "differs": [] if exact else differences(task)}
+                             "differs": [] if exact else differences(task),
+                             "precision": precision.in_force(self.policy, how=(
+                                 f"nnx.Linear/Conv dtype={self.policy.compute_dtype}, param_dtype=float32"
+                                 + (", dynamic loss scaling" if self.loss_scale else "") if compute
+                                 else "jax_default_matmul_precision=tensorfloat32"
+                                 if self.policy.name == "tf32" else "float32"))}
 
     def to_device(self, x: np.ndarray, y: np.ndarray):
         x = np.asarray(x, dtype=self.dtype)
@@ -80,6 +120,10 @@ class FlaxTrainer(Trainer):
 
     def train_step(self, batch, lr: float):
         x, y = batch
+        if self.loss_scale is not None:
+            handle, self.loss_scale = scaled_train_step(self.model, self.optimizer, x, y,
+                                                        jnp.asarray(lr, self.dtype), self.loss_scale)
+            return handle
         return train_step(self.model, self.optimizer, x, y, jnp.asarray(lr, self.dtype))
 
     def sync(self, handle: Any = None) -> None:
@@ -99,7 +143,8 @@ class FlaxTrainer(Trainer):
     def loss_and_grads(self, batch):
         x, y = batch
         clone = nnx.clone(self.model)  # BatchNorm statistics of the real model stay untouched
-        logits, loss, grads = loss_and_grads(clone, x, y)
+        scale = None if self.loss_scale is None else self.loss_scale[0]
+        logits, loss, grads = loss_and_grads(clone, x, y, scale)
         saved = self.get_weights()
         nnx.update(self.model, grads)  # the gradients sit where their parameters were: read them
         out = {b.name: np.array(b.to_canonical(np.asarray(jax.device_get(b.variable.get_value()))))

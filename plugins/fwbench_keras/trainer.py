@@ -19,7 +19,8 @@ from typing import Any
 
 import keras
 import numpy as np
-from fwbench.backend import BuildRequest, Trainer
+from fwbench import precision
+from fwbench.backend import BuildRequest, Trainer, Unsupported
 
 from .conventions import differences
 from .model import build_model, images_in
@@ -43,11 +44,23 @@ class KerasTrainer(Trainer):
         float64_matmul = _keep_float64(self.dtype)
         keras.utils.set_random_seed(task.training.seed)  # dropout masks
         exact = options.mode == "exact"
-        built = build_model(request.info, self.dtype.name, exact=exact, seed=task.training.seed)
+        self.policy = precision.of_task(task)
+        if self.policy.name == "tf32":
+            if request.device != "gpu":
+                raise Unsupported("precision tf32 on the CPU (TensorFloat-32 is a GPU matmul mode)")
+            _enable_tf32(self.engine)
+        #: the layers' Keras dtype policy: mixed_bfloat16 / mixed_float16 for bf16 / fp16
+        layer_dtype = f"mixed_{self.policy.compute_dtype}" if self.policy.mixed else self.dtype.name
+        built = build_model(request.info, layer_dtype, exact=exact, seed=task.training.seed)
         self.model, self.bindings = built.model, built.bindings
         self.set_weights(request.weights)
         self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=self.dtype.name)
-        self.model.compile(optimizer=make_optimizer(task.optimizer, task.clip, exact), loss=self.loss,
+        optimizer = make_optimizer(task.optimizer, task.clip, exact)
+        if self.policy.loss_scaling:
+            ls = precision.LOSS_SCALE
+            optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, initial_scale=ls.initial, dynamic_growth_steps=ls.growth_interval)
+        self.model.compile(optimizer=optimizer, loss=self.loss,
                            metrics=[keras.metrics.SparseCategoricalAccuracy(dtype=self.dtype.name)],
                            jit_compile=options.compile)
         self.optimizer = self.model.optimizer
@@ -61,6 +74,10 @@ class KerasTrainer(Trainer):
             "engine": self.engine, "conventions": options.mode, "layout": "NHWC",
             "step": "model.train_on_batch",
             "differs": [] if exact else differences(task),
+            "precision": precision.in_force(self.policy, how=(
+                f"dtype policy {layer_dtype!r}" + (" + LossScaleOptimizer" if self.policy.loss_scaling else "")
+                if self.policy.mixed else "TF32 enabled on the engine" if self.policy.name == "tf32"
+                else "float32, TF32 off")),
         }
         if float64_matmul:
             self.compile_info["float64_matmul"] = float64_matmul
@@ -84,20 +101,24 @@ class KerasTrainer(Trainer):
 
     def predict(self, batch) -> np.ndarray:
         x = batch[0] if isinstance(batch, tuple | list) else batch
-        return np.asarray(self.model.predict_on_batch(x))
+        return np.asarray(self.model.predict_on_batch(x), dtype=self.dtype)
 
     def loss_and_grads(self, batch):
         x, y = batch
         saved = [np.array(keras.ops.convert_to_numpy(v.value)) for v in self.model.non_trainable_variables]
-        logits, loss, grads = _engine_loss_and_grads(self.engine, self.model, self.loss, x, y)
+        scale = float(keras.ops.convert_to_numpy(self.optimizer.scale_loss(1.0))) if self.policy.loss_scaling else 1.0
+        logits, loss, grads = _engine_loss_and_grads(
+            self.engine, self.model, lambda t, p: self.loss(t, p) * scale, x, y)
+        loss = keras.ops.convert_to_numpy(loss) / scale
         for v, value in zip(self.model.non_trainable_variables, saved):  # no BN update leaks out
             v.assign(value)
         named = {}
         for b in self.bindings:
             i = self._index.get(id(b.variable))
             if i is not None:
-                named[b.name] = np.array(b.to_canonical(np.asarray(keras.ops.convert_to_numpy(grads[i]))))
-        return np.asarray(keras.ops.convert_to_numpy(logits)), float(keras.ops.convert_to_numpy(loss)), named
+                grad = np.asarray(keras.ops.convert_to_numpy(grads[i]), dtype=self.dtype) / scale
+                named[b.name] = np.array(b.to_canonical(grad))
+        return np.asarray(keras.ops.convert_to_numpy(logits), dtype=self.dtype), float(loss), named
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {b.name: np.array(b.to_canonical(np.asarray(keras.ops.convert_to_numpy(b.variable.value))))
@@ -116,6 +137,22 @@ class KerasTrainer(Trainer):
 
     def num_trainable(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
+
+
+def _enable_tf32(engine: str) -> None:
+    """TensorFloat-32 matmuls and convolutions on the Keras engine (GPU only)."""
+    if engine == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+    elif engine == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    else:
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
 
 
 def _keep_float64(dtype: np.dtype) -> str | None:
