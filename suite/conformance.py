@@ -417,18 +417,21 @@ def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | 
 
 
 def check_backend(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
-                  options: dict | None = None) -> list[Check]:
+                  options: dict | None = None, precision: str = "fp32") -> list[Check]:
     """Run every check for one backend in this process (use `run_checks` for process isolation)."""
-    return [check for _, checks in iter_checks(backend_name, task_names, device, options) for check in checks]
+    return [check for _, checks in iter_checks(backend_name, task_names, device, options, precision)
+            for check in checks]
 
 
 def iter_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
-                options: dict | None = None):
+                options: dict | None = None, precision: str = "fp32"):
     """``(task, checks)`` for each task in turn (default: every training task), in this process,
     the candidate on ``device``.
 
     ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
     `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
+    ``precision``: a reduced-precision policy checks the policy against the reference's own
+    (`fwbench.conformance_precision`) instead of float32/float64 against float64.
     """
     from .plugins import get_registry
     from .spec import load_task
@@ -441,7 +444,8 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
         reference.configure(device="cpu", threads=1)
     rule_cache: dict = {}  # identical rule probes across tasks are checked once
     for name in task_names or training_tasks(registry):
-        task = load_task(registry.get_task_file(name))
+        overrides = {"training.precision": precision} if precision != "fp32" else None
+        task = load_task(registry.get_task_file(name), overrides)
         found = check_one(name, task, candidate, reference, device, rule_cache)
         for check in found:
             check.backend = candidate.label
@@ -479,6 +483,11 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
     if not support.ok:
         return [skipped_check(candidate.name, name, "task", support.reason)]
     try:
+        if task.training.precision != "fp32":
+            from .conformance_precision import check_precision
+            from .precision import of_task
+
+            return check_precision(name, task, candidate, reference, of_task(task), device)
         return check_task(name, task, candidate, reference, rule_cache=rule_cache, device=device)
     except Unsupported as exc:
         return [skipped_check(candidate.name, name, "task", str(exc))]
@@ -489,7 +498,10 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
 
 def main(argv: list[str]) -> int:
     """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes."""
-    device, options = "cpu", {}
+    device, options, precision = "cpu", {}, "fp32"
+    if "--precision" in argv:
+        at = argv.index("--precision")
+        precision, argv = argv[at + 1], argv[:at] + argv[at + 2:]
     if "--device" in argv:
         at = argv.index("--device")
         device, argv = argv[at + 1], argv[:at] + argv[at + 2:]
@@ -497,7 +509,7 @@ def main(argv: list[str]) -> int:
         at = argv.index("--options")
         options, argv = json.loads(argv[at + 1]), argv[:at] + argv[at + 2:]
     backend_name, *tasks = argv
-    for name, checks in iter_checks(backend_name, tasks or None, device, options):
+    for name, checks in iter_checks(backend_name, tasks or None, device, options, precision):
         print(json.dumps({"task": name, "checks": [dataclasses.asdict(c) for c in checks]}, default=float),
               flush=True)
     return 0

@@ -75,6 +75,8 @@ class ExactBatchNorm(nnx.Module):
         self.use_running_average = False
 
     def __call__(self, x):
+        """A low-precision ``x`` (bf16/fp16 policy) is normalised in float32 and rounded back."""
+        compute_dtype, x = x.dtype, x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if self.use_running_average:
             mean, var = self.mean[...], self.var[...]
         else:
@@ -85,7 +87,7 @@ class ExactBatchNorm(nnx.Module):
             self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
             self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
         scale = self.scale[...] * jax.lax.rsqrt(var + self.eps)
-        return x * scale + (self.bias[...] - mean * scale)
+        return (x * scale + (self.bias[...] - mean * scale)).astype(compute_dtype)
 
 
 def _activate(fn: str, x, alpha: float = 0.01):
