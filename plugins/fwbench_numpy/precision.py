@@ -55,7 +55,15 @@ def _round_or_none(rnd, a):
 
 def _wrap_plain(layer: L.Layer, rnd) -> None:
     forward, backward = layer.forward, layer.backward
-    layer.forward = lambda x, training: rnd(forward(x, training))
+
+    def rounded_forward(x, training):
+        y = forward(x, training)
+        if np.shares_memory(y, x):  # a view of its input (flatten): already rounded, never written
+            return rnd(y)
+        y[...] = rnd(y)  # in place: what the layer kept for its backward (tanh's y) is rounded too
+        return y
+
+    layer.forward = rounded_forward
     layer.backward = lambda dy: _round_or_none(rnd, backward(dy))
 
 

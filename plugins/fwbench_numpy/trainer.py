@@ -79,7 +79,8 @@ class NumpyTrainer(Trainer):
         if self.loss_scale is None:
             self.model.backward(dlogits)
         else:  # fp16: scale the loss gradient, unscale the float32 weight gradients
-            self.model.backward(dlogits * np.float32(self.loss_scale.scale))
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow skips the step
+                self.model.backward(dlogits * np.float32(self.loss_scale.scale))
             self.model.flat_grads /= np.float32(self.loss_scale.scale)
         return loss, correct, logits
 
