@@ -74,7 +74,7 @@ def test_numpy_bf16_rounds_exactly_where_the_policy_rounds():
 
     task = make_task(DENSE, dtype="float32", extra={"training": {
         "batch_size": 4, "epochs": 1, "dtype": "float32", "precision": "bf16"}})
-    trainer, info, w = make_trainer(task, (2, 2, 2), 3)
+    trainer, _, w = make_trainer(task, (2, 2, 2), 3)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(4, 2, 2, 2)).astype(np.float32), np.array([0, 1, 2, 1])
     logits, _, grads = trainer.loss_and_grads(trainer.to_device(x, y))
@@ -149,3 +149,35 @@ def _raw(prec: str) -> dict:
     return {"task": {"name": "t"}, "dataset": {"name": "synthetic"},
             "model": {"layers": DENSE}, "optimizer": {"name": "adam", "lr": 0.01},
             "training": {"batch_size": 8, "epochs": 1, "precision": prec}}
+
+
+def test_the_run_table_shows_a_policy_other_than_fp32():
+    from fwbench.display import results_table
+    from fwbench.report.samples import example_record
+    from rich.console import Console
+
+    plain, mixed = example_record("torch", seed=1), example_record("jax", seed=2)
+    mixed["precision"] = "bf16"
+    console = Console(width=250, record=True)
+    console.print(results_table([plain, mixed]))
+    rows = [line for line in console.export_text().splitlines() if "mnist" in line]
+    assert any("jax" in row and "· bf16" in row for row in rows)
+    assert not any("torch" in row and "bf16" in row for row in rows)
+
+
+@pytest.mark.slow
+def test_bench_run_records_the_precision_and_skips_a_policy_with_its_reason(bench, tmp_path):
+    import json
+
+    proc = bench("run", "-b", "numpy", "-t", "mlp_mnist", "--dataset", "digits", "--profile", "quick",
+                 "--set", "precision=bf16,tf32", "--set", "epochs=1", "-o", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = {}
+    for path in (tmp_path / "out").glob("*/*.json"):
+        record = json.loads(path.read_text())
+        if "overrides" in record:
+            found[record["overrides"].get("precision")] = record
+    assert found["bf16"]["status"] == "ok" and found["bf16"]["precision"] == "bf16"
+    assert found["bf16"]["compile_info"]["precision"]["compute_dtype"] == "bfloat16"
+    assert found["tf32"]["status"] == "skipped" and "tf32" in found["tf32"]["error"]
+    assert "precision=bf16" in proc.stdout
