@@ -95,6 +95,18 @@ class Trainer(ABC):
         its ``block_until_ready`` on the state does not wait for it: its trainer waits here; torch's
         pinned ``non_blocking`` copies are waited for by ``torch.cuda.synchronize`` in `sync`."""
 
+    def upload(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """``dataset.placement = "device"``: the whole training split on the device, once, before
+        the first epoch (timed as ``host_copy_s``); ``x``, ``y`` as in `to_device`. The default
+        declines (the cell is skipped). Refuse a split that will not fit in device memory with
+        `fwbench.data.check_fits` (one line, naming the fix)."""
+        raise Unsupported("dataset.placement = device (this backend has no Trainer.upload)")
+
+    def take(self, resident: Any, index: np.ndarray) -> Any:
+        """A batch for `train_step`: rows ``index`` (``(batch,)`` int64) of `upload`'s split,
+        gathered on the device (outside the timed region, like `to_device`)."""
+        raise Unsupported("dataset.placement = device (this backend has no Trainer.take)")
+
     @abstractmethod
     def train_step(self, batch: Any, lr: float) -> Any:
         """Forward, loss, backward, clipping and one optimizer step with learning rate ``lr``.

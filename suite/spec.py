@@ -54,6 +54,10 @@ class DatasetSpec:
     classes: tuple[int, ...] = ()
     #: Only for ``name = "synthetic"``: sample shape (C, H, W); default: the task's own dataset's.
     shape: tuple[int, ...] = ()
+    #: Where the training split lives while training: "host" (each epoch's batches are made in
+    #: NumPy and copied to the device before the epoch) or "device" (the whole split is uploaded
+    #: once and each batch is gathered on the device: `fwbench.backend.Trainer.upload`).
+    placement: str = field(default="host", metadata={"choices": ("host", "device")})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -373,7 +377,7 @@ def parse_overrides(items: list[str]) -> list[dict[str, Any]]:
 ALIASES = {
     "lr": "optimizer.lr", "optimizer": "optimizer.name", "batch_size": "training.batch_size",
     "epochs": "training.epochs", "seed": "training.seed", "dtype": "training.dtype",
-    "precision": "training.precision",
+    "precision": "training.precision", "placement": "dataset.placement",
     "compile": "backend.compile", "dataset": "dataset.name",
 }
 
@@ -488,6 +492,9 @@ def _check_consistency(spec: TaskSpec) -> None:
         raise SpecError(source, "training.precision",
                         f"{spec.training.precision} is a policy over float32 parameters; set "
                         "training.dtype = \"float32\" or precision = \"fp32\"")
+    if spec.dataset.placement == "device" and spec.dataset.augment:
+        raise SpecError(source, "dataset.placement",
+                        "augmentation runs in NumPy on the host; with augment set use placement = \"host\"")
     es = spec.training.early_stopping
     if es.patience and spec.dataset.validation_split == 0.0:
         raise SpecError(source, "training.early_stopping.patience",

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Trainer
-from .data import Prepared, epoch_batches, eval_batches
+from .data import Prepared, epoch_batches, epoch_indices, eval_batches
 from .model import ModelInfo
 from .schedules import make_schedule
 from .spec import TaskSpec
@@ -191,10 +191,21 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
     time_to_accuracy = None
     probe = GradNormProbe(trainer, data, bs) if tr.record_grad_norms else None
 
+    resident = None
+    if task.dataset.placement == "device" and tr.epochs:  # the whole split, uploaded once
+        t_copy = time.perf_counter()
+        resident = trainer.upload(data.x_train, data.y_train)
+        trainer.sync()
+        host_copy_s += time.perf_counter() - t_copy
+
     for epoch in range(tr.epochs):
         t_copy = time.perf_counter()
-        batches = [trainer.to_device(xb, yb) for xb, yb in
-                   epoch_batches(data.x_train, data.y_train, bs, tr.seed, epoch, task.dataset.augment)]
+        if resident is None:
+            batches = [trainer.to_device(xb, yb) for xb, yb in
+                       epoch_batches(data.x_train, data.y_train, bs, tr.seed, epoch, task.dataset.augment)]
+        else:  # the same batches, gathered on the device
+            batches = [trainer.take(resident, idx)
+                       for idx in epoch_indices(len(data.x_train), bs, tr.seed, epoch)]
         trainer.sync()
         host_copy_s += time.perf_counter() - t_copy
         handles, lr = [], task.optimizer.lr
@@ -269,6 +280,7 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
         "compile_s": compile_s,
         "train_time_s": train_clock,
         "host_copy_s": host_copy_s,
+        "placement": task.dataset.placement,
         "time_to_accuracy_s": time_to_accuracy,
         "target_accuracy": tr.target_accuracy,
         "epochs_run": len(history),

@@ -118,6 +118,14 @@ class FlaxTrainer(Trainer):
             x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         return jax.device_put((x, np.asarray(y, dtype=np.int32)), self.device)
 
+    def upload(self, x: np.ndarray, y: np.ndarray):
+        """The whole split on the device (``dataset.placement = "device"``)."""
+        return jax.block_until_ready(self.to_device(x, y))
+
+    def take(self, resident, index: np.ndarray):
+        idx = jax.device_put(np.asarray(index, np.int32), self.device)
+        return _gather(resident[0], idx), _gather(resident[1], idx)
+
     def train_step(self, batch, lr: float):
         x, y = batch
         if self.loss_scale is not None:
@@ -175,3 +183,9 @@ class FlaxTrainer(Trainer):
             return None
         peak = (self.device.memory_stats() or {}).get("peak_bytes_in_use")
         return int(peak) if peak is not None else None
+
+
+@jax.jit
+def _gather(a, idx):
+    """Rows ``idx`` of ``a`` on its device (``dataset.placement = "device"``)."""
+    return jnp.take(a, idx, axis=0)

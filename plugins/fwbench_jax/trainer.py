@@ -163,6 +163,21 @@ class JaxTrainer(Trainer):
         x = np.ascontiguousarray(self.layout.images_in(np.asarray(x, dtype=self.dtype)))
         return jax.block_until_ready(jax.device_put((x, np.asarray(y, dtype=np.int32)), self.device))
 
+    def upload(self, x: np.ndarray, y: np.ndarray):
+        """The whole split on the device (refused when it will not fit in the device's free memory)."""
+        if self.device.platform != "cpu":
+            from fwbench.data import check_fits
+
+            stats = self.device.memory_stats() or {}
+            limit = stats.get("bytes_limit")
+            free = None if limit is None else limit - stats.get("bytes_in_use", 0)
+            check_fits(x.size * self.dtype.itemsize + y.size * 4, free, "GPU")
+        return self.to_device(x, y)
+
+    def take(self, resident, index: np.ndarray):
+        idx = jax.device_put(np.asarray(index, np.int32), self.device)
+        return _gather(resident[0], idx), _gather(resident[1], idx)
+
     def _executable(self, x, y):
         """The AOT-compiled step for this batch shape; compiles (timed) on first sight."""
         # x64 changes the type of the Python-float lr argument: it is part of the signature
@@ -230,3 +245,9 @@ def _next_loss_scale(scale, good, finite):
     grow = good >= ls.growth_interval
     scale = jnp.where(finite, jnp.where(grow, scale * ls.growth, scale), scale * ls.backoff)
     return scale.astype(jnp.float32), jnp.where(grow, 0, good).astype(jnp.int32)
+
+
+@jax.jit
+def _gather(a, idx):
+    """Rows ``idx`` of ``a`` on its device (``dataset.placement = "device"``)."""
+    return jnp.take(a, idx, axis=0)

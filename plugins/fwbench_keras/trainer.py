@@ -88,6 +88,14 @@ class KerasTrainer(Trainer):
         return (keras.ops.convert_to_tensor(x, dtype=self.dtype.name),
                 keras.ops.convert_to_tensor(np.asarray(y, dtype=np.int32), dtype="int32"))
 
+    def upload(self, x: np.ndarray, y: np.ndarray):
+        """The whole split as the engine's tensors (``dataset.placement = "device"``)."""
+        return self.to_device(x, y)
+
+    def take(self, resident, index: np.ndarray):
+        idx = keras.ops.convert_to_tensor(np.asarray(index, np.int32), dtype="int32")
+        return keras.ops.take(resident[0], idx, axis=0), keras.ops.take(resident[1], idx, axis=0)
+
     def train_step(self, batch, lr: float):
         x, y = batch
         if float(lr) != self._lr:

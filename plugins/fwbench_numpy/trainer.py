@@ -65,6 +65,15 @@ class NumpyTrainer(Trainer):
                              f"{labels.shape}, range [{labels.min()}, {labels.max()}]")
         return NumpyBatch(self.model.to_internal(x), labels)
 
+    def upload(self, x: np.ndarray, y: np.ndarray) -> NumpyBatch:
+        """The whole split in the internal layout (host memory is this backend's device)."""
+        return self.to_device(x, y)
+
+    def take(self, resident: NumpyBatch, index: np.ndarray) -> NumpyBatch:
+        if self.model.input_layout == "flat":
+            return NumpyBatch(np.ascontiguousarray(resident.x[index]), resident.y[index])
+        return NumpyBatch(np.ascontiguousarray(resident.x[..., index]), resident.y[index])
+
     def _batch(self, batch: Any) -> NumpyBatch:
         if isinstance(batch, NumpyBatch):
             return batch

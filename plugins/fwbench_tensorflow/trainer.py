@@ -200,6 +200,23 @@ class TensorflowTrainer(Trainer):
         with tf.device(self.device):
             return Batch(tf.constant(np.ascontiguousarray(x)), tf.constant(np.asarray(y, np.int64)))
 
+    def upload(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        """The whole split on the device (refused when it will not fit in the GPU's memory)."""
+        if self.gpu:
+            from fwbench.data import check_fits
+
+            info = tf.config.experimental.get_memory_info("GPU:0")
+            limit = (tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+                     .get("memory_limit"))
+            check_fits(x.size * self.dtype.size + y.size * 8, None if limit is None else limit - info["current"],
+                       "GPU")
+        return self.to_device(x, y)
+
+    def take(self, resident: Batch, index: np.ndarray) -> Batch:
+        with tf.device(self.device):
+            idx = tf.constant(np.asarray(index, np.int64))
+            return Batch(tf.gather(resident.x, idx), tf.gather(resident.y, idx))
+
     def train_step(self, batch: Batch, lr: float) -> tf.Tensor:
         return self._train(batch.x, batch.y, self._lr_tensor(lr))
 

@@ -227,6 +227,19 @@ class TorchTrainer(Trainer):
             return t.pin_memory().to(self.device, dtype, non_blocking=True)
         return t.to(dtype=dtype, copy=True)  # own the memory: the suite may reuse its buffers
 
+    def upload(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        """The whole split on the device (refused when it will not fit in the GPU's free memory)."""
+        if self.device.type == "cuda":
+            from fwbench.data import check_fits
+
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            check_fits(x.size * itemsize + y.size * 8, torch.cuda.mem_get_info(self.device)[0], "GPU")
+        return self.to_device(x, y)
+
+    def take(self, resident: Batch, index: np.ndarray) -> Batch:
+        idx = torch.from_numpy(np.asarray(index, np.int64)).to(self.device, non_blocking=True)
+        return resident[0].index_select(0, idx), resident[1].index_select(0, idx)
+
     def sync(self, handle: Any = None) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
