@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
+from fwbench import execution
 from fwbench.backend import Backend, BuildRequest, Trainer
 from fwbench.errors import SpecError
 from fwbench.options import Option
@@ -20,6 +21,10 @@ class FlaxBackend(Backend):
     declared_options = (
         Option("mode", default="exact", choices=("exact", "native"),
                help="exact: the suite's conventions; native: optax's and Flax's own formulas"),
+        execution.option(("compiled",), "compiled", "a jitted train step (see step)"),
+        Option("step", default="nnx.jit", choices=("nnx.jit", "functional"),
+               help="nnx.jit: the step on the module objects (split/merge every call); functional: "
+                    "nnx.split once, a pure jax.jit step over the state, merged back when read"),
     )
     frontend = "flax"
     requires = ("flax", "jax", "optax")

@@ -58,6 +58,18 @@ def scaled_train_step(model, optimizer, x, y, lr, loss_scale):
     return (loss, jnp.sum(jnp.argmax(logits, axis=-1) == y)), (scale, jnp.where(grow, 0, good))
 
 
+def _functional(graphdef, state, x, y, lr):
+    """The Flax performance-guide step: a pure function of the split state under ``jax.jit``
+    (no graph traversal per call); returns the new state and the ``(loss, correct)`` handle."""
+    model, optimizer = nnx.merge(graphdef, state)
+    (_, (loss, logits)), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y)
+    optimizer.update(model, grads, learning_rate=lr)
+    return nnx.state((model, optimizer)), (loss, jnp.sum(jnp.argmax(logits, axis=-1) == y))
+
+
+functional_step = jax.jit(_functional, static_argnums=0, donate_argnums=1)
+
+
 @nnx.jit
 def eval_logits(model, x):
     logits = model(x)
@@ -76,6 +88,7 @@ class FlaxTrainer(Trainer):
     def __init__(self, request: BuildRequest, mode: str):
         task = request.task
         self.task, self.mode = task, mode
+        self._graphdef, self._fstate = None, None  # the functional step's split (see train_step)
         self.dtype = np.dtype(task.training.dtype)
         if self.dtype == np.float64 and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)
@@ -103,7 +116,12 @@ class FlaxTrainer(Trainer):
                                            wrt=nnx.Param)
         self._index = {id(b.variable): b for b in self.bindings}
         self.model.train()
-        self.compile_info = {"mode": "jit", "step": "nnx.jit(value_and_grad + nnx.Optimizer.update)",
+        #: backend.step = "functional" (fp32/bf16; fp16's loss scaling runs the nnx.jit step):
+        #: the split ``(graphdef, state)`` while training; merged back into the objects when read
+        self.functional = task.backend.get("step") == "functional" and self.loss_scale is None
+        self.compile_info = {"mode": "jit", "step": (
+                                 "jax.jit(nnx.merge -> value_and_grad + update -> nnx.state), split once"
+                                 if self.functional else "nnx.jit(value_and_grad + nnx.Optimizer.update)"),
                              "frontend": "flax", "engine": "jax", "conventions": mode, "layout": "NHWC",
                              "differs": [] if exact else differences(task),
                              "precision": precision.in_force(self.policy, how=(
@@ -128,13 +146,27 @@ class FlaxTrainer(Trainer):
 
     def train_step(self, batch, lr: float):
         x, y = batch
+        if self.functional:
+            if self._fstate is None:
+                self._graphdef, self._fstate = nnx.split((self.model, self.optimizer))
+            self._fstate, handle = functional_step(self._graphdef, self._fstate, x, y,
+                                                   jnp.asarray(lr, self.dtype))
+            return handle
         if self.loss_scale is not None:
             handle, self.loss_scale = scaled_train_step(self.model, self.optimizer, x, y,
                                                         jnp.asarray(lr, self.dtype), self.loss_scale)
             return handle
         return train_step(self.model, self.optimizer, x, y, jnp.asarray(lr, self.dtype))
 
+    def _merge(self) -> None:
+        """Put the functional step's state back into the module and optimizer objects."""
+        if self._fstate is not None:
+            nnx.update((self.model, self.optimizer), self._fstate)
+            self._fstate = None
+
     def sync(self, handle: Any = None) -> None:
+        if handle is None:
+            self._merge()
         jax.block_until_ready(handle if handle is not None else nnx.state(self.model))
 
     def fetch(self, handles: list[Any]) -> np.ndarray:
@@ -142,6 +174,7 @@ class FlaxTrainer(Trainer):
 
     def predict(self, batch) -> np.ndarray:
         x = batch[0] if isinstance(batch, tuple | list) else batch
+        self._merge()
         self.model.eval()
         try:
             return np.asarray(jax.device_get(eval_logits(self.model, x)))
@@ -150,6 +183,7 @@ class FlaxTrainer(Trainer):
 
     def loss_and_grads(self, batch):
         x, y = batch
+        self._merge()
         clone = nnx.clone(self.model)  # BatchNorm statistics of the real model stay untouched
         scale = None if self.loss_scale is None else self.loss_scale[0]
         logits, loss, grads = loss_and_grads(clone, x, y, scale)
@@ -161,10 +195,12 @@ class FlaxTrainer(Trainer):
         return np.asarray(jax.device_get(logits)), float(loss), out
 
     def get_weights(self) -> dict[str, np.ndarray]:
+        self._merge()
         return {b.name: np.array(b.to_canonical(np.asarray(jax.device_get(b.variable.get_value()))))
                 for b in self.bindings}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self._merge()
         for b in self.bindings:
             if b.name not in weights:
                 raise ValueError(f"weights lack {b.name!r}; pass every array of the model "

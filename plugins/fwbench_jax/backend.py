@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+from fwbench import execution
 from fwbench.backend import Backend, BuildRequest, Trainer
 from fwbench.errors import DeviceError
 from fwbench.options import Option
@@ -75,6 +76,7 @@ class JaxBackend(Backend):
     #: parameters; fp16 with dynamic loss scaling in the step).
     precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = (
+        execution.option(("eager", "compiled"), "compiled", "no jit | jax.jit of the whole step"),
         Option("compile", default=True, choices=(True, False), help="true: jax.jit the train step; false: no jit"),
         Option("layout", default="NHWC", choices=("NHWC", "NCHW"),
                help="activation layout inside the model (NHWC measured faster on CPU)"),

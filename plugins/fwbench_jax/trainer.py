@@ -40,6 +40,11 @@ class TrainState(NamedTuple):
 
 
 def _compile_mode(options: dict, source: str) -> bool:
+    from fwbench.execution import requested
+
+    mode = requested(options)
+    if mode is not None:  # the shared vocabulary decides over compile
+        return mode == "compiled"
     value = options.get("compile", True)
     if isinstance(value, bool):
         return value

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from fwbench import execution
 from fwbench.backend import Availability, Backend, BuildRequest, Trainer
 from fwbench.errors import UsageError
 from fwbench.options import Option
@@ -47,6 +48,8 @@ class KerasBackend(Backend):
                help="exact: the suite's conventions; native: Keras' own formulas"),
         Option("compile", default="auto", choices=("auto", True, False),
                help="model.compile(jit_compile=...): auto = Keras' choice per engine"),
+        execution.option(("eager", "graph", "compiled"), "compiled",
+                         "run_eagerly=True | jit_compile=False | jit_compile=True (decides over compile)"),
     )
     frontend = "keras"
     requires = ("keras",)

@@ -60,9 +60,13 @@ class KerasTrainer(Trainer):
             ls = precision.LOSS_SCALE
             optimizer = keras.optimizers.LossScaleOptimizer(
                 optimizer, initial_scale=ls.initial, dynamic_growth_steps=ls.growth_interval)
-        self.model.compile(optimizer=optimizer, loss=self.loss,
+        from fwbench.execution import requested
+
+        mode = requested(task.backend)  # the shared vocabulary decides over compile
+        jit_compile = options.compile if mode is None else mode == "compiled"
+        self.model.compile(optimizer=optimizer, loss=self.loss, run_eagerly=mode == "eager",
                            metrics=[keras.metrics.SparseCategoricalAccuracy(dtype=self.dtype.name)],
-                           jit_compile=options.compile)
+                           jit_compile=jit_compile)
         self.optimizer = self.model.optimizer
         self._lr = float(task.optimizer.lr)
         self._index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}

@@ -15,6 +15,7 @@ import os
 import platform
 from typing import TYPE_CHECKING, Any
 
+from fwbench import execution
 from fwbench.backend import Backend, BuildRequest
 from fwbench.errors import DeviceError
 from fwbench.options import Option
@@ -45,6 +46,8 @@ class TensorflowBackend(Backend):
     #: variables; fp16 with dynamic loss scaling).
     precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = (
+        execution.option(("eager", "graph", "compiled"), "compiled",
+                         "eager | tf.function without XLA | tf.function(jit_compile=True)"),
         Option("compile", default=True, choices=(True, False, "xla", "graph", "eager"),
                help="true/xla: tf.function(jit_compile=True); graph: tf.function without XLA; false/eager"),
     )

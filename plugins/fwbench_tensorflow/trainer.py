@@ -46,6 +46,11 @@ class Batch(NamedTuple):
 
 def compile_mode(task) -> str:
     """``"xla"``, ``"graph"`` or ``"eager"`` from ``task.backend["compile"]`` (default true)."""
+    from fwbench.execution import requested
+
+    mode = requested(task.backend)
+    if mode is not None:  # the shared vocabulary decides over compile
+        return {"eager": "eager", "graph": "graph", "compiled": "xla"}[mode]
     value = task.backend.get("compile", True)
     if value is True:
         return "xla"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING, Any
 
+from fwbench import execution
 from fwbench.backend import Backend, BuildRequest
 from fwbench.errors import DeviceError
 from fwbench.options import Option
@@ -41,6 +42,8 @@ class TorchBackend(Backend):
                choices=(False, True, "eager", "default", "reduce-overhead", "max-autotune",
                         "max-autotune-no-cudagraphs"),
                help="false/eager: eager PyTorch; true/default or a torch.compile mode: torch.compile the step"),
+        execution.option(("eager", "compiled", "compiled+cudagraphs"), "eager",
+                         "eager PyTorch | torch.compile | torch.compile mode reduce-overhead (CUDA graphs, GPU)"),
         Option("optimizer_impl", default="auto", choices=("auto", "fused", "foreach", "forloop"),
                help="torch.optim implementation: auto = fused where torch has it, else foreach"),
     )

@@ -57,6 +57,11 @@ def compile_mode(task_backend: dict[str, Any]) -> str | None:
     Raises:
         UsageError: a value that is neither a bool nor a torch.compile mode.
     """
+    from fwbench.execution import requested
+
+    mode = requested(task_backend)
+    if mode is not None:  # the shared vocabulary decides over compile
+        return {"eager": None, "compiled": "default", "compiled+cudagraphs": "reduce-overhead"}[mode]
     value = task_backend.get("compile", False)
     if value is False or value == "eager":
         return None
@@ -111,6 +116,8 @@ class TorchTrainer(Trainer):
         self._clip_kind, self._clip_max = task.clip.kind, task.clip.max
 
         mode = compile_mode(task.backend)
+        if task.backend.get("execution") == "compiled+cudagraphs" and self.device.type != "cuda":
+            raise Unsupported("execution = compiled+cudagraphs on the CPU (CUDA graphs need a GPU)")
         self._clone_outputs = mode in CUDAGRAPH_MODES and self.device.type == "cuda"
         self._compile_pending = mode is not None  # the first step compiles
         if mode is None:
