@@ -424,14 +424,14 @@ def check_backend(backend_name: str, task_names: list[str] | None = None, device
 
 
 def iter_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
-                options: dict | None = None, precision: str = "fp32"):
+                options: dict | None = None, precision: str = "fp32", check=None):
     """``(task, checks)`` for each task in turn (default: every training task), in this process,
     the candidate on ``device``.
 
     ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
     `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
-    ``precision``: a reduced-precision policy checks the policy against the reference's own
-    (`fwbench.conformance_precision`) instead of float32/float64 against float64.
+    ``precision``: the tasks' ``training.precision``; ``check``: the function that checks one
+    (backend, task), `check_one` by default (`fwbench.conformance_precision` passes its own).
     """
     from .plugins import get_registry
     from .spec import load_task
@@ -446,9 +446,9 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
     for name in task_names or training_tasks(registry):
         overrides = {"training.precision": precision} if precision != "fp32" else None
         task = load_task(registry.get_task_file(name), overrides)
-        found = check_one(name, task, candidate, reference, device, rule_cache)
-        for check in found:
-            check.backend = candidate.label
+        found = (check or check_one)(name, task, candidate, reference, device, rule_cache)
+        for row in found:
+            row.backend = candidate.label
         yield name, _native_differences(candidate, task, found)
 
 
@@ -483,11 +483,6 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
     if not support.ok:
         return [skipped_check(candidate.name, name, "task", support.reason)]
     try:
-        if task.training.precision != "fp32":
-            from .conformance_precision import check_precision
-            from .precision import of_task
-
-            return check_precision(name, task, candidate, reference, of_task(task), device)
         return check_task(name, task, candidate, reference, rule_cache=rule_cache, device=device)
     except Unsupported as exc:
         return [skipped_check(candidate.name, name, "task", str(exc))]
@@ -496,8 +491,9 @@ def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cp
         return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
 
 
-def main(argv: list[str]) -> int:
-    """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes."""
+def main(argv: list[str], check=None) -> int:
+    """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes
+    (``check``: see `iter_checks`)."""
     device, options, precision = "cpu", {}, "fp32"
     if "--precision" in argv:
         at = argv.index("--precision")
@@ -509,7 +505,7 @@ def main(argv: list[str]) -> int:
         at = argv.index("--options")
         options, argv = json.loads(argv[at + 1]), argv[:at] + argv[at + 2:]
     backend_name, *tasks = argv
-    for name, checks in iter_checks(backend_name, tasks or None, device, options, precision):
+    for name, checks in iter_checks(backend_name, tasks or None, device, options, precision, check):
         print(json.dumps({"task": name, "checks": [dataclasses.asdict(c) for c in checks]}, default=float),
               flush=True)
     return 0

@@ -27,12 +27,28 @@ precision=…`` to see the speed it then does not have.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
 from .backend import Unsupported
+from .conformance import (
+    BATCH,
+    Check,
+    Side,
+    _forward,
+    _put,
+    _task_lrs,
+    batches,
+    conditioned,
+    iter_checks,
+    skipped_check,
+    task_input,
+)
+from .conformance import main as _main
 from .layers import Conv2D
-from .precision import Policy
+from .model import analyze
+from .precision import Policy, availability, of_task
 
 FORWARD_FACTOR = 2.0
 GRAD_FACTOR = 2.0
@@ -74,21 +90,6 @@ def normwise(reference, candidate, rtol: float) -> tuple[float, float, bool]:
 
 def check_precision(name: str, task, candidate, reference, pol: Policy, device: str = "cpu") -> list:
     """Every reduced-precision check of one task: the candidate against the reference, same policy."""
-    from .conformance import (
-        BATCH,
-        Check,
-        Side,
-        _forward,
-        _put,
-        _task_lrs,
-        batches,
-        conditioned,
-        skipped_check,
-        task_input,
-    )
-    from .model import analyze
-    from .precision import availability
-
     support = availability(candidate, task, device)
     if not support.ok:
         return [skipped_check(candidate.name, name, pol.name, support.reason)]
@@ -137,8 +138,6 @@ def check_precision(name: str, task, candidate, reference, pol: Policy, device: 
 def _reference_rounding(name, task, reference, pol: Policy, shape, classes) -> list:
     """The reference under a mixed policy: its logits and (scaled) weight gradients must be
     exactly representable in the compute dtype: they are rounded there."""
-    from .conformance import Check, Side, _put, batches
-
     if not pol.mixed:
         return []
     import ml_dtypes
@@ -157,3 +156,30 @@ def _reference_rounding(name, task, reference, pol: Policy, shape, classes) -> l
         checks.append(Check(reference.name, name, f"{pol.name}:rounding {label}", float(off.max(initial=0.0)),
                             0.0, ok, "" if ok else f"not rounded to {pol.compute_dtype}"))
     return checks
+
+
+def check_one(name: str, task, candidate, reference, device: str = "cpu", rule_cache=None) -> list:
+    """`fwbench.conformance.check_one` for a task under a reduced-precision policy: standing alone
+    (an exception is one failed row naming it)."""
+    try:
+        return check_precision(name, task, candidate, reference, of_task(task), device)
+    except Unsupported as exc:
+        return [skipped_check(candidate.name, name, "task", str(exc))]
+    except Exception as exc:  # noqa: BLE001 - a backend's error is a failed check, not a crash
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+        return [Check(candidate.name, name, "task", np.nan, np.nan, False, f"raised {text}")]
+
+
+def iter_precision_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
+                          options: dict | None = None, precision: str = "bf16"):
+    """`fwbench.conformance.iter_checks` under ``precision``, in this process."""
+    return iter_checks(backend_name, task_names, device, options, precision, check_one)
+
+
+def main(argv: list[str]) -> int:
+    """The check process of ``bench check --set precision=…`` (`fwbench.conformance.main`'s arguments)."""
+    return _main(argv, check=check_one)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

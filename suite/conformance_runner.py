@@ -43,7 +43,8 @@ def _check_process(backend: str, tasks: list[str], timeout: float, device: str =
                    options: dict | None = None, precision: str = "fp32") -> tuple[dict[str, list[dict]], str]:
     """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE [--options JSON]``; the
     rows of each finished task and, if it did not finish them all, why."""
-    cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks, "--device", device]
+    module = "fwbench.conformance" if precision == "fp32" else "fwbench.conformance_precision"
+    cmd = [sys.executable, "-m", module, backend, *tasks, "--device", device]
     if options:
         cmd += ["--options", json.dumps(options)]
     if precision != "fp32":

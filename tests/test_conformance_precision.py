@@ -6,8 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from fwbench.conformance import iter_checks
-from fwbench.conformance_precision import normwise, tolerances
+from fwbench.conformance_precision import iter_precision_checks, normwise, tolerances
 from fwbench.conformance_runner import check_precision
 from fwbench.errors import UsageError
 from fwbench.model import analyze
@@ -47,7 +46,7 @@ def test_bench_check_reads_the_precision_and_refuses_a_bad_one():
 @pytest.mark.framework
 def test_torch_passes_under_fp16_and_fails_naming_the_check_when_its_policy_is_broken(monkeypatch):
     torch = pytest.importorskip("torch")
-    checks = [c for _, found in iter_checks("torch", ["mlp_mnist"], precision="fp16") for c in found]
+    checks = [c for _, found in iter_precision_checks("torch", ["mlp_mnist"], precision="fp16") for c in found]
     assert checks and all(c.passed for c in checks), [dataclasses.asdict(c) for c in checks if not c.passed]
     assert {"fp16:logits", "fp16:loss", "fp16:grad:1.weight", "fp16:step"} <= {c.quantity for c in checks}
 
@@ -55,7 +54,7 @@ def test_torch_passes_under_fp16_and_fails_naming_the_check_when_its_policy_is_b
 
     # broken on purpose: the fp16 policy computes in bfloat16 (unit roundoff 8x the claimed one)
     monkeypatch.setitem(trainer.AUTOCAST_DTYPES, "float16", torch.bfloat16)
-    broken = [c for _, found in iter_checks("torch", ["mlp_mnist"], precision="fp16") for c in found]
+    broken = [c for _, found in iter_precision_checks("torch", ["mlp_mnist"], precision="fp16") for c in found]
     failed = {c.quantity for c in broken if not c.passed}
     assert "fp16:logits" in failed, [dataclasses.asdict(c) for c in broken]
     assert all("normwise error above" in c.note for c in broken if not c.passed)
