@@ -46,7 +46,7 @@ def scaled_train_step(model, optimizer, x, y, lr, loss_scale):
     (_, (loss, logits)), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, scale)
     grads = jax.tree.map(lambda g: g / scale, grads)
     finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-    before = nnx.state(model, nnx.Param), nnx.state(optimizer)
+    before = jax.tree.map(jnp.copy, (nnx.state(model, nnx.Param), nnx.state(optimizer)))  # a snapshot
     optimizer.update(model, grads, learning_rate=lr)
     after = nnx.state(model, nnx.Param), nnx.state(optimizer)
     nnx.update(model, jax.tree.map(lambda new, old: jnp.where(finite, new, old), after[0], before[0]))

@@ -5,7 +5,6 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fwbench import execution
 from fwbench.backend import Backend
 from fwbench.errors import DeviceError
 
@@ -34,7 +33,6 @@ class NumpyBackend(Backend):
     description = "NumPy from scratch: hand-written forward/backward, im2col convolutions, CPU"
     #: bf16/fp16 round exactly where the policy rounds (`fwbench_numpy.precision`): the reference.
     precisions = ("fp32", "bf16", "fp16")
-    declared_options = (execution.option(("eager",), "eager", "NumPy runs op by op"),)
 
     def __init__(self) -> None:
         self._limits = None  # keeps the threadpoolctl limiter alive
