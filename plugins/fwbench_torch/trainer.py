@@ -302,7 +302,7 @@ class TorchTrainer(Trainer):
             with torch.no_grad():
                 for b, saved in zip(self.model.buffers(), buffers, strict=True):
                     b.copy_(saved)
-        return logits.detach().float().cpu().numpy(), loss.item(), grads
+        return logits.detach().cpu().numpy(), loss.item(), grads  # float32 already when mixed
 
     def peak_device_memory(self) -> int | None:
         if self.device.type == "cuda":
