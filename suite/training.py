@@ -180,6 +180,8 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
     """Train ``trainer`` on ``data`` as ``task`` says; return metrics for the record."""
     tr = task.training
     bs = tr.batch_size
+    if tr.precision != "fp32":  # the measured peak is a float32 matmul's: no % of peak, no "too fast"
+        peak_flops = None
     steps_per_epoch = len(data.x_train) // bs
     schedule = make_schedule(task.schedule, task.optimizer.lr, steps_per_epoch, steps_per_epoch * tr.epochs)
     es = tr.early_stopping
@@ -292,6 +294,8 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
         "achieved_gflops": flops_per_step / median / 1e9 if step_times and median > 0 else None,
         "percent_of_peak": (100 * flops_per_step / median / peak_flops
                             if step_times and peak_flops and median > 0 else None),
+        # the peak it is judged against: float32 only for now (no bf16/fp16/tf32 peak is measured)
+        "peak_precision": "fp32" if peak_flops else None,
         "confusion_matrix": confusion.tolist(),
         "class_names": list(data.class_names),
     }
