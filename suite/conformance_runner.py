@@ -96,8 +96,8 @@ def backend_options(items: list[str]) -> dict[str, Any]:
         if key.strip() in PRECISION_KEYS:
             continue
         if not sep or not key.startswith("backend.") or len(key) <= len("backend."):
-            raise UsageError(f"bad --set {item!r}: bench check takes backend options and the precision "
-                             "only, e.g. --set backend.mode=native, --set backend.engine=jax or "
+            raise UsageError(f"bad --set {item!r}: bench check takes backend options only (and the "
+                             "precision), e.g. --set backend.mode=native, --set backend.engine=jax or "
                              "--set precision=bf16")
         options[key[len("backend."):]] = parse_value(value.strip())
     return options
