@@ -95,6 +95,18 @@ class Trainer(ABC):
         its ``block_until_ready`` on the state does not wait for it: its trainer waits here; torch's
         pinned ``non_blocking`` copies are waited for by ``torch.cuda.synchronize`` in `sync`."""
 
+    def upload(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """``dataset.placement = "device"``: the whole training split on the device, once, before
+        the first epoch (timed as ``host_copy_s``); ``x``, ``y`` as in `to_device`. The default
+        declines (the cell is skipped). Refuse a split that will not fit in device memory with
+        `fwbench.data.check_fits` (one line, naming the fix)."""
+        raise Unsupported("dataset.placement = device (this backend has no Trainer.upload)")
+
+    def take(self, resident: Any, index: np.ndarray) -> Any:
+        """A batch for `train_step`: rows ``index`` (``(batch,)`` int64) of `upload`'s split,
+        gathered on the device (outside the timed region, like `to_device`)."""
+        raise Unsupported("dataset.placement = device (this backend has no Trainer.take)")
+
     @abstractmethod
     def train_step(self, batch: Any, lr: float) -> Any:
         """Forward, loss, backward, clipping and one optimizer step with learning rate ``lr``.
@@ -168,6 +180,10 @@ class Backend(ABC):
     #: The keys its ``[backend]`` table may hold (`fwbench.options.Option`): checked by the core when
     #: a run is planned (unknown key or value → exit 2), listed by ``bench list backends --options``.
     declared_options: tuple[Option, ...] = ()
+
+    #: The precision policies (``training.precision``, `fwbench.precision`) this backend implements;
+    #: a cell asking for another one is skipped with its reason. Default: float32 only.
+    precisions: tuple[str, ...] = ("fp32",)
 
     # -- frontend x engine (see fwbench.frontends) ------------------------------------------------
     def for_options(self, options: dict[str, Any], source: str = "<spec>") -> Backend:

@@ -31,3 +31,6 @@ def fwbench_register_commands(subparsers):
     add_commands(subparsers)
     add_ab_command(subparsers)
     add_study_command(subparsers)
+    from .tune import add_tune_command
+
+    add_tune_command(subparsers)

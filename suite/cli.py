@@ -147,7 +147,8 @@ def build_parser() -> ArgumentParser:
                        help="where the checked backends run (the float64 reference always runs on the CPU)")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
                        help="a backend option for the checked backends, e.g. backend.mode=native or "
-                            "backend.engine=jax (default: every installed engine of a frontend)")
+                            "backend.engine=jax (default: every installed engine of a frontend); "
+                            "precision=bf16|fp16|tf32: check that policy against the reference's own")
     check.set_defaults(handler=cmd_check)
 
     from .doctor import add_parser as add_doctor
@@ -347,10 +348,11 @@ def cmd_check(args) -> int:
     skipped = [] if args.backend else [
         (name, str(backend.availability())) for name, backend in sorted(registry.backends.items())
         if not backend.availability().ok]
-    from .conformance_runner import check_variants
+    from .conformance_runner import check_precision, check_variants
 
-    checks = run_checks(check_variants(registry, backends, getattr(args, "overrides", [])), args.task,
-                        device=getattr(args, "device", "cpu"))
+    overrides = getattr(args, "overrides", [])
+    checks = run_checks(check_variants(registry, backends, overrides), args.task,
+                        device=getattr(args, "device", "cpu"), precision=check_precision(overrides))
     _console().print(summary_table(checks, skipped))
     failed = [c for c in checks if not c.passed and not c.skipped]
     not_applicable = [c for c in checks if c.skipped]

@@ -418,18 +418,21 @@ def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | 
 
 
 def check_backend(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
-                  options: dict | None = None) -> list[Check]:
+                  options: dict | None = None, precision: str = "fp32") -> list[Check]:
     """Run every check for one backend in this process (use `run_checks` for process isolation)."""
-    return [check for _, checks in iter_checks(backend_name, task_names, device, options) for check in checks]
+    return [check for _, checks in iter_checks(backend_name, task_names, device, options, precision)
+            for check in checks]
 
 
 def iter_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
-                options: dict | None = None):
+                options: dict | None = None, precision: str = "fp32", check=None):
     """``(task, checks)`` for each task in turn (default: every training task), in this process,
     the candidate on ``device``.
 
     ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
     `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
+    ``precision``: the tasks' ``training.precision``; ``check``: the function that checks one
+    (backend, task), `check_one` by default (`fwbench.conformance_precision` passes its own).
     """
     from .plugins import get_registry
     from .spec import load_task
@@ -442,10 +445,11 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
         reference.configure(device="cpu", threads=1)
     rule_cache: dict = {}  # identical rule probes across tasks are checked once
     for name in task_names or training_tasks(registry):
-        task = load_task(registry.get_task_file(name))
-        found = check_one(name, task, candidate, reference, device, rule_cache)
-        for check in found:
-            check.backend = candidate.label
+        overrides = {"training.precision": precision} if precision != "fp32" else None
+        task = load_task(registry.get_task_file(name), overrides)
+        found = (check or check_one)(name, task, candidate, reference, device, rule_cache)
+        for row in found:
+            row.backend = candidate.label
         yield name, _native_differences(candidate, task, found)
 
 
@@ -511,9 +515,13 @@ def _inference_check(name, task, candidate, reference, device) -> list[Check]:
                   "running statistics set")]
 
 
-def main(argv: list[str]) -> int:
-    """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes."""
-    device, options = "cpu", {}
+def main(argv: list[str], check=None) -> int:
+    """The check process: one JSON line ``{"task", "checks"}`` per task, as each finishes
+    (``check``: see `iter_checks`)."""
+    device, options, precision = "cpu", {}, "fp32"
+    if "--precision" in argv:
+        at = argv.index("--precision")
+        precision, argv = argv[at + 1], argv[:at] + argv[at + 2:]
     if "--device" in argv:
         at = argv.index("--device")
         device, argv = argv[at + 1], argv[:at] + argv[at + 2:]
@@ -521,7 +529,7 @@ def main(argv: list[str]) -> int:
         at = argv.index("--options")
         options, argv = json.loads(argv[at + 1]), argv[:at] + argv[at + 2:]
     backend_name, *tasks = argv
-    for name, checks in iter_checks(backend_name, tasks or None, device, options):
+    for name, checks in iter_checks(backend_name, tasks or None, device, options, precision, check):
         print(json.dumps({"task": name, "checks": [dataclasses.asdict(c) for c in checks]}, default=float),
               flush=True)
     return 0

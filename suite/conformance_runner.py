@@ -16,7 +16,7 @@ from .spec import parse_value
 
 
 def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, timeout: float = 1800,
-               device: str = "cpu") -> list[Check]:
+               device: str = "cpu", precision: str = "fp32") -> list[Check]:
     """Each backend (a name, or ``(name, [backend] options)``) in its own process, each task
     standing alone: the process prints one line per finished task; one that dies (or times out)
     fails the task it was on, keeps the finished ones and is started again for the rest."""
@@ -29,7 +29,7 @@ def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, 
         label = backend + (f"[{','.join(f'{k}={v}' for k, v in options.items())}]" if options else "")
         todo = list(tasks)
         while todo:
-            done, reason = _check_process(backend, todo, timeout, device, options)
+            done, reason = _check_process(backend, todo, timeout, device, options, precision)
             for rows in done.values():
                 results += [Check(**row) for row in rows]
             todo = [t for t in todo if t not in done]
@@ -40,12 +40,15 @@ def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, 
 
 
 def _check_process(backend: str, tasks: list[str], timeout: float, device: str = "cpu",
-                   options: dict | None = None) -> tuple[dict[str, list[dict]], str]:
+                   options: dict | None = None, precision: str = "fp32") -> tuple[dict[str, list[dict]], str]:
     """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE [--options JSON]``; the
     rows of each finished task and, if it did not finish them all, why."""
-    cmd = [sys.executable, "-m", "fwbench.conformance", backend, *tasks, "--device", device]
+    module = "fwbench.conformance" if precision == "fp32" else "fwbench.conformance_precision"
+    cmd = [sys.executable, "-m", module, backend, *tasks, "--device", device]
     if options:
         cmd += ["--options", json.dumps(options)]
+    if precision != "fp32":
+        cmd += ["--precision", precision]
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -65,14 +68,37 @@ def _check_process(backend: str, tasks: list[str], timeout: float, device: str =
     return done, f"check process died in this task ({why}): {tail[0]}"
 
 
+#: ``bench check --set precision=bf16`` (or ``training.precision=…``): the policy to check.
+PRECISION_KEYS = ("precision", "training.precision")
+
+
+def check_precision(items: list[str]) -> str:
+    """The precision policy asked for by ``--set precision=…`` (default fp32); exit 2 for a bad one."""
+    from .precision import PRECISIONS
+
+    chosen = "fp32"
+    for item in items:
+        key, _, value = item.partition("=")
+        if key.strip() in PRECISION_KEYS:
+            chosen = value.strip()
+            if chosen not in PRECISIONS:
+                raise UsageError(f"bad --set {item!r}: bench check takes one precision, one of: "
+                                 f"{', '.join(PRECISIONS)}")
+    return chosen
+
+
 def backend_options(items: list[str]) -> dict[str, Any]:
-    """``["backend.mode=native"]`` -> ``{"mode": "native"}``; only ``backend.*`` keys."""
+    """``["backend.mode=native"]`` -> ``{"mode": "native"}``; only ``backend.*`` keys (and the
+    precision, read by `check_precision`)."""
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
+        if key.strip() in PRECISION_KEYS:
+            continue
         if not sep or not key.startswith("backend.") or len(key) <= len("backend."):
-            raise UsageError(f"bad --set {item!r}: bench check takes backend options only, "
-                             "e.g. --set backend.mode=native or --set backend.engine=jax")
+            raise UsageError(f"bad --set {item!r}: bench check takes backend options only (and the "
+                             "precision), e.g. --set backend.mode=native, --set backend.engine=jax or "
+                             "--set precision=bf16")
         options[key[len("backend."):]] = parse_value(value.strip())
     return options
 
@@ -106,7 +132,9 @@ def summary_table(checks: list[Check], skipped: list[tuple[str, str]] = ()):
         prefix = check.quantity.split(":")[0]
         group = prefix if prefix in ("grad", "fd") else check.quantity
         groups.setdefault((check.backend, check.task, group), []).append(check)
-    table = Table(title="Conformance against the NumPy float64 reference", header_style="bold")
+    policies = {c.quantity.split(":")[0] for c in checks if c.quantity[:4] in ("bf16", "fp16", "tf32")}
+    against = f"the NumPy reference under {', '.join(sorted(policies))}" if policies else "the NumPy float64 reference"
+    table = Table(title=f"Conformance against {against}", header_style="bold")
     for col in ("backend", "task", "quantity", "max abs err", "max rel err", "result"):
         table.add_column(col, justify="right" if "err" in col else "left")
     for (backend, task, group), items in groups.items():

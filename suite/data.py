@@ -109,6 +109,23 @@ def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoc
     return batches
 
 
+def epoch_indices(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The sample indices of each full batch of one epoch: the order of `epoch_batches`."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[b * batch_size:(b + 1) * batch_size] for b in range(n // batch_size)]
+
+
+def check_fits(needed: int, free: int | None, device: str) -> None:
+    """Refuse ``dataset.placement = "device"`` when the split (``needed`` bytes) will not fit in
+    the ``free`` bytes of the device (None: unknown, not refused)."""
+    from .errors import UsageError
+
+    if free is not None and needed > free:
+        raise UsageError(f"[dataset.placement] = \"device\": the training split needs {needed / 2**30:.2f} GiB "
+                         f"and the {device} has {free / 2**30:.2f} GiB free; use placement = \"host\" "
+                         "or fewer samples (dataset.train_limit)")
+
+
 def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int):
     """Fixed-order evaluation batches; the last one may be smaller."""
     return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)]

@@ -97,7 +97,10 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
                              if k not in HIDDEN_OVERRIDES)
         where = f"{r.get('task', '?')} · {r.get('dataset') or '?'}"
         where += " (synthetic)" if r.get("synthetic_data") else ""
-        where += f" · {r.get('device', '?')}" + (f" [{overrides}]" if overrides else "")
+        where += f" · {r.get('device', '?')}"
+        if r.get("precision") not in (None, "fp32") and "precision=" not in overrides:
+            where += f" · {r['precision']}"  # the policy in force (fwbench.precision)
+        where += f" [{overrides}]" if overrides else ""
         status = r.get("status", "?") + (f" ({len(r['warnings'])}⚠)" if r.get("warnings") else "")
         table.add_row(
             Text(backend_label(r)), Text(where), Text(status, style=STATUS_STYLE.get(r.get("status"), "")),

@@ -157,6 +157,7 @@ class Record:
     config: dict[str, Any] = field(default_factory=dict)
     env: Environment = field(default_factory=Environment)
     compile_info: dict[str, Any] = field(default_factory=dict)
+    precision: str | None = None  # the policy in force (training.precision): fp32, tf32, bf16, fp16
     started_at: str | None = None
     finished_at: str | None = None
     wall_s: float | None = None

@@ -20,6 +20,7 @@ from typing import Any, Union
 from . import families
 from .errors import SpecError, UsageError
 from .layers import INITS, LAYER_TYPES, Layer, Residual
+from .precision import PRECISIONS
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
@@ -58,6 +59,10 @@ class DatasetSpec:
     classes: tuple[int, ...] = ()
     #: Only for ``name = "synthetic"``: sample shape (C, H, W); default: the task's own dataset's.
     shape: tuple[int, ...] = ()
+    #: Where the training split lives while training: "host" (each epoch's batches are made in
+    #: NumPy and copied to the device before the epoch) or "device" (the whole split is uploaded
+    #: once and each batch is gathered on the device: `fwbench.backend.Trainer.upload`).
+    placement: str = field(default="host", metadata={"choices": ("host", "device")})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +175,8 @@ class TrainingSpec:
     epochs: int = field(metadata={"min": 0})
     seed: int = field(default=0, metadata={"min": 0})
     dtype: str = field(default="float32", metadata={"choices": DTYPES})
+    #: The precision policy (`fwbench.precision`): fp32 | tf32 | bf16 | fp16; needs dtype float32.
+    precision: str = field(default="fp32", metadata={"choices": PRECISIONS})
     eval_batch_size: int = field(default=1000, metadata={"min": 1})
     target_accuracy: float | None = field(default=None, metadata={"gt": 0.0, "max": 1.0})
     early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
@@ -398,7 +405,7 @@ ALIASES = {
     "lr": "optimizer.lr", "optimizer": "optimizer.name", "batch_size": "training.batch_size",
     "epochs": "training.epochs", "seed": "training.seed", "dtype": "training.dtype",
     "compile": "backend.compile", "dataset": "dataset.name", "scenario": "task.scenario",
-    "batch_sizes": "inference.batch_sizes",
+    "batch_sizes": "inference.batch_sizes", "precision": "training.precision", "placement": "dataset.placement",
 }
 
 
@@ -516,6 +523,13 @@ def _check_consistency(spec: TaskSpec) -> None:
     source = spec.source
     if not spec.model.layers:
         raise SpecError(source, "model.layers", "the model has no layers; add at least one [[model.layers]]")
+    if spec.training.precision != "fp32" and spec.training.dtype != "float32":
+        raise SpecError(source, "training.precision",
+                        f"{spec.training.precision} is a policy over float32 parameters; set "
+                        "training.dtype = \"float32\" or precision = \"fp32\"")
+    if spec.dataset.placement == "device" and spec.dataset.augment:
+        raise SpecError(source, "dataset.placement",
+                        "augmentation runs in NumPy on the host; with augment set use placement = \"host\"")
     es = spec.training.early_stopping
     if es.patience and spec.dataset.validation_split == 0.0:
         raise SpecError(source, "training.early_stopping.patience",

@@ -82,7 +82,7 @@ def test_list_backends_options_json(capsys):
     assert main(["list", "backends", "--options", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     torch = {r["option"]: r for r in rows if r["backend"] == "torch"}
-    assert set(torch) == {"compile", "optimizer_impl"}
+    assert set(torch) == {"compile", "execution", "optimizer_impl"}
     assert json.loads(torch["compile"]["default"]) is False
     assert any(r["backend"] == "numpy" and r["option"] == "(none)" for r in rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
+from fwbench import execution
 from fwbench.backend import Backend, BuildRequest, Trainer
 from fwbench.options import Option, option_values
 
@@ -13,9 +14,16 @@ MODES = ("exact", "native")
 
 class FlaxBackend(Backend):
     name = "flax"
+    #: fp32, tf32 (GPU), bf16/fp16 (nnx.Linear/Conv ``dtype`` = the compute dtype, ``param_dtype``
+    #: float32; fp16 with dynamic loss scaling in the step).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = (
         Option("mode", default="exact", choices=MODES,
                help="exact: the suite's conventions; native: optax's and Flax's own formulas"),
+        execution.option(("compiled",), "compiled", "a jitted train step (see step)"),
+        Option("step", default="nnx.jit", choices=("nnx.jit", "functional"),
+               help="nnx.jit: the step on the module objects (split/merge every call); functional: "
+                    "nnx.split once, a pure jax.jit step over the state, merged back when read"),
     )
     frontend = "flax"
     requires = ("flax", "jax", "optax")

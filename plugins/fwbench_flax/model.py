@@ -77,6 +77,8 @@ class ExactBatchNorm(nnx.Module):
         self.use_running_average = False
 
     def __call__(self, x):
+        """A low-precision ``x`` (bf16/fp16 policy) is normalised in float32 and rounded back."""
+        compute_dtype, x = x.dtype, x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if self.use_running_average:
             mean, var = self.mean[...], self.var[...]
         else:
@@ -87,7 +89,7 @@ class ExactBatchNorm(nnx.Module):
             self.mean[...] = (1 - m) * self.mean[...] + m * jax.lax.stop_gradient(mean)
             self.var[...] = (1 - m) * self.var[...] + m * jax.lax.stop_gradient(var) * (n / max(n - 1, 1))
         scale = self.scale[...] * jax.lax.rsqrt(var + self.eps)
-        return x * scale + (self.bias[...] - mean * scale)
+        return (x * scale + (self.bias[...] - mean * scale)).astype(compute_dtype)
 
 
 def _activate(fn: str, x, alpha: float = 0.01):
@@ -151,8 +153,10 @@ class Network(nnx.Module):
 
 
 class _Builder:
-    def __init__(self, dtype, exact: bool, seed: int):
+    def __init__(self, dtype, exact: bool, seed: int, compute_dtype=None):
         self.dtype, self.exact = dtype, exact
+        #: dense and conv2d layers compute in this dtype (bf16/fp16 policy); parameters stay ``dtype``
+        self.compute = compute_dtype or dtype
         self.rngs = nnx.Rngs(params=seed, dropout=seed)
         self.bindings: list[Binding] = []
         self.pending_perm: np.ndarray | None = None
@@ -181,7 +185,7 @@ class _Builder:
         if logits and ends_in_softmax(layer):
             act = "linear"
         if isinstance(layer, Dense):
-            m = nnx.Linear(li.in_shape[0], layer.units, use_bias=layer.use_bias, dtype=self.dtype,
+            m = nnx.Linear(li.in_shape[0], layer.units, use_bias=layer.use_bias, dtype=self.compute,
                            param_dtype=self.dtype, rngs=self.rngs)
             to_f = to_c = _identity
             if self.pending_perm is not None:
@@ -195,7 +199,7 @@ class _Builder:
         if isinstance(layer, Conv2D):
             p = layer.pad
             m = nnx.Conv(li.in_shape[0], layer.filters, (layer.kernel, layer.kernel), layer.stride,
-                         padding=[(p, p), (p, p)], use_bias=layer.use_bias, dtype=self.dtype,
+                         padding=[(p, p), (p, p)], use_bias=layer.use_bias, dtype=self.compute,
                          param_dtype=self.dtype, rngs=self.rngs)
             self._bind(m, li, {"weight": "kernel", "bias": "bias"}, _conv_in, _conv_out)
             return Block("conv2d", m, act)
@@ -229,7 +233,7 @@ class _Builder:
             shortcut = None
             if any(p.name == f"{li.path}.shortcut.weight" for p in li.params):
                 shortcut = nnx.Conv(li.in_shape[0], li.out_shape[0], (1, 1), shortcut_stride(li),
-                                    padding="VALID", dtype=self.dtype, param_dtype=self.dtype, rngs=self.rngs)
+                                    padding="VALID", dtype=self.compute, param_dtype=self.dtype, rngs=self.rngs)
                 frozen = any(p.frozen for p in li.params)
                 if frozen:
                     shortcut.kernel = Frozen(shortcut.kernel.get_value())
@@ -240,8 +244,11 @@ class _Builder:
         raise NotImplementedError(f"the flax backend has no rule for layer type {layer.kind!r}")
 
 
-def build_model(info: ModelInfo, dtype, *, exact: bool, seed: int) -> tuple[Network, list[Binding]]:
-    builder = _Builder(dtype, exact, seed)
+def build_model(info: ModelInfo, dtype, *, exact: bool, seed: int,
+                compute_dtype=None) -> tuple[Network, list[Binding]]:
+    """The NNX network and its canonical bindings; ``compute_dtype``: the dense/conv2d compute
+    dtype of a bf16/fp16 policy (parameters stay ``dtype``)."""
+    builder = _Builder(dtype, exact, seed, compute_dtype)
     last = len(info.layers) - 1
     blocks = [builder.block(li, logits=(i == last)) for i, li in enumerate(info.layers)]
     builder.settle_flatten()  # a model that ends in flatten (or dropout/activation after it)

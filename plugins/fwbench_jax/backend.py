@@ -72,6 +72,9 @@ def _flags_in_force(initialized_before: bool) -> dict[str, Any] | None:
 
 class JaxBackend(Backend):
     name = "jax"
+    #: fp32 (HIGHEST), tf32 (DEFAULT precision on a GPU), bf16/fp16 (compute dtype, float32
+    #: parameters; fp16 with dynamic loss scaling in the step).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = OPTIONS
     requires = ("jax", "optax")
     extra = "jax"

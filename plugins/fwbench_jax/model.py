@@ -86,6 +86,8 @@ class Model:
 
     info: ModelInfo
     layout: Layout
+    #: Matmul/convolution precision: HIGHEST (full float32) unless the task's policy is tf32.
+    matmul_precision: Any = PRECISION
     _dropout_index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -129,7 +131,7 @@ class Model:
         else:
             activation = getattr(layer, "activation", "linear")
         if isinstance(layer, Dense):
-            x = jnp.matmul(x, p[f"{path}.weight"], precision=PRECISION)
+            x = jnp.matmul(x, p[f"{path}.weight"], precision=self.matmul_precision)
             if layer.use_bias:
                 x = x + p[f"{path}.bias"]
             return _activate(activation, x, -1)
@@ -176,7 +178,7 @@ class Model:
     def _conv(self, x: jax.Array, w: jax.Array, stride: int, pad: int) -> jax.Array:
         return lax.conv_general_dilated(x, w, (stride, stride), ((pad, pad), (pad, pad)),
                                         dimension_numbers=self.layout.conv_dimension_numbers,
-                                        precision=PRECISION)
+                                        precision=self.matmul_precision)
 
     def _per_channel(self, v: jax.Array, x: jax.Array) -> jax.Array:
         """Reshape a ``(C,)`` vector to broadcast along the channel axis of ``x``."""
@@ -185,8 +187,11 @@ class Model:
         return v.reshape(shape)
 
     def _batchnorm(self, li: LayerInfo, x: jax.Array, ctx: _Context) -> jax.Array:
-        """PyTorch semantics: biased batch variance to normalise, unbiased one for running_var."""
+        """PyTorch semantics: biased batch variance to normalise, unbiased one for running_var.
+
+        A low-precision ``x`` (bf16/fp16 policy) is normalised in float32 and the output rounded back."""
         layer, path = li.layer, li.path
+        compute_dtype, x = x.dtype, x.astype(jnp.promote_types(x.dtype, jnp.float32))
         channel = self._channel_axis(x)
         axes = tuple(a for a in range(x.ndim) if a != channel)
         if ctx.train:
@@ -203,7 +208,7 @@ class Model:
             mean, var = ctx.state[f"{path}.running_mean"], ctx.state[f"{path}.running_var"]
         scale = ctx.params[f"{path}.gamma"] * lax.rsqrt(var + layer.eps)
         shift = ctx.params[f"{path}.beta"] - mean * scale
-        return x * self._per_channel(scale, x) + self._per_channel(shift, x)
+        return (x * self._per_channel(scale, x) + self._per_channel(shift, x)).astype(compute_dtype)
 
 
 @dataclass

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from fwbench import execution
 from fwbench.options import Option, option_values
 
 from .layout import DEFAULT_LAYOUT, LAYOUTS, Layout
 
 OPTIONS = (
+    execution.option(("eager", "compiled"), "compiled", "no jit | jax.jit of the whole step"),
     Option("compile", default=True, choices=(True, False), help="true: jax.jit the train step; false: no jit"),
     Option("layout", default=DEFAULT_LAYOUT, choices=LAYOUTS,
            help="activation layout inside the model (NHWC measured faster on CPU)"),
@@ -25,4 +27,7 @@ def jax_options(table: dict[str, Any] | None, where: str = "<spec>") -> tuple[bo
         SpecError: a value outside the choices (one line naming ``where`` and the key).
     """
     values = option_values(OPTIONS, table, where, "jax")
-    return values["compile"], Layout(values["layout"])
+    jit = values["compile"]
+    if execution.requested(table or {}) is not None:  # the shared vocabulary decides over compile
+        jit = values["execution"] == "compiled"
+    return jit, Layout(values["layout"])

@@ -28,6 +28,9 @@ def _raw_engine_backend(engine: str) -> Backend:
 
 class KerasBackend(Backend):
     name = "keras"
+    #: fp32, tf32 (GPU), bf16/fp16 (mixed_bfloat16 / mixed_float16 dtype policies; fp16 with a
+    #: LossScaleOptimizer).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = OPTIONS
     frontend = "keras"
     requires = ("keras",)

@@ -196,11 +196,14 @@ class _Builder:
 
 
 def build_model(info: ModelInfo, dtype: str, *, exact: bool, seed: int) -> KerasModel:
-    """The functional model for ``info`` (logits out, final softmax folded into the loss)."""
+    """The functional model for ``info`` (logits out, final softmax folded into the loss).
+
+    ``dtype`` is every layer's dtype policy: ``"float32"``, ``"float64"`` or a mixed one
+    (``"mixed_bfloat16"``: float32 variables and input, bfloat16 compute)."""
     shape = info.input_shape
     keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
     builder = _Builder(info, dtype, exact, seed)
-    inputs = keras.Input(shape=keras_shape, dtype=dtype)
+    inputs = keras.Input(shape=keras_shape, dtype=keras.DTypePolicy(dtype).variable_dtype)
     x = inputs
     last = len(info.layers) - 1
     for i, li in enumerate(info.layers):

@@ -5,6 +5,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
+from fwbench import execution
 from fwbench.errors import SpecError
 from fwbench.options import Option, option_values
 
@@ -39,6 +40,8 @@ OPTIONS = (
            help="exact: the suite's conventions; native: Keras' own formulas"),
     Option("compile", default="auto", choices=COMPILE,
            help="model.compile(jit_compile=...): auto = Keras' choice per engine"),
+    execution.option(("eager", "graph", "compiled"), "compiled",
+                     "run_eagerly=True | jit_compile=False | jit_compile=True (decides over compile)"),
 )
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import keras
 import numpy as np
-from fwbench.backend import BuildRequest, Trainer
+from fwbench import precision
+from fwbench.backend import BuildRequest, Trainer, Unsupported
 from fwbench.model import check_weights
 
 from .conventions import differences, tensorflow_remapper_fault
@@ -50,13 +51,29 @@ class KerasTrainer(Trainer):
             import tensorflow as tf
 
             tf.config.optimizer.set_experimental_options({"remapping": False})
-        built = build_model(request.info, self.dtype.name, exact=exact, seed=task.training.seed)
+        self.policy = precision.of_task(task)
+        if self.policy.name == "tf32":
+            if request.device != "gpu":
+                raise Unsupported("precision tf32 on the CPU (TensorFloat-32 is a GPU matmul mode)")
+            _enable_tf32(self.engine)
+        #: the layers' Keras dtype policy: mixed_bfloat16 / mixed_float16 for bf16 / fp16
+        layer_dtype = f"mixed_{self.policy.compute_dtype}" if self.policy.mixed else self.dtype.name
+        built = build_model(request.info, layer_dtype, exact=exact, seed=task.training.seed)
         self.model, self.bindings = built.model, built.bindings
         self.set_weights(request.weights)
         self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=self.dtype.name)
-        self.model.compile(optimizer=make_optimizer(task.optimizer, task.clip, exact), loss=self.loss,
+        optimizer = make_optimizer(task.optimizer, task.clip, exact)
+        if self.policy.loss_scaling:
+            ls = precision.LOSS_SCALE
+            optimizer = keras.optimizers.LossScaleOptimizer(
+                optimizer, initial_scale=ls.initial, dynamic_growth_steps=ls.growth_interval)
+        from fwbench.execution import requested
+
+        mode = requested(task.backend)  # the shared vocabulary decides over compile
+        jit_compile = options.compile if mode is None else mode == "compiled"
+        self.model.compile(optimizer=optimizer, loss=self.loss, run_eagerly=mode == "eager",
                            metrics=[keras.metrics.SparseCategoricalAccuracy(dtype=self.dtype.name)],
-                           jit_compile=options.compile)
+                           jit_compile=jit_compile)
         self.optimizer = self.model.optimizer
         self._lr = float(task.optimizer.lr)
         self._index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
@@ -68,6 +85,10 @@ class KerasTrainer(Trainer):
             "engine": self.engine, "conventions": options.mode, "layout": "NHWC",
             "step": "model.train_on_batch",
             "differs": [] if exact else differences(task),
+            "precision": precision.in_force(self.policy, how=(
+                f"dtype policy {layer_dtype!r}" + (" + LossScaleOptimizer" if self.policy.loss_scaling else "")
+                if self.policy.mixed else "TF32 enabled on the engine" if self.policy.name == "tf32"
+                else "float32, TF32 off")),
         }
         if float64_matmul:
             self.compile_info["float64_matmul"] = float64_matmul
@@ -79,6 +100,14 @@ class KerasTrainer(Trainer):
         x = images_in(np.asarray(x, dtype=self.dtype))
         return (keras.ops.convert_to_tensor(x, dtype=self.dtype.name),
                 keras.ops.convert_to_tensor(np.asarray(y, dtype=np.int32), dtype="int32"))
+
+    def upload(self, x: np.ndarray, y: np.ndarray):
+        """The whole split as the engine's tensors (``dataset.placement = "device"``)."""
+        return self.to_device(x, y)
+
+    def take(self, resident, index: np.ndarray):
+        idx = keras.ops.convert_to_tensor(np.asarray(index, np.int32), dtype="int32")
+        return keras.ops.take(resident[0], idx, axis=0), keras.ops.take(resident[1], idx, axis=0)
 
     def train_step(self, batch, lr: float):
         x, y = batch
@@ -93,20 +122,24 @@ class KerasTrainer(Trainer):
 
     def predict(self, batch) -> np.ndarray:
         x = batch[0] if isinstance(batch, tuple | list) else batch
-        return np.asarray(self.model.predict_on_batch(x))
+        return np.asarray(self.model.predict_on_batch(x), dtype=self.dtype)
 
     def loss_and_grads(self, batch):
         x, y = batch
         saved = [np.array(keras.ops.convert_to_numpy(v.value)) for v in self.model.non_trainable_variables]
-        logits, loss, grads = _engine_loss_and_grads(self.engine, self.model, self.loss, x, y)
+        scale = float(keras.ops.convert_to_numpy(self.optimizer.scale_loss(1.0))) if self.policy.loss_scaling else 1.0
+        logits, loss, grads = _engine_loss_and_grads(
+            self.engine, self.model, lambda t, p: self.loss(t, p) * scale, x, y)
+        loss = keras.ops.convert_to_numpy(loss) / scale
         for v, value in zip(self.model.non_trainable_variables, saved):  # no BN update leaks out
             v.assign(value)
         named = {}
         for b in self.bindings:
             i = self._index.get(id(b.variable))
             if i is not None:
-                named[b.name] = np.array(b.to_canonical(np.asarray(keras.ops.convert_to_numpy(grads[i]))))
-        return np.asarray(keras.ops.convert_to_numpy(logits)), float(keras.ops.convert_to_numpy(loss)), named
+                grad = np.asarray(keras.ops.convert_to_numpy(grads[i]), dtype=self.dtype) / scale
+                named[b.name] = np.array(b.to_canonical(grad))
+        return np.asarray(keras.ops.convert_to_numpy(logits), dtype=self.dtype), float(loss), named
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {b.name: np.array(b.to_canonical(np.asarray(keras.ops.convert_to_numpy(b.variable.value))))
@@ -119,6 +152,22 @@ class KerasTrainer(Trainer):
 
     def num_trainable(self) -> int:
         return int(sum(np.prod(v.shape) for v in self.model.trainable_variables))
+
+
+def _enable_tf32(engine: str) -> None:
+    """TensorFloat-32 matmuls and convolutions on the Keras engine (GPU only)."""
+    if engine == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+    elif engine == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    else:
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
 
 
 def _keep_float64(dtype: np.dtype) -> str | None:

@@ -31,6 +31,8 @@ class NumpyBackend(Backend):
     requires = ()
     extra = ""
     description = "NumPy from scratch: hand-written forward/backward, im2col convolutions, CPU"
+    #: bf16/fp16 round exactly where the policy rounds (`fwbench_numpy.precision`): the reference.
+    precisions = ("fp32", "bf16", "fp16")
 
     def __init__(self) -> None:
         self._limits = None  # keeps the threadpoolctl limiter alive

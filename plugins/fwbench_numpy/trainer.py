@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from fwbench import precision
 from fwbench.backend import BuildRequest, Trainer
 
 from .losses import SoftmaxCrossEntropy
 from .model import NumpyModel
 from .optim import clip_by_global_norm, clip_by_value, make_optimizer
+from .precision import DynamicLossScale, apply_policy
 
 #: Evaluation splits large batches into chunks whose forward needs at most about this much memory.
 EVAL_CHUNK_BYTES = 256 * 2**20
@@ -36,6 +38,9 @@ class NumpyTrainer(Trainer):
         self.dtype = np.dtype(task.training.dtype)
         self.model = NumpyModel(request.info, self.dtype, seed=task.training.seed)
         self.model.set_weights(request.weights)
+        self.policy = precision.of_task(task)
+        apply_policy(self.model.layers, self.policy)  # bf16/fp16: round where the policy rounds
+        self.loss_scale = DynamicLossScale() if self.policy.loss_scaling else None
         self.optimizer = make_optimizer(task.optimizer, [self.model.flat_params],
                                         [self.model.flat_grads])
         self.loss = SoftmaxCrossEntropy(self.dtype)
@@ -45,7 +50,10 @@ class NumpyTrainer(Trainer):
         self.eval_chunk = max(task.training.batch_size,
                               EVAL_CHUNK_BYTES // max(1, self.model.bytes_per_sample()))
         self.compile_info = {"mode": "eager", "dtype": self.dtype.name,
-                             "layout": "CHWN" if self.model.input_layout == "image" else "NF"}
+                             "layout": "CHWN" if self.model.input_layout == "image" else "NF",
+                             "precision": precision.in_force(
+                                 self.policy, how="rounded with ml_dtypes where the policy rounds"
+                                 if self.policy.mixed else "float32")}
 
     # -- data ------------------------------------------------------------------------------------
     def to_device(self, x: np.ndarray, y: np.ndarray) -> NumpyBatch:
@@ -56,6 +64,15 @@ class NumpyTrainer(Trainer):
             raise ValueError(f"labels must be {len(x)} integers in [0, {classes}); got shape "
                              f"{labels.shape}, range [{labels.min()}, {labels.max()}]")
         return NumpyBatch(self.model.to_internal(x), labels)
+
+    def upload(self, x: np.ndarray, y: np.ndarray) -> NumpyBatch:
+        """The whole split in the internal layout (host memory is this backend's device)."""
+        return self.to_device(x, y)
+
+    def take(self, resident: NumpyBatch, index: np.ndarray) -> NumpyBatch:
+        if self.model.input_layout == "flat":
+            return NumpyBatch(np.ascontiguousarray(resident.x[index]), resident.y[index])
+        return NumpyBatch(np.ascontiguousarray(resident.x[..., index]), resident.y[index])
 
     def _batch(self, batch: Any) -> NumpyBatch:
         if isinstance(batch, NumpyBatch):
@@ -68,7 +85,12 @@ class NumpyTrainer(Trainer):
     def _forward_backward(self, batch: NumpyBatch) -> tuple[float, int, np.ndarray]:
         logits = self.model.forward(batch.x, training=True)
         loss, correct, dlogits = self.loss(logits, batch.y)
-        self.model.backward(dlogits)
+        if self.loss_scale is None:
+            self.model.backward(dlogits)
+        else:  # fp16: scale the loss gradient, unscale the float32 weight gradients
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow skips the step
+                self.model.backward(dlogits * np.float32(self.loss_scale.scale))
+            self.model.flat_grads /= np.float32(self.loss_scale.scale)
         return loss, correct, logits
 
     def _clip(self) -> None:
@@ -83,6 +105,9 @@ class NumpyTrainer(Trainer):
         `sync` has nothing to wait for)."""
         batch = self._batch(batch)
         loss, correct, _ = self._forward_backward(batch)
+        if self.loss_scale is not None and not self.loss_scale.update(
+                bool(np.isfinite(self.model.flat_grads).all())):
+            return loss, float(correct)  # fp16 overflow: the step is skipped, the scale halved
         self._clip()
         self.optimizer.step(lr)
         return loss, float(correct)

@@ -30,6 +30,9 @@ _DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightl
 
 class TensorflowBackend(Backend):
     name = "tensorflow"
+    #: fp32 (TF32 off), tf32 (GPU), bf16/fp16 (inputs and weights cast in the step, float32
+    #: variables; fp16 with dynamic loss scaling).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = OPTIONS
     requires = ("tensorflow",)
     extra = "tensorflow"

@@ -69,6 +69,14 @@ class Context:
     training: bool
     seed: Tensor | None = None
     updates: list[tuple[tf.Variable, Tensor]] = field(default_factory=list)
+    #: bf16/fp16 policy: dense and conv2d weights are read in this dtype (the variables stay float32).
+    compute_dtype: tf.DType | None = None
+
+    def read(self, variable: tf.Variable | None) -> Tensor | None:
+        """A weight as the layer computes with it: the variable, or its cast to ``compute_dtype``."""
+        if variable is None or self.compute_dtype is None:
+            return variable
+        return tf.cast(variable, self.compute_dtype)
 
 
 def activation_fn(name: str, alpha: float = 0.01) -> Callable[[Tensor], Tensor] | None:
@@ -102,9 +110,9 @@ class Dense:
         self.weight, self.bias, self.act = weight, bias, act
 
     def __call__(self, x: Tensor, ctx: Context) -> Tensor:
-        y = tf.matmul(x, self.weight)
+        y = tf.matmul(x, ctx.read(self.weight))
         if self.bias is not None:
-            y = tf.nn.bias_add(y, self.bias)
+            y = tf.nn.bias_add(y, ctx.read(self.bias))
         return _apply(self.act, y)
 
 
@@ -135,9 +143,9 @@ class Conv2D:
         self.padding = padding
 
     def __call__(self, x: Tensor, ctx: Context) -> Tensor:
-        y = tf.nn.conv2d(x, self.weight, strides=self.stride, padding=self.padding)
+        y = tf.nn.conv2d(x, ctx.read(self.weight), strides=self.stride, padding=self.padding)
         if self.bias is not None:
-            y = tf.nn.bias_add(y, self.bias)
+            y = tf.nn.bias_add(y, ctx.read(self.bias))
         return _apply(self.act, y)
 
 
@@ -214,6 +222,8 @@ class BatchNorm:
     def __call__(self, x: Tensor, ctx: Context) -> Tensor:
         if x.shape.rank == 4 and x.dtype in (tf.float32, tf.float16, tf.bfloat16):
             return self._fused(x, ctx)
+        if x.dtype != self.gamma.dtype:  # a low-precision input: normalise in float32, round back
+            return tf.cast(self(tf.cast(x, self.gamma.dtype), ctx), x.dtype)
         if ctx.training:
             axes = list(range(x.shape.rank - 1))
             mean, var = tf.nn.moments(x, axes)
@@ -363,13 +373,18 @@ class Network:
                                   "add it to fwbench_tensorflow/model.py")
 
     # -- running --------------------------------------------------------------------------------
-    def forward(self, x: Tensor, *, training: bool, seed: Tensor | None = None
-                ) -> tuple[Tensor, list[tuple[tf.Variable, Tensor]]]:
-        """Logits ``(N, classes)`` of NHWC ``x`` and the BN state updates (train mode only)."""
-        ctx = Context(training, seed)
+    def forward(self, x: Tensor, *, training: bool, seed: Tensor | None = None,
+                compute_dtype: tf.DType | None = None) -> tuple[Tensor, list[tuple[tf.Variable, Tensor]]]:
+        """Logits ``(N, classes)`` of NHWC ``x`` and the BN state updates (train mode only).
+
+        ``compute_dtype`` (bf16/fp16 policy): ``x`` and the dense/conv2d weights are cast to it;
+        the logits come back in float32."""
+        ctx = Context(training, seed, compute_dtype=compute_dtype)
+        if compute_dtype is not None:
+            x = tf.cast(x, compute_dtype)
         for layer in self.layers:
             x = layer(x, ctx)
-        return x, ctx.updates
+        return (x if compute_dtype is None else tf.cast(x, self.dtype)), ctx.updates
 
     # -- canonical weights ----------------------------------------------------------------------
     def load(self, weights: dict[str, np.ndarray]) -> None:

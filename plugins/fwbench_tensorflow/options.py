@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from fwbench import execution
 from fwbench.options import Option, option_values
 
 #: The modes, also accepted by name as ``backend.compile`` values.
 MODES = ("xla", "graph", "eager")
 
 OPTIONS = (
+    execution.option(("eager", "graph", "compiled"), "compiled",
+                     "eager | tf.function without XLA | tf.function(jit_compile=True)"),
     Option("compile", default=True, choices=(True, False, *MODES),
            help="true/xla: tf.function(jit_compile=True); graph: tf.function without XLA; false/eager"),
 )
@@ -24,5 +27,8 @@ def compile_mode(table: dict[str, Any] | None, where: str = "<spec>") -> str:
     Raises:
         SpecError: a value outside the choices (one line naming ``where`` and the key).
     """
-    value = option_values(OPTIONS, table, where, "tensorflow")["compile"]
+    values = option_values(OPTIONS, table, where, "tensorflow")
+    if execution.requested(table or {}) is not None:  # the shared vocabulary decides over compile
+        return {"eager": "eager", "graph": "graph", "compiled": "xla"}[values["execution"]]
+    value = values["compile"]
     return "xla" if value is True else "eager" if value is False else value

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
-from fwbench.backend import BuildRequest, Trainer
+from fwbench import precision
+from fwbench.backend import BuildRequest, Trainer, Unsupported
 
 from .model import Network
 from .optim import Optimizer, clip_gradients
@@ -82,7 +83,16 @@ class TensorflowTrainer(Trainer):
         self.gpu = request.device == "gpu"
         self.device = "/GPU:0" if self.gpu else "/CPU:0"
         self.mode = compile_mode(task.backend, task.source)
+        self.policy = precision.of_task(task)
+        if self.policy.name == "tf32":
+            if not self.gpu:
+                raise Unsupported("precision tf32 on the CPU (TensorFloat-32 is a GPU matmul mode)")
+            tf.config.experimental.enable_tensor_float_32_execution(True)
+        self.compute = tf.as_dtype(self.policy.compute_dtype) if self.policy.mixed else None
         with tf.device(self.device):
+            #: fp16: the dynamic loss scale and the finite steps in a row (`fwbench.precision`)
+            self.loss_scale = (tf.Variable(precision.LOSS_SCALE.initial, dtype=tf.float32, trainable=False),
+                               tf.Variable(0, dtype=tf.int64, trainable=False)) if self.policy.loss_scaling else None
             self.model = Network(request.info, request.weights, self.dtype, xla=self.mode == "xla")
             self.optimizer = Optimizer(task.optimizer, self.model.trainable_variables)
         self._lr: tuple[float, tf.Tensor] | None = None  # last learning rate and its tensor
@@ -97,7 +107,13 @@ class TensorflowTrainer(Trainer):
         self._predict = self._compile(self._logits, (x_spec,))
         self._grads = self._compile(self._loss_and_grads, (x_spec, y_spec))
         self.compile_info = {"mode": self.mode, "layout": "NHWC",
-                             "jit_compile": self.mode == "xla", "dtype": task.training.dtype}
+                             "jit_compile": self.mode == "xla", "dtype": task.training.dtype,
+                             "precision": precision.in_force(self.policy, how=(
+                                 f"inputs and dense/conv2d weights cast to {self.policy.compute_dtype} "
+                                 "(float32 variables, BatchNorm and loss in float32)"
+                                 + (", dynamic loss scaling" if self.loss_scale else "") if self.compute
+                                 else "enable_tensor_float_32_execution(True)" if self.policy.name == "tf32"
+                                 else "float32, TF32 off"))}
         if self.gpu:
             tf.config.experimental.reset_memory_stats("GPU:0")
 
@@ -114,23 +130,46 @@ class TensorflowTrainer(Trainer):
         return tf.stack([seed, self.optimizer.iterations.read_value()])
 
     def _train_step(self, x, y, lr):
-        with tf.GradientTape() as tape:
-            logits, updates = self.model.forward(x, training=True, seed=self._step_seed())
-            loss = cross_entropy(logits, y)
-        grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply(clip_gradients(grads, self.task.clip), lr)
+        loss, logits, updates, grads = self._forward_backward(x, y)
+        if self.loss_scale is None:
+            self.optimizer.apply(clip_gradients(grads, self.task.clip), lr)
+        else:  # fp16: a step with inf/nan gradients is skipped and the scale lowered
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            tf.cond(finite, lambda: self._apply(grads, lr), tf.no_op)
+            self._update_loss_scale(finite)
         for variable, value in updates:
             variable.assign(value)
         return tf.stack([loss, count_correct(logits, y)])
 
+    def _forward_backward(self, x, y):
+        """Loss, logits, BatchNorm updates and the (unscaled) gradients of one training batch."""
+        with tf.GradientTape() as tape:
+            logits, updates = self.model.forward(x, training=True, seed=self._step_seed(),
+                                                 compute_dtype=self.compute)
+            loss = cross_entropy(logits, y)
+            scaled = loss if self.loss_scale is None else loss * self.loss_scale[0]
+        grads = tape.gradient(scaled, self.model.trainable_variables)
+        if self.loss_scale is not None:
+            grads = [g / self.loss_scale[0] for g in grads]
+        return loss, logits, updates, grads
+
+    def _apply(self, grads, lr):
+        self.optimizer.apply(clip_gradients(grads, self.task.clip), lr)
+        return tf.no_op()
+
+    def _update_loss_scale(self, finite):
+        ls, (scale, good) = precision.LOSS_SCALE, self.loss_scale
+        good_now = tf.where(finite, good + 1, tf.zeros_like(good))
+        grow = good_now >= ls.growth_interval
+        scale.assign(tf.where(finite, tf.where(grow, scale * ls.growth, scale), scale * ls.backoff))
+        good.assign(tf.where(grow, tf.zeros_like(good), good_now))
+
     def _logits(self, x):
-        return self.model.forward(x, training=False)[0]
+        return self.model.forward(x, training=False, compute_dtype=self.compute)[0]
 
     def _loss_and_grads(self, x, y):
-        with tf.GradientTape() as tape:
-            logits, _ = self.model.forward(x, training=True, seed=self._step_seed())
-            loss = cross_entropy(logits, y)
-        return logits, loss, tape.gradient(loss, self.model.trainable_variables)
+        loss, logits, _, grads = self._forward_backward(x, y)
+        return logits, loss, grads
 
     # -- the contract ---------------------------------------------------------------------------
     def to_device(self, x: np.ndarray, y: np.ndarray) -> Batch:
@@ -143,6 +182,23 @@ class TensorflowTrainer(Trainer):
             x = x.transpose(0, 2, 3, 1)
         with tf.device(self.device):
             return Batch(tf.constant(np.ascontiguousarray(x)), tf.constant(np.asarray(y, np.int64)))
+
+    def upload(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        """The whole split on the device (refused when it will not fit in the GPU's memory)."""
+        if self.gpu:
+            from fwbench.data import check_fits
+
+            info = tf.config.experimental.get_memory_info("GPU:0")
+            limit = (tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+                     .get("memory_limit"))
+            check_fits(x.size * self.dtype.size + y.size * 8, None if limit is None else limit - info["current"],
+                       "GPU")
+        return self.to_device(x, y)
+
+    def take(self, resident: Batch, index: np.ndarray) -> Batch:
+        with tf.device(self.device):
+            idx = tf.constant(np.asarray(index, np.int64))
+            return Batch(tf.gather(resident.x, idx), tf.gather(resident.y, idx))
 
     def train_step(self, batch: Batch, lr: float) -> tf.Tensor:
         return self._train(batch.x, batch.y, self._lr_tensor(lr))

@@ -26,6 +26,8 @@ class TorchBackend(Backend):
     name = "torch"
     declared_options = OPTIONS
     requires = ("torch",)
+    #: fp32 (TF32 off), tf32 (CUDA), bf16 and fp16 (torch.autocast; fp16 with a GradScaler).
+    precisions = ("fp32", "tf32", "bf16", "fp16")
     extra = "torch"
     description = "PyTorch (eager; torch.compile with backend.compile = true)"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fwbench import execution
 from fwbench.options import Option, option_values
 
 #: The ``torch.compile`` modes ``backend.compile`` accepts by name.
@@ -15,6 +16,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 OPTIONS = (
     Option("compile", default=False, choices=(False, True, "eager", *COMPILE_MODES),
            help="false/eager: eager PyTorch; true/default or a torch.compile mode: torch.compile the step"),
+    execution.option(("eager", "compiled", "compiled+cudagraphs"), "eager",
+                     "eager PyTorch | torch.compile | torch.compile mode reduce-overhead (CUDA graphs, GPU)"),
     Option("optimizer_impl", default="auto", choices=("auto", "fused", "foreach", "forloop"),
            help="torch.optim implementation: auto = fused where torch has it, else foreach"),
 )
@@ -29,4 +32,7 @@ def torch_options(table: dict[str, Any] | None, where: str = "<spec>") -> dict[s
     values = option_values(OPTIONS, table, where, "torch")
     mode = values["compile"]
     values["compile"] = None if mode in (False, "eager") else "default" if mode is True else mode
+    if execution.requested(table or {}) is not None:  # the shared vocabulary decides over compile
+        values["compile"] = {"eager": None, "compiled": "default",
+                             "compiled+cudagraphs": "reduce-overhead"}[values["execution"]]
     return values

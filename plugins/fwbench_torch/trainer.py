@@ -21,6 +21,7 @@ frozen BatchNorm still updates its running statistics in train mode (PyTorch's o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from typing import Any
@@ -28,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fwbench.backend import BuildRequest, Trainer
+from fwbench import precision
+from fwbench.backend import BuildRequest, Trainer, Unsupported
 from fwbench.errors import FwbenchError
 
 from .model import CanonicalMap, build_module
@@ -36,6 +38,8 @@ from .optim import make_optimizer
 from .options import torch_options
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Compute dtypes of the mixed policies (`fwbench.precision`) under ``torch.autocast``.
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Modes that replay CUDA graphs: their outputs are overwritten by the next replay.
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
 
@@ -94,14 +98,18 @@ class TorchTrainer(Trainer):
             options["optimizer_impl"],
         )
         self._groups = self.optimizer.param_groups
+        self._setup_precision(precision.of_task(task))
         self._clip_kind, self._clip_max = task.clip.kind, task.clip.max
 
         mode = options["compile"]
+        if mode == "reduce-overhead" and task.backend.get("execution") == "compiled+cudagraphs" \
+                and self.device.type != "cuda":
+            raise Unsupported("execution = compiled+cudagraphs on the CPU (CUDA graphs need a GPU)")
         self._clone_outputs = mode in CUDAGRAPH_MODES and self.device.type == "cuda"
         self._compile_pending = mode is not None  # the first step compiles
         if mode is None:
             self._loss_fn = self._forward_loss
-            self.compile_info = {"mode": "eager", "optimizer": impl}
+            self.compile_info = {"mode": "eager", "optimizer": impl, "precision": self._precision}
         else:
             if self.device.type == "cpu" and find_cxx() is None:
                 raise TorchCompileError(
@@ -121,12 +129,40 @@ class TorchTrainer(Trainer):
                 "scope": "forward+loss (backward via AOTAutograd)",
                 "optimizer": impl,
                 "predict": "eager",
+                "precision": self._precision,
             }
+
+    def _setup_precision(self, pol: precision.Policy) -> None:
+        """tf32: TensorFloat-32 matmuls and convolutions (CUDA only); bf16/fp16: ``torch.autocast``
+        over forward and loss (the loss itself in float32), fp16 with a ``GradScaler``."""
+        self.policy = pol
+        self._scaler = None
+        if pol.name == "tf32":
+            if self.device.type != "cuda":
+                raise Unsupported("precision tf32 on the CPU (TensorFloat-32 is a CUDA matmul mode)")
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        if pol.mixed:
+            low = AUTOCAST_DTYPES[pol.compute_dtype]
+            self._autocast = lambda: torch.autocast(self.device.type, dtype=low)
+            if pol.loss_scaling:
+                ls = precision.LOSS_SCALE
+                self._scaler = torch.amp.GradScaler(
+                    self.device.type, init_scale=ls.initial, growth_factor=ls.growth,
+                    backoff_factor=ls.backoff, growth_interval=ls.growth_interval)
+            how = f"torch.autocast({self.device.type!r}, {low})" + (" + GradScaler" if self._scaler else "")
+        else:
+            self._autocast = contextlib.nullcontext
+            how = "tf32 matmul/cudnn" if pol.name == "tf32" else "float32, TF32 off"
+        self._precision = precision.in_force(pol, how=how)
 
     # -- the step --------------------------------------------------------------------------------
     def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> Handle:
         """Mean softmax cross-entropy from logits and the number of correct predictions."""
-        logits = self.model(x)
+        with self._autocast():
+            logits = self.model(x)
+        if self.policy.mixed:
+            logits = logits.float()  # the loss in float32
         loss = F.cross_entropy(logits, y)
         correct = (logits.detach().argmax(dim=1) == y).sum()
         return loss, correct
@@ -145,10 +181,18 @@ class TorchTrainer(Trainer):
         for group in self._groups:
             group["lr"] = lr
         loss, correct = self._loss_fn(x, y)
-        loss.backward()
-        if self._clip_kind != "none":
-            self._clip()
-        self.optimizer.step()
+        if self._scaler is None:
+            loss.backward()
+            if self._clip_kind != "none":
+                self._clip()
+            self.optimizer.step()
+        else:  # fp16: scaled backward; a step with inf/nan gradients is skipped
+            self._scaler.scale(loss).backward()
+            if self._clip_kind != "none":
+                self._scaler.unscale_(self.optimizer)
+                self._clip()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self._clone_outputs:
             return loss.detach().clone(), correct.clone()
@@ -178,6 +222,19 @@ class TorchTrainer(Trainer):
             return t.pin_memory().to(self.device, dtype, non_blocking=True)
         return t.to(dtype=dtype, copy=True)  # own the memory: the suite may reuse its buffers
 
+    def upload(self, x: np.ndarray, y: np.ndarray) -> Batch:
+        """The whole split on the device (refused when it will not fit in the GPU's free memory)."""
+        if self.device.type == "cuda":
+            from fwbench.data import check_fits
+
+            itemsize = torch.empty((), dtype=self.dtype).element_size()
+            check_fits(x.size * itemsize + y.size * 8, torch.cuda.mem_get_info(self.device)[0], "GPU")
+        return self.to_device(x, y)
+
+    def take(self, resident: Batch, index: np.ndarray) -> Batch:
+        idx = torch.from_numpy(np.asarray(index, np.int64)).to(self.device, non_blocking=True)
+        return resident[0].index_select(0, idx), resident[1].index_select(0, idx)
+
     def sync(self, handle: Any = None) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -195,9 +252,9 @@ class TorchTrainer(Trainer):
         x = batch[0] if isinstance(batch, tuple | list) else batch
         if self.model.training:  # stays in eval mode until the next training call (_train_mode)
             self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             logits = self.model(x)
-        return logits.cpu().numpy()
+        return logits.float().cpu().numpy() if self.policy.mixed else logits.cpu().numpy()
 
     def _train_mode(self) -> None:
         """Back to train mode after `predict` (switching walks every module: once, not per call)."""
@@ -221,16 +278,23 @@ class TorchTrainer(Trainer):
         buffers = [b.clone() for b in self.model.buffers()]
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            logits = self.model(x)
+            with self._autocast():
+                logits = self.model(x)
+            logits = logits.float() if self.policy.mixed else logits
             loss = F.cross_entropy(logits, y)
-            loss.backward()
+            scale = self._scaler.get_scale() if self._scaler is not None else 1.0
+            (loss * scale if scale != 1.0 else loss).backward()
+            if scale != 1.0:
+                for p in self.params:
+                    if p.grad is not None:
+                        p.grad.div_(scale)
             grads = self.canonical.grads()
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():
                 for b, saved in zip(self.model.buffers(), buffers, strict=True):
                     b.copy_(saved)
-        return logits.detach().cpu().numpy(), loss.item(), grads
+        return logits.detach().cpu().numpy(), loss.item(), grads  # float32 already when mixed
 
     def peak_device_memory(self) -> int | None:
         if self.device.type == "cuda":

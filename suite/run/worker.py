@@ -90,6 +90,14 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
             record.update(status="skipped", error=not_applicable(support.reason),
                           dataset="synthetic" if is_bench_spec(spec) else spec.dataset.name)
             return record
+        if not is_bench_spec(spec):
+            from ..precision import availability
+
+            support = availability(backend, spec, cell["device"])
+            if not support.ok:
+                record.update(status="skipped", error=not_applicable(support.reason),
+                              dataset=spec.dataset.name, precision=spec.training.precision)
+                return record
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)
         elif spec.task.scenario == "inference":
@@ -211,6 +219,9 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
     record["metrics"] = result.metrics
     record["warnings"] += result.warnings
     record["compile_info"] = dict(trainer.compile_info)
+    from ..precision import recorded
+
+    record["precision"] = recorded(record)
     if cell.get("save_weights"):  # the final weights (early stopping's best, if restored)
         from ..checkpoints import save_checkpoint
 

@@ -1,0 +1,192 @@
+"""Hand-written CPU training loops for torch, TensorFlow and JAX: the yardstick of ``bench tune``.
+
+Each loop is what a user who knows the framework writes for mlp_mnist (Flatten -> Dense 128 ReLU
+-> Dense 10, softmax cross-entropy, Adam lr 1e-3) at batch 128, at its best on a CPU: the whole
+training split on the device once, batches sliced there, no host sync per step (one at the end of
+a timed window), float32 and the framework's fastest mode:
+
+* torch: eager (``torch.compile`` is tried too: ``--torch-compile``), fused-free foreach Adam;
+* tensorflow: a ``tf.function(jit_compile=True)`` step over ``tf.Variable`` weights, Keras-free;
+* jax: one ``jax.jit`` step with the state donated (optax Adam).
+
+Each framework runs in its own process (the thread count pinned, ``--threads``, default 1), rounds
+interleaved (A B C A B C ...: a busy neighbour hurts them alike); each round times ``--steps``
+steps after a warm-up and the report is the median and best samples/s over rounds. Compare with
+``bench run -b torch,tensorflow,jax -t mlp_mnist --dataset mnist_5k --set batch_size=128`` and with
+``bench tune`` on the same selection.
+
+Run: ``.venv/bin/python benchmarks/hand_loops.py [--rounds 3] [--steps 300] [--threads 1]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BATCH, N, FEATURES, HIDDEN, CLASSES, LR = 128, 4096, 784, 128, 10, 1e-3
+
+
+def data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((N, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, N)
+
+
+def torch_loop(steps: int, threads: int, compile_: bool = False) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    x_np, y_np = data()
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    model = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES))
+    opt = torch.optim.Adam(model.parameters(), lr=LR, foreach=True)
+
+    def forward(xb, yb):
+        return F.cross_entropy(model(xb), yb)
+
+    loss_fn = torch.compile(forward) if compile_ else forward
+
+    def step(i):
+        s = (i * BATCH) % (N - BATCH)
+        loss = loss_fn(x[s:s + BATCH], y[s:s + BATCH])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    for i in range(20):
+        step(i)
+    start = time.perf_counter()
+    for i in range(steps):
+        loss = step(i)
+    float(loss)
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+def tensorflow_loop(steps: int, threads: int) -> float:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    x_np, y_np = data()
+    x, y = tf.constant(x_np), tf.constant(y_np)
+    init = tf.keras.initializers.GlorotUniform(seed=0)
+    weights = [tf.Variable(init((FEATURES, HIDDEN))), tf.Variable(tf.zeros(HIDDEN)),
+               tf.Variable(init((HIDDEN, CLASSES))), tf.Variable(tf.zeros(CLASSES))]
+    m = [tf.Variable(tf.zeros_like(w)) for w in weights]
+    v = [tf.Variable(tf.zeros_like(w)) for w in weights]
+    t = tf.Variable(0.0)
+
+    @tf.function(jit_compile=True)
+    def step(xb, yb):
+        with tf.GradientTape() as tape:
+            h = tf.nn.relu(xb @ weights[0] + weights[1])
+            logits = h @ weights[2] + weights[3]
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
+        grads = tape.gradient(loss, weights)
+        t.assign_add(1.0)
+        for w, g, mi, vi in zip(weights, grads, m, v, strict=True):
+            mi.assign(0.9 * mi + 0.1 * g)
+            vi.assign(0.999 * vi + 0.001 * g * g)
+            w.assign_sub(LR * (mi / (1 - 0.9 ** t)) / (tf.sqrt(vi / (1 - 0.999 ** t)) + 1e-8))
+        return loss
+
+    def batch(i):  # a slice of the resident split (a device-side view, no host copy)
+        s = (i * BATCH) % (N - BATCH)
+        return x[s:s + BATCH], y[s:s + BATCH]
+
+    for i in range(20):
+        step(*batch(i))
+    start = time.perf_counter()
+    for i in range(steps):
+        loss = step(*batch(i))
+    float(loss)
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+def jax_loop(steps: int, threads: int) -> float:
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+                          if threads == 1 else "")
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    x_np, y_np = data()
+    x, y = jax.device_put(x_np), jax.device_put(y_np.astype(np.int32))
+    k1, k2 = jax.random.split(jax.random.key(0))
+    params = {"w1": jax.random.normal(k1, (FEATURES, HIDDEN)) * 0.05, "b1": jnp.zeros(HIDDEN),
+              "w2": jax.random.normal(k2, (HIDDEN, CLASSES)) * 0.05, "b2": jnp.zeros(CLASSES)}
+    tx = optax.adam(LR)
+    state = (params, tx.init(params))
+
+    def loss_fn(p, xb, yb):
+        logits = jax.nn.relu(xb @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+    @jax.jit
+    def step(state, start):
+        p, o = state
+        xb = jax.lax.dynamic_slice_in_dim(x, start, BATCH)
+        yb = jax.lax.dynamic_slice_in_dim(y, start, BATCH)
+        loss, g = jax.value_and_grad(loss_fn)(p, xb, yb)
+        updates, o = tx.update(g, o, p)
+        return (optax.apply_updates(p, updates), o), loss
+
+    step = jax.jit(step.__wrapped__, donate_argnums=0)
+    for i in range(20):
+        state, loss = step(state, (i * BATCH) % (N - BATCH))
+    jax.block_until_ready(state)
+    start = time.perf_counter()
+    for i in range(steps):
+        state, loss = step(state, (i * BATCH) % (N - BATCH))
+    jax.block_until_ready((state, loss))
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+LOOPS = {"torch": torch_loop, "tensorflow": tensorflow_loop, "jax": jax_loop}
+
+
+def child(name: str, steps: int, threads: int, torch_compile: bool) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    kwargs = {"compile_": True} if name == "torch" and torch_compile else {}
+    print(json.dumps({"name": name, "samples_per_s": LOOPS[name](steps, threads, **kwargs)}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--frameworks", default="torch,tensorflow,jax")
+    parser.add_argument("--torch-compile", action="store_true")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.steps, args.threads, args.torch_compile)
+        return 0
+    results: dict[str, list[float]] = {}
+    for _ in range(args.rounds):
+        for name in args.frameworks.split(","):
+            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps),
+                   "--threads", str(args.threads)] + (["--torch-compile"] if args.torch_compile else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if not line:
+                print(f"{name}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                continue
+            results.setdefault(name, []).append(json.loads(line[-1])["samples_per_s"])
+    for name, values in results.items():
+        print(f"{name:10s} hand loop, batch {BATCH}: median {statistics.median(values):>10,.0f} samples/s, "
+              f"best {max(values):>10,.0f} ({len(values)} rounds)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
