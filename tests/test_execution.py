@@ -40,10 +40,14 @@ def test_torch_and_jax_map_the_vocabulary_onto_their_own_switches():
     assert compile_mode({"execution": "compiled+cudagraphs"}) == "reduce-overhead"
     assert compile_mode({"compile": True}) == "default"
     pytest.importorskip("jax")
-    from fwbench_jax.trainer import _compile_mode
+    from fwbench_jax.options import jax_options
+    from fwbench_tensorflow.options import compile_mode as tf_compile_mode
 
-    assert _compile_mode({"execution": "eager"}, "<t>") is False
-    assert _compile_mode({"execution": "compiled", "compile": False}, "<t>") is True
+    assert jax_options({"execution": "eager"}, "<t>")[0] is False
+    assert jax_options({"execution": "compiled", "compile": False}, "<t>")[0] is True
+    assert jax_options({"compile": False}, "<t>")[0] is False
+    assert tf_compile_mode({"execution": "graph", "compile": True}) == "graph"
+    assert tf_compile_mode({"compile": False}) == "eager"
 
 
 @pytest.mark.framework
