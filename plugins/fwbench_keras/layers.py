@@ -53,3 +53,16 @@ class ExactLeakyReLU(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+class Logits(keras.layers.Layer):
+    """A fresh tensor equal to its input, ``(N, classes) -> (N, classes)``. Keras' TensorFlow
+    backend tags the output of a sigmoid/softmax with ``_keras_logits`` (its input), and the loss
+    then uses that input instead of the model's output: a model ending in a sigmoid was trained
+    on the pre-sigmoid values. A new tensor carries no tag."""
+
+    def call(self, inputs):
+        return ops.multiply(inputs, ops.convert_to_tensor(1, dtype=inputs.dtype))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -195,6 +195,17 @@ class _Builder:
         raise NotImplementedError(f"the keras backend has no rule for layer type {layer.kind!r}")
 
 
+def _ends_in_tagged_activation(info: ModelInfo) -> bool:
+    """Whether the model's output is a sigmoid or an unfolded softmax (dropout after it returns
+    the same tensor), which Keras' TensorFlow backend tags with ``_keras_logits``."""
+    for li in reversed(info.layers):
+        if isinstance(li.layer, Dropout):
+            continue
+        fn = li.layer.fn if isinstance(li.layer, Activation) else getattr(li.layer, "activation", None)
+        return fn in ("sigmoid", "softmax")
+    return False
+
+
 def build_model(info: ModelInfo, dtype: str, *, exact: bool, seed: int) -> KerasModel:
     """The functional model for ``info`` (logits out, final softmax folded into the loss).
 
@@ -210,6 +221,10 @@ def build_model(info: ModelInfo, dtype: str, *, exact: bool, seed: int) -> Keras
         x = builder.layer(li, x, logits=(i == last))
     if builder.pending_perm is not None:  # the model ends in a flatten (or dropout/activation after it)
         x = builder.canonical_order(x)
+    if _ends_in_tagged_activation(info):  # not what Keras' TF loss should see as logits
+        from .layers import Logits
+
+        x = Logits(dtype=dtype)(x)
     model = keras.Model(inputs, x, name="fwbench")
     for layer in builder.frozen_layers:
         layer.trainable = False
