@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from fwbench.conformance_fuzz import fuzz
+from fwbench.conformance.fuzz import fuzz
 from fwbench.plugins import get_registry
 
 

@@ -39,8 +39,8 @@ def main() -> int:
         print(" ".join(cmd[2:]), flush=True)
         subprocess.run(cmd, check=False)
         folder = args.out
+    from fwbench.records.results import load_records
     from fwbench.report.frontends import frontend_grids
-    from fwbench.results import load_records
 
     for grid in frontend_grids(load_records(folder)):
         print(f"\n{grid['label']}")

@@ -16,8 +16,8 @@ What it does:
    work for 5% / 10% of its own step's time), installs each once as `bench ab` does;
 2. runs rounds of the gate's matrix — ``base`` and ``base`` again (and the slow revisions), each
    through its own ``bench run`` in a fresh process per cell, the order rotated every round;
-3. judges consecutive groups of ``--repeat`` rounds exactly as the gate does (`fwbench.ab.merge_blocks`,
-   `fwbench.compare.compare` paired by round, the gate's threshold, alpha, metrics, --fail-on):
+3. judges consecutive groups of ``--repeat`` rounds exactly as the gate does (`fwbench.gate.ab.merge_blocks`,
+   `fwbench.gate.compare.compare` paired by round, the gate's threshold, alpha, metrics, --fail-on):
    base vs base again is A/A (a failure is a false positive, family-wise over every row);
 4. with ``--shapes``, every A/B condition is made from the second base's *recorded* rounds by
    transforming what the records hold, which is cheap and exact for what the gate reads (the
@@ -171,9 +171,9 @@ def make_repo(where: Path, fractions: dict[str, float]) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    from fwbench.ab import Side, _install_revision
-    from fwbench.compare import parse_alpha, parse_threshold
-    from fwbench.results import load_records
+    from fwbench.gate.ab import Side, _install_revision
+    from fwbench.gate.compare import parse_alpha, parse_threshold
+    from fwbench.records.results import load_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=50, help="comparisons per condition (default 50)")
@@ -256,8 +256,8 @@ def judge_rounds(rounds: list[dict[str, list[dict]]], repeat: int, threshold: fl
                  group: int | None = None) -> list[dict]:
     """Every comparison of consecutive groups of ``repeat`` rounds, as the gate judges them: one row per
     (group, condition) with the gate's decision and, per backend, whether that backend's cell failed."""
-    from fwbench.ab import merge_blocks
-    from fwbench.compare import compare, exit_code
+    from fwbench.gate.ab import merge_blocks
+    from fwbench.gate.compare import compare, exit_code
 
     rows = []
     for g in range(len(rounds) // repeat):

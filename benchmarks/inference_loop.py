@@ -3,7 +3,7 @@
 The Keras MNIST MLP (784 -> 128 ReLU -> 10, float32) written the shortest idiomatic way in each
 framework (NumPy, torch ``inference_mode``, a ``tf.function(jit_compile=True)``, a ``jax.jit``, an
 onnxruntime session of a Gemm/Relu/Gemm graph), one thread, one sample per call, the logits back
-on the host (``.numpy()`` / ``np.asarray``) inside the timed call, as `fwbench.inference` times
+on the host (``.numpy()`` / ``np.asarray``) inside the timed call, as `fwbench.inference.scenario` times
 `Trainer.predict`. Each framework runs in its own process; the p50 of ``--calls`` timed calls
 (after 50 uncounted) is printed beside the suite's p50 for the same model, batch and threads
 (``bench run --scenario inference -t mlp_mnist --set 'inference.batch_sizes=[1]' --threads 1``),
@@ -107,7 +107,7 @@ def suite_p50(frameworks: list[str]) -> dict[str, float]:
                     "-t", "mlp_mnist", "--dataset", "mnist_5k", "--threads", "1", "--repeat", "1", "--peak", "off",
                     "--set", "inference.batch_sizes=[1]", "--set", "inference.min_time_s=1.0",
                     "--no-progress", "-o", str(out)], check=False, capture_output=True)
-    from fwbench.results import load_records
+    from fwbench.records.results import load_records
 
     return {r["backend"]: r["metrics"]["latency_p50_s"] for r in load_records(out) if r.get("status") == "ok"}
 

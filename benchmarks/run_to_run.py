@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/run_to_run.py --k 4 --run-args "--repeat 5 --threads 1"
 
 For every backend it prints the headline throughput of each run, the run-to-run CV of the headline
-(the between-invocation spread `bench compare` takes as its floor, `fwbench.compare.INVOCATION_CV`)
+(the between-invocation spread `bench compare` takes as its floor, `fwbench.gate.compare.INVOCATION_CV`)
 and how many of the K records' 95% intervals contain the median of the *other* K - 1 headlines
 (coverage, leave-one-out: the run being judged is not part of what it is judged against). The
 same for the best-window throughput. Goals (issue "Numbers that hold between runs"): coverage >= 90%,
@@ -28,7 +28,7 @@ METRICS = (("throughput", "throughput_samples_per_s", "throughput_ci95"),
 
 
 def main(argv=None) -> int:
-    from fwbench.results import load_records
+    from fwbench.records.results import load_records
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=4, help="separate runs (default 4)")

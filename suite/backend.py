@@ -99,7 +99,7 @@ class Trainer(ABC):
         """``dataset.placement = "device"``: the whole training split on the device, once, before
         the first epoch (timed as ``host_copy_s``); ``x``, ``y`` as in `to_device`. The default
         declines (the cell is skipped). Refuse a split that will not fit in device memory with
-        `fwbench.data.check_fits` (one line, naming the fix)."""
+        `fwbench.datasets.pipeline.check_fits` (one line, naming the fix)."""
         raise Unsupported("dataset.placement = device (this backend has no Trainer.upload)")
 
     def take(self, resident: Any, index: np.ndarray) -> Any:

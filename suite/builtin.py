@@ -24,13 +24,13 @@ def fwbench_register_executors(register):
 
 @hookimpl
 def fwbench_register_commands(subparsers):
-    from .ab import add_ab_command
+    from .gate.ab import add_ab_command
     from .report.commands import add_commands
     from .studies.command import add_study_command
 
     add_commands(subparsers)
     add_ab_command(subparsers)
     add_study_command(subparsers)
-    from .tune import add_tune_command
+    from .run.tune import add_tune_command
 
     add_tune_command(subparsers)

@@ -21,11 +21,11 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _csv(text: str) -> list[str]:
+def csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -35,7 +35,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -57,23 +57,23 @@ def build_parser() -> ArgumentParser:
     run = sub.add_parser("run", help="run backends x tasks x devices x overrides, one process per cell",
                          description="Run the matrix backends x tasks x devices x --set grid. Each cell runs "
                                      "in its own process and writes one JSON record as soon as it ends.")
-    run.add_argument("--backend", "-b", type=_csv, default=None,
+    run.add_argument("--backend", "-b", type=csv_list, default=None,
                      help="comma-separated backends (default: every available one; see `bench list backends`)")
-    run.add_argument("--task", "-t", type=_csv, default=["mlp_mnist"],
+    run.add_argument("--task", "-t", type=csv_list, default=["mlp_mnist"],
                      help="comma-separated task names or paths to .toml specs (default: mlp_mnist)")
-    run.add_argument("--device", type=_csv, default=["cpu"], help="cpu, gpu or auto; comma-separated for several")
+    run.add_argument("--device", type=csv_list, default=["cpu"], help="cpu, gpu or auto; comma-separated for several")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec value (dotted key, e.g. optimizer.lr=0.01); KEY=a,b,c makes a grid")
     run.add_argument("--dataset", help="use this dataset instead of the task's (e.g. mnist_5k, digits, synthetic)")
     run.add_argument("--profile", choices=["quick", "full"], default="full",
                      help="quick: fewer epochs and samples (from each task's [profiles.quick])")
-    run.add_argument("--threads", type=_positive_int, default=None,
+    run.add_argument("--threads", type=positive_int, default=None,
                      help=threads_help())
-    run.add_argument("--repeat", type=_positive_int, default=None, metavar="N",
+    run.add_argument("--repeat", type=positive_int, default=None, metavar="N",
                      help="run every cell N times, each in a fresh process, interleaved across cells; the "
                           f"headline and its interval come from the repeats (default: {DEFAULT_REPEATS})")
-    run.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
-    run.add_argument("--memory-limit", type=_positive_int, default=None, metavar="MB",
+    run.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds per cell before it is killed")
+    run.add_argument("--memory-limit", type=positive_int, default=None, metavar="MB",
                      help="address-space limit per cell process, in MiB")
     run.add_argument("--out", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
     run.add_argument("--resume", action="store_true",
@@ -82,7 +82,7 @@ def build_parser() -> ArgumentParser:
                      help="dataset cache (default: $FWBENCH_DATA_DIR or ~/.cache/fwbench/data)")
     run.add_argument("--executor", default="local",
                      help="how cells are run: local (default, one process per cell) or dask (or a plugin's)")
-    run.add_argument("--workers", type=_positive_int, default=None,
+    run.add_argument("--workers", type=positive_int, default=None,
                      help="with --executor dask: start a local Dask cluster of N single-threaded workers")
     run.add_argument("--scheduler", default=None, metavar="ADDRESS",
                      help="with --executor dask: use a running scheduler, e.g. tcp://HOST:8786")
@@ -114,7 +114,7 @@ def build_parser() -> ArgumentParser:
     info.add_argument("--peak", action="store_true",
                       help="measure the float32 matmul peak (each backend's own matmul, in its own process) "
                            "and the memory bandwidth; cached for `bench run`")
-    info.add_argument("--threads", type=_positive_int, default=None,
+    info.add_argument("--threads", type=positive_int, default=None,
                       help=threads_help("threads for --peak, as `bench run` gives a cell"))
     info.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
                       help="with --peak: the device to measure (gpu: each backend's matmul and add on the GPU)")
@@ -134,8 +134,8 @@ def build_parser() -> ArgumentParser:
                                        "(float64) with the NumPy backend in float64; update rules against closed "
                                        "forms and the reference's gradients against finite differences (see "
                                        "docs/conformance.md). Each backend runs in its own process.")
-    check.add_argument("--backend", "-b", type=_csv, default=None, help="backends to check (default: all available)")
-    check.add_argument("--task", "-t", type=_csv, default=None,
+    check.add_argument("--backend", "-b", type=csv_list, default=None, help="backends to check (default: all available)")
+    check.add_argument("--task", "-t", type=csv_list, default=None,
                        help="tasks or spec files (default: every shipped training task)")
     check.add_argument("--random", type=int, default=None, metavar="N",
                        help="instead of tasks, check N random valid specs (hypothesis); a failure prints "
@@ -151,7 +151,7 @@ def build_parser() -> ArgumentParser:
                             "precision=bf16|fp16|tf32: check that policy against the reference's own")
     check.set_defaults(handler=cmd_check)
 
-    from .doctor import add_parser as add_doctor
+    from .doctor.command import add_parser as add_doctor
 
     add_doctor(sub)
 
@@ -164,7 +164,7 @@ def build_parser() -> ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 
 def _console():
-    from .display import make_console
+    from .run.display import make_console
 
     return make_console()
 
@@ -258,8 +258,8 @@ def list_rows(what: str, registry) -> list[dict[str, str]]:
 def cmd_info(args) -> int:
     import json
 
-    from .environment import collect
     from .plugins import get_registry
+    from .records.environment import collect
 
     env = collect(os.cpu_count())
     env["backends"] = {name: str(b.availability()) for name, b in sorted(get_registry().backends.items())}
@@ -326,20 +326,20 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .conformance import REFERENCE
-    from .conformance_runner import run_checks, summary_table
+    from .conformance.checks import REFERENCE
+    from .conformance.runner import run_checks, summary_table
     from .plugins import get_registry
-    from .run.matrix import _pick_backends
+    from .run.matrix import pick_backends
 
     registry = get_registry()
-    backends = _pick_backends(registry, args.backend)
-    _pick_backends(registry, [REFERENCE])  # the reference must be available too
+    backends = pick_backends(registry, args.backend)
+    pick_backends(registry, [REFERENCE])  # the reference must be available too
     if args.random is not None:
         if args.task:
             raise UsageError("--random draws its own specs; drop --task or --random")
         if args.random < 1:
             raise UsageError(f"--random {args.random}: give a number of specs >= 1, e.g. --random 50")
-        from .conformance_runner import check_variants
+        from .conformance.runner import check_variants
 
         variants = check_variants(registry, backends, getattr(args, "overrides", []))
         return _check_random(variants, args.random, args.seed, getattr(args, "coverage", False))
@@ -348,7 +348,7 @@ def cmd_check(args) -> int:
     skipped = [] if args.backend else [
         (name, str(backend.availability())) for name, backend in sorted(registry.backends.items())
         if not backend.availability().ok]
-    from .conformance_runner import check_precision, check_variants
+    from .conformance.runner import check_precision, check_variants
 
     overrides = getattr(args, "overrides", [])
     checks = run_checks(check_variants(registry, backends, overrides), args.task,
@@ -364,7 +364,7 @@ def cmd_check(args) -> int:
 
 def _validate_check_task(registry, task: str) -> None:
     """Refuse a spec that cannot be checked (bad keys, shapes) before any check process starts."""
-    from .conformance import task_input
+    from .conformance.checks import task_input
     from .model import analyze
     from .spec import load_task
 
@@ -376,7 +376,7 @@ def _validate_check_task(registry, task: str) -> None:
 
 def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, coverage: bool = False) -> int:
     try:
-        from .conformance_fuzz import fuzz
+        from .conformance.fuzz import fuzz
     except ImportError as exc:
         raise UsageError(f"bench check --random needs hypothesis ({exc}); install it: "
                          "pip install hypothesis") from None

@@ -120,7 +120,7 @@ class Ops(ABC):
         raise self._missing("add")
 
     #: Whether ``run()`` returns before the device has finished (GPU streams, JAX dispatch):
-    #: `fwbench.doctor` then expects timing without `sync` to be much shorter than with it.
+    #: `fwbench.doctor.command` then expects timing without `sync` to be much shorter than with it.
     asynchronous: bool = False
 
     @abstractmethod

@@ -29,7 +29,7 @@ DTYPES = ("float32", "float64")
 #: ``[task] family``: "train" is a training task (`TaskSpec`); the others are microbenchmarks
 #: (`fwbench.micro.spec.BenchSpec`, with ``[bench]`` settings and ``[[cases]]``).
 FAMILIES = families.families()
-#: ``[task] scenario`` (``bench run --scenario``): train the model, or serve it (`fwbench.inference`).
+#: ``[task] scenario`` (``bench run --scenario``): train the model, or serve it (`fwbench.inference.scenario`).
 SCENARIOS = ("training", "inference")
 #: The largest batch an inference sweep accepts: more is a typo (a batch of 10^6 MNIST images is 3 GB).
 MAX_INFERENCE_BATCH = 65536
@@ -69,7 +69,7 @@ class DatasetSpec:
 class ModelSpec:
     """The layers, their initial weights and which of them train.
 
-    ``init_from``: a checkpoint (`fwbench.checkpoints`) to start from: every array whose canonical
+    ``init_from``: a checkpoint (`fwbench.records.checkpoints`) to start from: every array whose canonical
     name and shape match is loaded, the rest keeps the canonical init; a relative path is resolved
     against the spec file's folder, then the current directory (stored resolved, absolute).
 
@@ -191,9 +191,9 @@ class InferenceSpec:
     The model in eval mode answers batches of each size in ``batch_sizes``, one call at a time, each
     call timed with the device synchronised (the logits back on the host): ``warmup_calls`` calls
     first (not counted), then at least ``min_calls`` calls and ``min_time_s`` seconds, at most
-    ``max_calls``. ``weights``: a checkpoint (`fwbench.checkpoints`) holding every array of the
+    ``max_calls``. ``weights``: a checkpoint (`fwbench.records.checkpoints`) holding every array of the
     model (``bench run --weights``); none: the canonical initial weights. ``energy``: read the
-    device's energy counter (`fwbench.energy`) over extra calls after the timed ones.
+    device's energy counter (`fwbench.measure.energy`) over extra calls after the timed ones.
     """
 
     batch_sizes: tuple[int, ...] = (1, 8, 64, 256)
@@ -234,7 +234,7 @@ class TaskSpec:
 _FREE_FORM = {"backend", "profiles"}
 
 
-def _suggest(name: str, options) -> str:
+def suggest(name: str, options) -> str:
     close = difflib.get_close_matches(name, list(options), n=1)
     return f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(sorted(options))}"
 
@@ -269,7 +269,7 @@ def _convert(value, tp, meta, source: str, key: str):
             except SpecError as exc:
                 errors.append(exc)
         if isinstance(value, str) and "choices" in meta:
-            raise SpecError(source, key, f"unknown value {value!r}; {_suggest(value, meta['choices'])}")
+            raise SpecError(source, key, f"unknown value {value!r}; {suggest(value, meta['choices'])}")
         if len(errors) == 1 or all(str(e) == str(errors[0]) for e in errors):
             raise errors[0]
         names = " or ".join(_type_name(o) for o in options)
@@ -279,11 +279,11 @@ def _convert(value, tp, meta, source: str, key: str):
         if not isinstance(value, list | tuple):
             raise SpecError(source, key, f"expected a list, got {type(value).__name__} {value!r}")
         if item_tp is Layer:
-            return tuple(_build_layer(v, source, f"{key}[{i}]") for i, v in enumerate(value))
+            return tuple(build_layer(v, source, f"{key}[{i}]") for i, v in enumerate(value))
         items = tuple(_convert(v, item_tp, {}, source, f"{key}[{i}]") for i, v in enumerate(value))
         for i, item in enumerate(items):
             if "items" in meta and item not in meta["items"]:
-                raise SpecError(source, f"{key}[{i}]", f"unknown value {item!r}; {_suggest(item, meta['items'])}")
+                raise SpecError(source, f"{key}[{i}]", f"unknown value {item!r}; {suggest(item, meta['items'])}")
         return items
     if dataclasses.is_dataclass(tp):
         return build(tp, value, source, key)
@@ -311,7 +311,7 @@ def _convert(value, tp, meta, source: str, key: str):
         if not isinstance(value, str):
             raise SpecError(source, key, f"expected a string, got {type(value).__name__} {value!r}")
         if "choices" in meta and value not in meta["choices"]:
-            raise SpecError(source, key, f"unknown value {value!r}; {_suggest(value, meta['choices'])}")
+            raise SpecError(source, key, f"unknown value {value!r}; {suggest(value, meta['choices'])}")
         return value
     raise TypeError(f"unsupported spec type {tp!r}")  # a bug in fwbench, not user input
 
@@ -325,7 +325,7 @@ def build(cls, data, source: str, prefix: str = ""):
     dotted = (prefix + ".") if prefix else ""
     for name in data:
         if name not in fields:
-            raise SpecError(source, dotted + name, f"unknown key; {_suggest(name, fields)}")
+            raise SpecError(source, dotted + name, f"unknown key; {suggest(name, fields)}")
     kwargs = {}
     for name, f in fields.items():
         key = dotted + name
@@ -338,12 +338,12 @@ def build(cls, data, source: str, prefix: str = ""):
     return cls(**kwargs)
 
 
-def _build_layer(data, source: str, key: str) -> Layer:
+def build_layer(data, source: str, key: str) -> Layer:
     if not isinstance(data, dict) or "type" not in data:
         raise SpecError(source, key, f"each layer needs a 'type' ({', '.join(LAYER_TYPES)})")
     kind = data["type"]
     if kind not in LAYER_TYPES:
-        raise SpecError(source, f"{key}.type", f"unknown layer {kind!r}; {_suggest(str(kind), LAYER_TYPES)}")
+        raise SpecError(source, f"{key}.type", f"unknown layer {kind!r}; {suggest(str(kind), LAYER_TYPES)}")
     body = {k: v for k, v in data.items() if k != "type"}
     layer = build(LAYER_TYPES[kind], body, source, key)
     if isinstance(layer, Residual) and not layer.layers:
@@ -459,7 +459,7 @@ def task_family(raw: dict, source: str) -> str:
     family = info.get("family", "train") if isinstance(info, dict) else "train"
     known = families.families()
     if not isinstance(family, str) or family not in known:
-        raise SpecError(source, "task.family", f"unknown value {family!r}; {_suggest(str(family), known)}")
+        raise SpecError(source, "task.family", f"unknown value {family!r}; {suggest(str(family), known)}")
     return family
 
 
@@ -484,7 +484,7 @@ def resolve_raw(raw: dict, source: str, overrides: dict | None, profile: str | N
     if profile and profile != "full":
         if not isinstance(profiles, dict) or profile not in profiles:
             known = ["full", *(profiles if isinstance(profiles, dict) else [])]
-            raise SpecError(source, "profiles", f"no profile {profile!r}; {_suggest(profile, known)}")
+            raise SpecError(source, "profiles", f"no profile {profile!r}; {suggest(profile, known)}")
         if not isinstance(profiles[profile], dict):
             raise SpecError(source, f"profiles.{profile}", "expected a table of KEY = VALUE overrides")
         raw = apply_overrides(raw, local(profiles[profile]), source)
@@ -506,12 +506,12 @@ def task_from_dict(raw: dict, source: str, overrides: dict | None = None, profil
     spec = dataclasses.replace(spec, source=source)
     _check_consistency(spec)
     if spec.model.init_from:
-        from .checkpoints import resolve_init_from
+        from .records.checkpoints import resolve_init_from
 
         path = resolve_init_from(spec.model.init_from, source)
         spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, init_from=str(path)))
     if spec.inference.weights:
-        from .checkpoints import resolve_init_from
+        from .records.checkpoints import resolve_init_from
 
         path = resolve_init_from(spec.inference.weights, source, key="inference.weights")
         spec = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, weights=str(path)))

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from . import record as R
+from .records import record as R
 from .backend import Trainer
-from .data import Prepared, epoch_batches, epoch_indices, eval_batches
+from .datasets.pipeline import Prepared, epoch_batches, epoch_indices, eval_batches
+from .measure.timing import TOO_SHORT_S, summarize, timing_warnings
 from .model import ModelInfo
 from .schedules import make_schedule
 from .spec import TaskSpec
-from .timing import TOO_SHORT_S, summarize, timing_warnings
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Example records with the real schema (`fwbench.record.new_record`), for tests and report previews
+"""Example records with the real schema (`fwbench.records.record.new_record`), for tests and report previews
 (no training needed).
 
     from record_samples import example_records
@@ -10,8 +10,8 @@ import math
 from typing import Any
 
 import numpy as np
-from fwbench.record import new_record
-from fwbench.timing import summarize
+from fwbench.measure.timing import summarize
+from fwbench.records.record import new_record
 
 RUN_ID = "20260101-120000-c0ffee"
 UNSTABLE = "train step: unstable (CV 12.0% > 5%); close other programs or add repeats"
@@ -42,10 +42,10 @@ def example_record(backend: str = "torch", task: str = "mlp_mnist", *, dataset: 
     """One record as `fwbench.run.worker` writes it. ``step_time ± noise`` gives the raw step times.
 
     ``repeats > 1``: that many repeats (processes) whose step times differ by ``repeat_cv`` (log-normal,
-    seeded), merged into one record as `bench run --repeat` does (`fwbench.repeats.merge_repeats`).
+    seeded), merged into one record as `bench run --repeat` does (`fwbench.measure.repeats.merge_repeats`).
     """
     if repeats > 1 and status == "ok":
-        from fwbench.repeats import merge_repeats
+        from fwbench.measure.repeats import merge_repeats
 
         rng = np.random.default_rng([seed, 7])
         factors = np.exp(repeat_cv * rng.standard_normal(repeats))
@@ -189,7 +189,7 @@ def frontend_records() -> list[dict[str, Any]]:
 def inference_sample(backend: str, speed: float = 1.0, task: str = "mlp_mnist", repeats: int = 3,
                      joules: float | None = None) -> dict[str, Any]:
     """An inference record (`bench run --scenario inference`) of ``repeats`` merged processes."""
-    from fwbench.repeats import merge_repeats
+    from fwbench.measure.repeats import merge_repeats
 
     rng = np.random.default_rng(len(backend))
     singles = []

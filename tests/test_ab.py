@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fwbench.ab import order
-from fwbench.results import load_records
+from fwbench.gate.ab import order
+from fwbench.records.results import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def test_outside_a_repository_is_refused(bench, tmp_path):
 
 
 def test_a_side_can_be_a_venv_folder_or_its_python(tmp_path):
-    from fwbench.ab import _environment_python
+    from fwbench.gate.ab import _environment_python
 
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     python = tmp_path / "venv" / "bin" / "python"

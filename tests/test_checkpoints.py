@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fwbench.checkpoints import (
+from fwbench.errors import SpecError
+from fwbench.records.checkpoints import (
     META_KEY,
     apply_init_from,
     load_checkpoint,
@@ -17,7 +18,6 @@ from fwbench.checkpoints import (
     resolve_init_from,
     save_checkpoint,
 )
-from fwbench.errors import SpecError
 from fwbench.spec import task_from_dict
 
 CNN = [{"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same", "activation": "relu"},
@@ -110,7 +110,7 @@ def test_apply_init_from_reports_what_was_loaded_and_skipped(tmp_path):
 
 def test_zero_epochs_evaluates_the_given_weights_without_training():
     from fwbench.backend import BuildRequest
-    from fwbench.data import Prepared
+    from fwbench.datasets.pipeline import Prepared
     from fwbench.model import analyze, initial_weights
     from fwbench.training import evaluate, train
     from fwbench_numpy.backend import NumpyBackend

@@ -58,7 +58,7 @@ def test_unavailable_backend_says_how_to_install():
     from fwbench.backend import Backend
     from fwbench.errors import BackendUnavailable
     from fwbench.registry import Registry
-    from fwbench.run.matrix import _pick_backends
+    from fwbench.run.matrix import pick_backends
 
     class Missing(Backend):
         name, requires, extra = "ghost", ("no_such_framework_xyz",), "ghost"
@@ -79,7 +79,7 @@ def test_unavailable_backend_says_how_to_install():
     assert str(availability) == ("unavailable: no_such_framework_xyz not installed — "
                                  "install with: pip install 'fwbench[ghost]'")
     with pytest.raises(BackendUnavailable, match="install with"):
-        _pick_backends(registry, ["ghost"])
+        pick_backends(registry, ["ghost"])
 
 
 def test_help_everywhere(bench):

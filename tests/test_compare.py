@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from fwbench.compare import (
+from fwbench.errors import UsageError
+from fwbench.gate.compare import (
     FAILED,
     FASTER,
     IMPROVED,
@@ -23,8 +24,7 @@ from fwbench.compare import (
     parse_alpha,
     parse_threshold,
 )
-from fwbench.errors import UsageError
-from fwbench.results import write_record
+from fwbench.records.results import write_record
 from record_samples import example_record
 
 THROUGHPUT = "throughput (samples/s)"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fwbench.conformance import compare
-from fwbench.conformance_runner import run_checks
+from fwbench.conformance.checks import compare
+from fwbench.conformance.runner import run_checks
 
 BACKENDS = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
 

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from fwbench import conformance as C
+from fwbench.conformance import checks as C
 from fwbench.layers import BatchNorm, Conv2D, Dense, Dropout, MaxPool
 from fwbench.plugins import get_registry
 from fwbench.spec import load_task, task_from_dict
@@ -123,7 +123,7 @@ def test_float32_forward_tolerance_follows_the_reference_rounding():
 
 
 def test_summary_lists_unavailable_backends_as_skipped():
-    from fwbench.conformance_runner import summary_table
+    from fwbench.conformance.runner import summary_table
     from rich.console import Console
 
     table = summary_table([C.Check("numpy", "t", "logits", 0.0, 0.0, True)],
@@ -135,7 +135,7 @@ def test_summary_lists_unavailable_backends_as_skipped():
 
 
 def test_random_spec_fuzzer_runs_and_its_specs_round_trip_as_toml():
-    from fwbench.conformance_fuzz import fuzz, spec_to_toml, task_specs
+    from fwbench.conformance.fuzz import fuzz, spec_to_toml, task_specs
     from hypothesis import given, settings
 
     names = ["numpy"] + (["torch"] if importlib.util.find_spec("torch") else [])
@@ -153,7 +153,7 @@ def test_random_spec_fuzzer_runs_and_its_specs_round_trip_as_toml():
 
 
 def test_fuzzer_reports_a_shrunk_failing_spec(monkeypatch):
-    from fwbench.conformance_fuzz import fuzz
+    from fwbench.conformance.fuzz import fuzz
     from fwbench_numpy import optim
 
     monkeypatch.setattr(optim.AdaGrad, "_update", optim.SGD._update)
@@ -170,7 +170,7 @@ def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
     """A frontend that cannot build a drawn spec raises Unsupported: skipped, never a failure;
     any other exception on a valid spec is a failure."""
     from fwbench.backend import Unsupported
-    from fwbench.conformance_fuzz import check_spec
+    from fwbench.conformance.fuzz import check_spec
 
     numpy = backend("numpy")
 
@@ -207,8 +207,8 @@ def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_pr
 def test_every_vocabulary_item_is_drawn_in_the_default_run():
     """`bench check --random N --coverage` reports items and pairs; the default run (seed 0,
     DEFAULT_EXAMPLES specs) draws every item of the vocabulary at least once."""
-    from fwbench.conformance_coverage import DEFAULT_EXAMPLES, VOCABULARY
-    from fwbench.conformance_fuzz import draw_coverage
+    from fwbench.conformance.coverage import DEFAULT_EXAMPLES, VOCABULARY
+    from fwbench.conformance.fuzz import draw_coverage
 
     coverage = draw_coverage(DEFAULT_EXAMPLES, seed=0)
     assert coverage.specs == DEFAULT_EXAMPLES
@@ -218,7 +218,7 @@ def test_every_vocabulary_item_is_drawn_in_the_default_run():
 
 
 def test_coverage_items_name_what_a_spec_uses():
-    from fwbench.conformance_coverage import items, pairs
+    from fwbench.conformance.coverage import items, pairs
 
     raw = {"dataset": {"name": "synthetic", "shape": [2, 5, 7]},
            "model": {"layers": [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": 1},

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from fwbench.conformance_precision import iter_precision_checks, normwise, tolerances
-from fwbench.conformance_runner import check_precision
+from fwbench.conformance.precision import iter_precision_checks, normwise, tolerances
+from fwbench.conformance.runner import check_precision
 from fwbench.errors import UsageError
 from fwbench.model import analyze
 from fwbench.precision import policy

@@ -54,9 +54,9 @@ def test_every_threads_help_states_the_one_default():
 
 
 def test_readme_states_the_real_defaults():
+    from fwbench.measure.timing import TOO_FAST_MARGIN
     from fwbench.run.matrix import DEFAULT_REPEATS
     from fwbench.run.placement import threads_per_cell
-    from fwbench.timing import TOO_FAST_MARGIN
 
     readme = (ROOT / "README.md").read_text()
     assert f"**{DEFAULT_REPEATS} times** (`--repeat {DEFAULT_REPEATS}`, the default)" in readme

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from fwbench.doctor_probe import FAIL, PASS, memory_check, sync_audit
+from fwbench.doctor.probe import FAIL, PASS, memory_check, sync_audit
 from fwbench.ops import Op, Ops
 
 
@@ -135,8 +135,9 @@ def test_numpy_reports_what_it_is():
 def test_conformance_rows_of_a_frontend_count_its_engine_labels(monkeypatch):
     """Keras' checks are labelled keras[tensorflow], keras[jax]...: "no check ran" was a failure
     of every frontend; a skipped (declined) check is not a failure."""
-    from fwbench import conformance_runner, doctor
-    from fwbench.conformance import Check, skipped_check
+    from fwbench.conformance import runner as conformance_runner
+    from fwbench.conformance.checks import Check, skipped_check
+    from fwbench.doctor import command as doctor
 
     seen = {}
 

@@ -1,4 +1,4 @@
-"""Energy counters (fwbench.energy): windows extended by more calls (never extrapolated), register
+"""Energy counters (fwbench.measure.energy): windows extended by more calls (never extrapolated), register
 wrap-around, the NVML path through a fake pynvml, and the reason when nothing is readable."""
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import sys
 import types
 
 import pytest
-from fwbench import energy
-from fwbench.energy import MIN_PERIODS, Meter, Unavailable, measure, open_counter, training_energy
+from fwbench.measure import energy
+from fwbench.measure.energy import (
+    MIN_PERIODS,
+    Meter,
+    Unavailable,
+    measure,
+    open_counter,
+    training_energy,
+)
 
 
 class FakeClock:

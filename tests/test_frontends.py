@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fwbench.conformance_runner import backend_options, check_variants
+from fwbench.conformance.runner import backend_options, check_variants
 from fwbench.errors import UsageError
 from fwbench.frontends import backend_label, engine_of, frontend_of
 from fwbench.plugins import get_registry

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fwbench.ab import merge_blocks
-from fwbench.compare import (
+from fwbench.gate.ab import merge_blocks
+from fwbench.gate.compare import (
     ENV_CHANGED,
     FAILED,
     INCONCLUSIVE,
@@ -23,9 +23,9 @@ from fwbench.compare import (
     UNCHANGED,
     compare,
 )
-from fwbench.results import write_record
-from fwbench.statistics import holm_levels, ratio_interval, repeats_needed
-from fwbench.verdicts import decide
+from fwbench.gate.verdicts import decide
+from fwbench.measure.statistics import holm_levels, ratio_interval, repeats_needed
+from fwbench.records.results import write_record
 from record_samples import example_record
 
 THROUGHPUT = "throughput (samples/s)"
@@ -134,7 +134,7 @@ def test_base_and_new_show_the_statistic_of_the_change():
     base, new = (float(x.replace(",", "")) for x in (row.base, row.new))
     assert new / base - 1 == pytest.approx(row.change, abs=2e-4)  # to the printed digits
     assert row.level is not None and f"{row.level * 100:.4g}%" in __import__(
-        "fwbench.compare_output", fromlist=["ratio_text"]).ratio_text(row)
+        "fwbench.gate.output", fromlist=["ratio_text"]).ratio_text(row)
 
 
 def test_repeats_needed_lets_the_degrees_of_freedom_grow():

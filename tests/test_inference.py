@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 from fwbench.errors import SpecError
-from fwbench.inference import latency_summary, sample_batch, served_weights, time_calls
-from fwbench.inference_records import merge_inference
-from fwbench.repeats import merge_repeats
+from fwbench.inference.records import merge_inference
+from fwbench.inference.scenario import latency_summary, sample_batch, served_weights, time_calls
+from fwbench.measure.repeats import merge_repeats
 from fwbench.spec import MAX_INFERENCE_BATCH, load_task
 
 TASKS = __import__("fwbench_tasks").__path__[0]
@@ -123,8 +123,8 @@ def _info(task):
 
 
 def test_served_weights_refuse_a_checkpoint_of_another_model(tmp_path):
-    from fwbench.checkpoints import save_checkpoint
     from fwbench.model import initial_weights
+    from fwbench.records.checkpoints import save_checkpoint
 
     task = _task()
     info = _info(task)
@@ -143,7 +143,7 @@ def test_served_weights_refuse_a_checkpoint_of_another_model(tmp_path):
 
 @pytest.fixture
 def mismatched_checkpoint(tmp_path):
-    from fwbench.checkpoints import save_checkpoint
+    from fwbench.records.checkpoints import save_checkpoint
 
     return save_checkpoint(tmp_path / "cnn.npz", {"0.weight": np.zeros((4, 1, 3, 3), np.float32)},
                            backend="numpy", task="cnn_mnist")
@@ -190,7 +190,7 @@ def test_inference_run_end_to_end_with_repeats(bench, tmp_path):
                    "--set", "inference.min_calls=20")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "Inference in run" in result.stdout and "p50 ms" in result.stdout
-    from fwbench.results import load_records
+    from fwbench.records.results import load_records
 
     (record,) = [r for r in load_records(out) if r.get("status") == "ok"]
     m = record["metrics"]
@@ -207,7 +207,7 @@ def test_inference_run_end_to_end_with_repeats(bench, tmp_path):
 
 
 def test_compare_judges_p50_and_p99_latency_over_repeats():
-    from fwbench.compare import SLOWER, UNCHANGED, compare
+    from fwbench.gate.compare import SLOWER, UNCHANGED, compare
     from record_samples import inference_sample
 
     base = inference_sample("torch", speed=1.0)

@@ -12,7 +12,7 @@ def test_bench_run_with_a_partial_backend_skips_its_cell_with_the_reason_and_exi
                    "--peak", "100", "--out", str(tmp_path / "results"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "toy · cnn_mnist: not applicable: conv2d, maxpool layers" in result.stdout
-    from fwbench.results import load_records
+    from fwbench.records.results import load_records
 
     (record,) = load_records([tmp_path / "results"])
     assert record["status"] == "skipped" and record["dataset"] == "digits"
@@ -34,7 +34,7 @@ def test_bench_check_reports_supported_tasks_and_skips_the_others(bench):
 def test_each_check_stands_alone_even_when_a_task_kills_the_check_process(toy_site, tmp_path, monkeypatch):
     """A segfault inside one task fails that task; the process is restarted for the others, and
     an exception fails only its own task."""
-    from fwbench.conformance_runner import run_checks
+    from fwbench.conformance.runner import run_checks
 
     spec = Path(__file__).resolve().parents[1] / "tasks" / "mlp_mnist.toml"
     crashing, raising = tmp_path / "crashing.toml", tmp_path / "raising.toml"
@@ -74,7 +74,7 @@ def test_compile_info_belongs_to_each_trainer():
 
 def test_check_takes_the_input_shape_from_the_dataset_registry(monkeypatch):
     """A dataset a plugin registers is checked at its own shape and class count."""
-    from fwbench.conformance import task_input
+    from fwbench.conformance.checks import task_input
     from fwbench.datasets.base import Dataset
     from fwbench.plugins import get_registry
     from fwbench.spec import load_task

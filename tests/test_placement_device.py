@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fwbench.data import check_fits, epoch_batches, epoch_indices
+from fwbench.datasets.pipeline import check_fits, epoch_batches, epoch_indices
 from fwbench.errors import SpecError, UsageError
 from fwbench.spec import load_task
 

@@ -152,7 +152,7 @@ def _raw(prec: str) -> dict:
 
 
 def test_the_run_table_shows_a_policy_other_than_fp32():
-    from fwbench.display import results_table
+    from fwbench.run.display import results_table
     from record_samples import example_record
     from rich.console import Console
 

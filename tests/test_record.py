@@ -1,4 +1,4 @@
-"""The record as a schema (`fwbench.record`): one constructor, versions, migrations of old records."""
+"""The record as a schema (`fwbench.records.record`): one constructor, versions, migrations of old records."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fwbench.cli import main
-from fwbench.record import (
+from fwbench.records.record import (
     RECORD_FIELDS,
     SCHEMA_VERSION,
     STEP_TIME,
@@ -19,7 +19,7 @@ from fwbench.record import (
     migrate,
     new_record,
 )
-from fwbench.results import load_records, read_record, write_record
+from fwbench.records.results import load_records, read_record, write_record
 from record_samples import example_record
 
 #: One merged record of 2 repeats written by fwbench before the schema (version 1), by

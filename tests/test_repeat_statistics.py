@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
-from fwbench.repeats import merge_repeats
-from fwbench.statistics import ratio_interval, repeat_interval, repeats_needed
+from fwbench.measure.repeats import merge_repeats
+from fwbench.measure.statistics import ratio_interval, repeat_interval, repeats_needed
 from record_samples import conv2d_record, example_record
 
 
@@ -72,8 +72,8 @@ def test_merge_of_microbenchmark_cases_over_repeats():
 
 
 def test_the_report_and_the_table_show_the_repeats_and_mark_wide_intervals():
-    from fwbench.display import results_table
     from fwbench.report.tables import repeats_note, summary_groups
+    from fwbench.run.display import results_table
     from rich.console import Console
 
     steady = example_record("torch", repeats=3, repeat_cv=0.005, seed=1)
@@ -93,7 +93,7 @@ def test_the_report_and_the_table_show_the_repeats_and_mark_wide_intervals():
 
 
 def test_a_stall_every_8_units_is_seen_by_the_mean_and_the_best_span_not_by_the_median_or_best_window():
-    from fwbench.timing import SPAN_UNITS, best_span, summarize
+    from fwbench.measure.timing import SPAN_UNITS, best_span, summarize
 
     rng = np.random.default_rng(5)
     steady = 0.001 * (1 + 0.01 * rng.random(400))

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from fwbench.records.results import write_record
 from fwbench.report import load_for_report, render, write_report
 from fwbench.report.cells import backend_color, short_settings_label, sort_records, sweeps
 from fwbench.report.html import SECTION_IDS
 from fwbench.report.microbench_figures import gflops_ci, scaling_points
 from fwbench.report.tables import markdown_summary, summary_groups
-from fwbench.results import write_record
 from record_samples import conv2d_record, example_record, example_records
 
 XSS = "<script>alert(1)</script>"

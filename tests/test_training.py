@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 from fwbench.backend import Trainer
-from fwbench.data import Prepared, epoch_batches
+from fwbench.datasets.pipeline import Prepared, epoch_batches
+from fwbench.measure.timing import summarize, timing_warnings
 from fwbench.model import analyze
 from fwbench.schedules import make_schedule
 from fwbench.spec import ScheduleSpec, task_from_dict
-from fwbench.timing import summarize, timing_warnings
 from fwbench.training import cross_entropy, train
 
 
@@ -208,7 +208,7 @@ def test_a_warm_up_slowed_by_a_neighbour_does_not_leave_units_under_1ms():
 
 
 def test_one_too_fast_margin_for_every_judge():
-    from fwbench.timing import TOO_FAST_MARGIN, too_fast
+    from fwbench.measure.timing import TOO_FAST_MARGIN, too_fast
 
     assert TOO_FAST_MARGIN == 2.0
     assert not too_fast(1.9e9, 1e9) and too_fast(2.1e9, 1e9)

@@ -3,7 +3,7 @@ tolerance, faster beyond both intervals, else the cell as written stays)."""
 from __future__ import annotations
 
 from fwbench.plugins import get_registry
-from fwbench.tune import judge, search_space, tune_table
+from fwbench.run.tune import judge, search_space, tune_table
 
 
 def test_the_search_is_small_on_a_cpu_and_starts_with_the_cell_as_written():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-
 from fwbench.backend import BuildRequest
 from fwbench.model import analyze, initial_weights
 from fwbench.plugins import get_registry
@@ -41,7 +40,7 @@ def build_trainer(backend_name: str, task_name: str, batch_size: int = BATCH, **
 
 def train_offline(backend_name: str, task_name: str = "mlp_mnist", epochs: int = 3) -> dict:
     """A short real training run on the offline `digits` set, through the suite's own loop."""
-    from fwbench.data import prepare
+    from fwbench.datasets.pipeline import prepare
     from fwbench.training import train
 
     backend = backend_or_skip(backend_name)

@@ -158,7 +158,7 @@ class JaxTrainer(Trainer):
     def upload(self, x: np.ndarray, y: np.ndarray):
         """The whole split on the device (refused when it will not fit in the device's free memory)."""
         if self.device.platform != "cpu":
-            from fwbench.data import check_fits
+            from fwbench.datasets.pipeline import check_fits
 
             stats = self.device.memory_stats() or {}
             limit = stats.get("bytes_limit")

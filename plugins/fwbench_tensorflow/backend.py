@@ -79,7 +79,7 @@ class TensorflowBackend(Backend):
         tf.config.experimental.enable_tensor_float_32_execution(False)
 
         build = tf.sysconfig.get_build_info()
-        device_name = None  # on the CPU the core names it (fwbench.environment.backend_facts)
+        device_name = None  # on the CPU the core names it (fwbench.records.environment.backend_facts)
         if device == "gpu":
             details = tf.config.experimental.get_device_details(gpus[0])
             device_name = details.get("device_name", gpus[0].name)

@@ -186,7 +186,7 @@ class TensorflowTrainer(Trainer):
     def upload(self, x: np.ndarray, y: np.ndarray) -> Batch:
         """The whole split on the device (refused when it will not fit in the GPU's memory)."""
         if self.gpu:
-            from fwbench.data import check_fits
+            from fwbench.datasets.pipeline import check_fits
 
             info = tf.config.experimental.get_memory_info("GPU:0")
             limit = (tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])

@@ -225,7 +225,7 @@ class TorchTrainer(Trainer):
     def upload(self, x: np.ndarray, y: np.ndarray) -> Batch:
         """The whole split on the device (refused when it will not fit in the GPU's free memory)."""
         if self.device.type == "cuda":
-            from fwbench.data import check_fits
+            from fwbench.datasets.pipeline import check_fits
 
             itemsize = torch.empty((), dtype=self.dtype).element_size()
             check_fits(x.size * itemsize + y.size * 8, torch.cuda.mem_get_info(self.device)[0], "GPU")

@@ -76,7 +76,7 @@ class BenchResult:
 # Host memory per case: VmHWM, reset between cases where Linux allows it
 # ---------------------------------------------------------------------------------------------
 
-def _reset_host_peak() -> bool:
+def reset_host_peak() -> bool:
     """Reset this process's VmHWM to its current RSS (``echo 5 > /proc/self/clear_refs``)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -90,7 +90,7 @@ class _CaseMemory:
 
     def __init__(self, ctx: BenchContext):
         self.ctx = ctx
-        self.reset = _reset_host_peak()
+        self.reset = reset_host_peak()
         self.start = memory_status().get("VmRSS", 0)
         if ctx.ops is not None:
             ctx.ops.reset_peak_memory()

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..environment import backend_facts
+from ..records.environment import backend_facts
 from .protocol import Protocol, measure
 from .roofline import matmul_flops
 
@@ -183,7 +183,7 @@ def _versions() -> dict[str, str]:
 
 def machine_facts(threads: int) -> dict[str, Any]:
     """What a peak depends on besides the backend: CPU, threads, library versions, BLAS core type."""
-    from ..environment import cpu_info
+    from ..records.environment import cpu_info
 
     cpu = cpu_info()
     return {"cpu": cpu["model"], "logical_cores": cpu["logical_cores"], "threads": threads,
@@ -192,7 +192,7 @@ def machine_facts(threads: int) -> dict[str, Any]:
 
 def gpu_facts() -> dict[str, Any]:
     """What a GPU peak depends on: the GPU model and driver (``nvidia-smi``), library versions."""
-    from ..environment import gpu_info
+    from ..records.environment import gpu_info
 
     gpus = gpu_info() or []
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -14,7 +14,7 @@
    loop times its steps: a sync per call would time the launch latency of small kernels, not
    the kernels. Either way the clock is read only after the device is done.
 
-Statistics (`fwbench.timing.summarize`: median, IQR, bootstrap CI, CV, raw values) are of the time
+Statistics (`fwbench.measure.timing.summarize`: median, IQR, bootstrap CI, CV, raw values) are of the time
 *per call* (unit / inner); `timing_warnings` judge the units (too short, unstable, faster than
 the machine's measured peak).
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..timing import summarize, timing_warnings
+from ..measure.timing import summarize, timing_warnings
 
 #: Successive warm-up timings that must agree before the warm-up counts as steady.
 STEADY_WINDOW = 3

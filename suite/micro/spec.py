@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import SpecError
 from ..layers import INITS, Layer
 from ..ops import BATCHNORM_PASSES, CONV_PASSES, DENSE_PASSES, POOL_PASSES
-from ..spec import DTYPES, FAMILIES, OPTIMIZERS, TaskInfo, _suggest, build, resolve_raw
+from ..spec import DTYPES, FAMILIES, OPTIMIZERS, TaskInfo, build, resolve_raw, suggest
 
 BENCH_FAMILIES = tuple(f for f in FAMILIES if f != "train")
 #: Short ``--set`` keys of a microbenchmark (applied before `fwbench.spec.ALIASES`).
@@ -328,7 +328,7 @@ def _check_scaling(case: ScalingCase, source: str, key: str) -> None:
 def _check_convergence(conv: ConvergenceSpec, source: str) -> None:
     for name, lr in conv.lr.items():
         if name not in OPTIMIZERS:
-            raise SpecError(source, f"convergence.lr.{name}", f"unknown optimizer; {_suggest(name, OPTIMIZERS)}")
+            raise SpecError(source, f"convergence.lr.{name}", f"unknown optimizer; {suggest(name, OPTIMIZERS)}")
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
             raise SpecError(source, f"convergence.lr.{name}", f"expected a number > 0, got {lr!r}")
     if conv.steps and conv.batch_size > conv.samples:

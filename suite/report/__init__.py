@@ -1,7 +1,7 @@
 """The comparative report: one self-contained HTML page (or Markdown, CSV, Parquet) from result records.
 
     from fwbench.report import write_report
-    write_report(records, "report.html")            # records: dicts as `fwbench.results.load_records` gives
+    write_report(records, "report.html")            # records: dicts as `fwbench.records.results.load_records` gives
 
 The HTML page has inline CSS, figures as base64 PNG ``data:`` URIs and the records as JSON in a
 ``<script type="application/json" id="fwbench-data">``; it opens from disk with no network.
@@ -19,7 +19,7 @@ FORMATS = ("html", "md", "csv", "parquet")
 
 def load_for_report(paths: Iterable[str | Path] | str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Records under ``paths`` and the messages of the files that were skipped (corrupt, truncated...)."""
-    from ..results import load_records
+    from ..records.results import load_records
 
     skipped: list[str] = []
     records = load_records(paths, skipped)
@@ -27,10 +27,10 @@ def load_for_report(paths: Iterable[str | Path] | str | Path) -> tuple[list[dict
 
 
 def results_frame(records: list[dict[str, Any]]):
-    """One row per record, as `fwbench.results.load_results` gives (see `fwbench.results.flatten`)."""
+    """One row per record, as `fwbench.records.results.load_results` gives (see `fwbench.records.results.flatten`)."""
     import pandas as pd
 
-    from ..results import flatten
+    from ..records.results import flatten
 
     return pd.DataFrame([flatten(r) for r in records])
 
@@ -70,7 +70,7 @@ def write_report(records: Iterable[dict[str, Any]], path: str | Path, fmt: str |
     """Write the report of ``records`` to ``path`` as ``fmt`` (html, md, csv or parquet).
 
     Args:
-        records: result records (dicts of the schema in `fwbench.results`).
+        records: result records (dicts of the schema in `fwbench.records.results`).
         path: output file; its folder is created.
         fmt: html (default), md (summary table + warnings), csv or parquet (the flattened table);
             None picks it from the file suffix.

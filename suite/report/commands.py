@@ -22,7 +22,7 @@ def add_commands(subparsers) -> None:
                         help="html (default), md, csv or parquet; default: from the --output suffix")
     report.set_defaults(handler=cmd_report)
 
-    from ..compare import add_compare_options
+    from ..gate.compare import add_compare_options
 
     compare = subparsers.add_parser(
         "compare", help="compare two sets of records; exit 1 on a regression or a failed cell",
@@ -64,6 +64,6 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..compare import cmd_compare as run
+    from ..gate.compare import cmd_compare as run
 
     return run(args)

@@ -4,7 +4,7 @@ framework, Keras, Flax) on every engine, and each frontend's overhead over the r
 Overhead = median step time of the frontend's cell / median step time of the raw engine's cell
 (same task, dataset, device and settings; 1.0 = no overhead, 3.0 = three times slower). Its 95%
 interval, labelled with what it covers: over repeats when both cells ran ``--repeat`` 2 or more
-times (a t interval on the log per-repeat medians, `fwbench.statistics.ratio_interval`: the process
+times (a t interval on the log per-repeat medians, `fwbench.measure.statistics.ratio_interval`: the process
 is the unit), else a percentile bootstrap over both cells' raw step times (`scipy.stats.bootstrap`,
 independent samples), which covers only the step-to-step noise of the one run.
 """
@@ -50,7 +50,7 @@ def overhead_ratio(frontend: dict[str, Any], raw: dict[str, Any], seed: int = 0)
         return None
     over_repeats = all((metric(r, "step_time_s") or {}).get("unit") == "repeat" for r in (frontend, raw))
     if over_repeats and a.size >= 2 and b.size >= 2:  # the process is the unit: a t interval on log medians
-        from ..statistics import ratio_interval
+        from ..measure.statistics import ratio_interval
 
         found = ratio_interval(b, a, 0.95)
         return {"ratio": found.ratio, "low": found.low, "high": found.high, "over": "repeats"}

@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from ..results import dumps
+from ..records.results import dumps
 from ..version import __version__
 from . import figures, latency, microbench_figures, tables
 from .cells import (

@@ -14,7 +14,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..inference_records import is_inference
+from ..inference.records import is_inference
 from .cells import backend_color, backend_order, by_group, group_label, is_ok
 from .plotting import literal, new_figure, report_style
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from .local import Cell
 
-#: ``on_record(cell, record)``: a cell's record (a dict, `fwbench.record.new_record`), exactly once per cell.
+#: ``on_record(cell, record)``: a cell's record (a dict, `fwbench.records.record.new_record`), exactly once per cell.
 OnRecord = Callable[["Cell", dict[str, Any]], None]
 
 

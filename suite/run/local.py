@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..record import new_record
-from ..results import now_iso, read_record, safe_name, write_record
+from ..records.record import new_record
+from ..records.results import now_iso, read_record, safe_name, write_record
 from .placement import claim_for_cell, with_placement
 from .process import die_with_parent
 
@@ -44,7 +44,7 @@ class Cell:
     memory_limit_mb: int | None = None
     peak_flops: float | None = None  # the machine's measured peak (FLOP/s), see fwbench.micro.peak
     peak_info: dict[str, Any] = field(default_factory=dict)  # its details (bandwidth, per backend)
-    save_weights: str | None = None  # a folder: the cell writes <folder>/<cell_id>.npz (fwbench.checkpoints)
+    save_weights: str | None = None  # a folder: the cell writes <folder>/<cell_id>.npz (fwbench.records.checkpoints)
     repeats: int = 1  # fresh processes per cell (`bench run --repeat`), interleaved across cells
     repeat: int = 1  # which of them this is (1-based); the cell_id is the same for all
 
@@ -225,11 +225,11 @@ def execute(cells: list[Cell], run_dir: Path, executor, *, resume_done: Iterable
     A cell with ``repeats > 1`` runs that many times, each in a fresh process, interleaved across
     cells (every cell's repeat 1, then every cell's repeat 2, ...). Each repeat's record is kept in
     ``<run_dir>/repeats/`` as it ends (``--resume`` reuses them); when a cell's last repeat ends, the
-    cell's one record (`fwbench.repeats.merge_repeats`) is written. A repeat that fails ends its cell:
+    cell's one record (`fwbench.measure.repeats.merge_repeats`) is written. A repeat that fails ends its cell:
     the cell's record is the failure, with the repeats done before it.
     """
+    from ..measure.repeats import mark_single, merge_repeats
     from ..plugins import get_plugin_manager
-    from ..repeats import mark_single, merge_repeats
     from .repeats import RepeatStore
 
     pm = get_plugin_manager()

@@ -36,7 +36,7 @@ def default_repeats() -> int:
     return int(text)
 
 
-def _pick_backends(registry, names: list[str] | None) -> list[str]:
+def pick_backends(registry, names: list[str] | None) -> list[str]:
     if names:
         for name in names:
             backend = registry.get_backend(name)
@@ -50,7 +50,7 @@ def _pick_backends(registry, names: list[str] | None) -> list[str]:
     return available
 
 
-def _ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
+def ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
     """Fail before any cell runs if a dataset is neither packaged, cached nor downloadable."""
     from ..datasets.base import default_data_dir
 
@@ -73,7 +73,7 @@ def plan_run(args) -> Plan:
         raise UnknownNameError("executor", args.executor, list(registry.executors))
     if args.executor == "local" and (getattr(args, "workers", None) or getattr(args, "scheduler", None)):
         raise UsageError("--workers/--scheduler only apply to --executor dask; add --executor dask or drop them")
-    backends = _pick_backends(registry, args.backend)
+    backends = pick_backends(registry, args.backend)
     for device in args.device:
         if device not in ("cpu", "gpu", "auto"):
             raise UsageError(f"unknown device {device!r} in --device; expected cpu, gpu or auto")
@@ -108,7 +108,7 @@ def plan_run(args) -> Plan:
                 datasets.add(task.dataset.name)
                 refuse_before_cells(registry, task)  # shapes, classes, batch vs split, memory
                 if task.task.scenario == "inference":
-                    from ..inference import check_servable
+                    from ..inference.scenario import check_servable
 
                     check_servable(registry, task)
             label = path.stem if task_name == str(path) else task_name
@@ -131,7 +131,7 @@ def plan_run(args) -> Plan:
                                       save_weights=_save_weights_dir(args), repeats=repeats))
     _check_engines(backends, cells, grid)
     for name in sorted(datasets):
-        _ensure_dataset(registry, name, args.data_dir)
+        ensure_dataset(registry, name, args.data_dir)
     cells = _with_peaks(cells, registry, getattr(args, "peak", "off"), threads, backends, args.device)
     run_dir = args.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
@@ -216,8 +216,8 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
         if gflops <= 0:
             raise UsageError(f"--peak {mode!r}: the peak must be > 0 GFLOP/s")
         return {"gflops": gflops, "source": "command line", "per_backend": {}, "device": device}
-    from ..display import make_console
     from ..micro.peak import resolve_peak
+    from .display import make_console
     from .placement import visible_gpus
 
     console = make_console(stderr=True)
@@ -249,8 +249,8 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
 def run_planned(plan: Plan, args) -> int:
     import sys
 
-    from ..display import RunDisplay, make_console, results_notes, results_table
     from ..plugins import get_registry
+    from .display import RunDisplay, make_console, results_notes, results_table
 
     registry = get_registry()
     executor = registry.executors[args.executor](**vars(args))  # the protocol: fwbench.run.executor
@@ -266,11 +266,11 @@ def run_planned(plan: Plan, args) -> int:
     with RunDisplay(todo, console, enabled=show) as display:
         outcome = execute(plan.cells, plan.run_dir, executor, resume_done=plan.resume_done,
                           display=display, manifest=plan.manifest)
-    from ..results import load_records
+    from ..records.results import load_records
 
     records = [r for r in load_records(plan.run_dir) if r.get("cell_id") in {c.cell_id for c in plan.cells}]
     out = make_console()
-    from ..inference_records import inference_table, is_inference
+    from ..inference.records import inference_table, is_inference
 
     if any(not is_inference(r) for r in records):
         out.print(results_table([r for r in records if not is_inference(r)],

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..results import now_iso
+from ..records.results import now_iso
 from .process import allowed_cores
 
 #: Where the per-core and per-GPU lock files live (default: one folder per user in the temp dir).

@@ -52,7 +52,7 @@ def _check_dataset_keys(task, dataset) -> None:
 
 def training_samples(task, dataset) -> int | None:
     """Samples left for training after ``train_limit`` and ``validation_split`` (as
-    `fwbench.data.prepare` computes them), or None when the dataset's size is not known."""
+    `fwbench.datasets.pipeline.prepare` computes them), or None when the dataset's size is not known."""
     n = dataset.train_size
     if n is None or task.dataset.classes:  # a class subset: known only once loaded
         return None

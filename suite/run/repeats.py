@@ -1,7 +1,7 @@
 """The records of single repeats, kept in ``<run_dir>/repeats/`` as each one ends.
 
 They are what ``--resume`` reuses (a repeat with an ok record is not run again) and what the cell's
-one record is merged from (`fwbench.repeats.merge_repeats`). `fwbench.results.record_paths` leaves
+one record is merged from (`fwbench.measure.repeats.merge_repeats`). `fwbench.records.results.record_paths` leaves
 this folder out, so loading a run gives one record per cell.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from ..results import read_record, write_record
+from ..records.results import read_record, write_record
 
 FOLDER = "repeats"
 

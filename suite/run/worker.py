@@ -16,8 +16,8 @@ from typing import Any
 
 from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
-from ..record import new_record
-from ..results import now_iso
+from ..records.record import new_record
+from ..records.results import now_iso
 from .process import memory_status, pin_threads, watch_parent
 
 
@@ -101,7 +101,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         if is_bench_spec(spec):
             _bench_cell(cell, record, backend, spec, threads)
         elif spec.task.scenario == "inference":
-            from ..inference import run_inference_cell
+            from ..inference.scenario import run_inference_cell
 
             run_inference_cell(cell, record, backend, registry, threads, load_data=_load_data,
                                configure=_configure, progress=progress)
@@ -123,7 +123,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
 
 
 def _environment(threads: int, pm) -> dict[str, Any]:
-    from ..environment import collect
+    from ..records.environment import collect
 
     env = collect(threads)
     extra = {}
@@ -135,11 +135,11 @@ def _environment(threads: int, pm) -> dict[str, Any]:
 
 
 def _load_data(cell, record, registry, task):
-    """The task's dataset, prepared (`fwbench.data.prepare`), and the model's analysis:
+    """The task's dataset, prepared (`fwbench.datasets.pipeline.prepare`), and the model's analysis:
     ``(dataset, data, info)``; the record gets the dataset's facts."""
-    from ..data import prepare
     from ..datasets.base import default_data_dir
     from ..datasets.packaged import Synthetic
+    from ..datasets.pipeline import prepare
     from ..model import analyze
 
     dataset = registry.get_dataset(task.dataset.name)
@@ -179,7 +179,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
 
     weights = initial_weights(task.model, info, task.training.seed, task.training.dtype)
     if task.model.init_from:  # a checkpoint: matching arrays replace the canonical init
-        from ..checkpoints import apply_init_from
+        from ..records.checkpoints import apply_init_from
 
         weights, record["init_from"] = apply_init_from(task.model.init_from, weights, task.source)
         if record["init_from"].get("warning"):
@@ -193,7 +193,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         record["warnings"].append(f"parameter count {record['params']} differs from the spec's "
                                   f"{info.trainable_count}: the backend builds a different model")
     epochs = task.training.epochs
-    from ..energy import Meter, open_counter, training_energy
+    from ..measure.energy import Meter, open_counter, training_energy
 
     meter = Meter(open_counter(device))  # the device's energy counter, or why there is none
 
@@ -223,7 +223,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
 
     record["precision"] = recorded(record)
     if cell.get("save_weights"):  # the final weights (early stopping's best, if restored)
-        from ..checkpoints import save_checkpoint
+        from ..records.checkpoints import save_checkpoint
 
         record["weights_path"] = str(save_checkpoint(
             Path(cell["save_weights"]) / f"{cell['cell_id']}.npz", result.final_weights,
@@ -249,7 +249,7 @@ def _peak_flops(record: dict[str, Any]) -> float | None:
 def _complete_environment(record: dict[str, Any]) -> None:
     """Facts known only once the backend ran: dtype, compile mode, BLAS libraries then loaded
     (frameworks bring their own), the GPU and its driver."""
-    from ..environment import blas_info, framework_kernels, gpu_info, summarize
+    from ..records.environment import blas_info, framework_kernels, gpu_info, summarize
 
     env, config = record["env"], record.get("config") or {}
     env["dtype"] = ((config.get("training") or config.get("bench") or {}).get("dtype"))
@@ -274,7 +274,7 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
     _add_peak(cell, record, device)
     progress(f"configuring {backend.name} on {device}")
     t_configure = time.perf_counter()
-    from ..environment import backend_facts
+    from ..records.environment import backend_facts
 
     record["env"]["backend"] = backend_facts(backend.configure(device=device, threads=threads), device)
     record["configure_s"] = time.perf_counter() - t_configure  # mostly the framework's import
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     cell_path, out_path = map(Path, argv)
     cell = json.loads(cell_path.read_text())
     record = run_cell(cell)
-    from ..results import dumps
+    from ..records.results import dumps
 
     tmp = out_path.with_suffix(".tmp")
     tmp.write_text(dumps(record))

@@ -24,24 +24,24 @@ STUDY_FIELDS = ("name", "title", "kind", "description", "source", "profile")
 
 def add_study_command(subparsers) -> None:
     """Register ``bench study`` (called from the built-in `fwbench_register_commands`)."""
-    from ..cli import _csv, _positive_float, _positive_int
+    from ..cli import csv_list, positive_float, positive_int
 
     study = subparsers.add_parser(
         "study", help="run a named study (a set of cells) and write its report",
         description="Run a study from `bench list studies`: its cells for each backend, each in its own "
                     "process (records in --out/<run_id>/), then write an HTML report with the study's section.")
     study.add_argument("name", help="a study name (see `bench list studies`) or a path to a study .toml")
-    study.add_argument("--backend", "-b", type=_csv, default=None,
+    study.add_argument("--backend", "-b", type=csv_list, default=None,
                        help="comma-separated backends (default: every available one)")
     study.add_argument("--profile", choices=["quick", "full"], default="full",
                        help="quick: the study's [profiles.quick] (fewer epochs and samples)")
     study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec value in every cell (applied last), e.g. --set training.epochs=2")
     study.add_argument("--out", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
-    study.add_argument("--threads", type=_positive_int, default=None,
+    study.add_argument("--threads", type=positive_int, default=None,
                        help=threads_help())
     study.add_argument("--device", default="cpu", help="cpu (default), gpu or auto")
-    study.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
+    study.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds per cell before it is killed")
     study.add_argument("--data-dir", type=Path, default=None, help="dataset cache (default: $FWBENCH_DATA_DIR)")
     study.add_argument("--report", type=Path, default=None, metavar="FILE",
                        help="where to write the HTML report (default: <run folder>/report.html)")
@@ -122,7 +122,7 @@ def study_table(records: list[dict[str, Any]], title: str):
     from rich.table import Table
     from rich.text import Text
 
-    from ..display import STATUS_STYLE, _fmt
+    from ..run.display import STATUS_STYLE, format_value
 
     table = Table(title=title, header_style="bold", title_justify="left")
     for name in ("variant", "backend", "task · dataset", "status", "test acc", "epochs", "train s", "params"):
@@ -134,18 +134,18 @@ def study_table(records: list[dict[str, Any]], title: str):
         status = str(r.get("status")) + (f" ({len(r['warnings'])}⚠)" if r.get("warnings") else "")
         table.add_row(str((r.get("study") or {}).get("label", "?")), str(r.get("backend")),
                       f"{r.get('task')} · {r.get('dataset') or '?'}",
-                      Text(status, style=STATUS_STYLE.get(r.get("status"), "")), _fmt(m.get("test_accuracy"), ".2%"),
-                      _fmt(m.get("epochs_run"), "d"), _fmt(m.get("train_time_s"), ".2f"), _fmt(r.get("params"), ","))
+                      Text(status, style=STATUS_STYLE.get(r.get("status"), "")), format_value(m.get("test_accuracy"), ".2%"),
+                      format_value(m.get("epochs_run"), "d"), format_value(m.get("train_time_s"), ".2f"), format_value(r.get("params"), ","))
     return table
 
 
 def cmd_study(args) -> int:
-    from ..display import RunDisplay, make_console, results_notes
     from ..plugins import get_registry
+    from ..records.results import load_records
     from ..report import write_report
-    from ..results import load_records
+    from ..run.display import RunDisplay, make_console, results_notes
     from ..run.local import execute, new_run_id
-    from ..run.matrix import _ensure_dataset, _pick_backends
+    from ..run.matrix import ensure_dataset, pick_backends
     from ..run.placement import available_cores
     from ..spec import load_task, parse_overrides
     from .spec import load_study
@@ -160,12 +160,12 @@ def cmd_study(args) -> int:
         raise UsageError(f"unknown device {args.device!r} in --device; expected cpu, gpu or auto")
     profile = None if args.profile == "full" else args.profile
     study = load_study(path, registry, profile, grid[0])
-    backends = _pick_backends(registry, args.backend)
+    backends = pick_backends(registry, args.backend)
     from ..run.placement import threads_per_cell
 
     threads = threads_per_cell(args.threads, 1, available_cores())  # as `bench run` gives a cell
     for name in sorted({load_task(c.task_path, c.overrides).dataset.name for c in study.cells}):
-        _ensure_dataset(registry, name, args.data_dir)
+        ensure_dataset(registry, name, args.data_dir)
 
     run_id = new_run_id()
     run_dir = args.out / run_id

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, UnknownNameError
-from ..spec import ALIASES, _suggest, build, read_toml, task_family, task_from_dict
+from ..spec import ALIASES, build, read_toml, suggest, task_family, task_from_dict
 
 STUDY_KINDS = ("sweep", "regularization", "architectures", "vanishing_gradients", "transfer")
 REFERENCE_KEY = "model.init_from"
@@ -118,7 +118,7 @@ def _profile_table(table: dict[str, Any], profile: str | None, source: str, key:
     if profile not in table:
         if required:
             known = ["full", *table]
-            raise SpecError(source, key, f"no profile {profile!r}; {_suggest(profile, known)} "
+            raise SpecError(source, key, f"no profile {profile!r}; {suggest(profile, known)} "
                             f"(add [{key}.{profile}] to the study)")
         return {}
     value = table[profile]
@@ -166,7 +166,7 @@ def _task_path(task: str, registry, study_source: str, key: str) -> Path:
         return Path(registry.get_task_file(task)).resolve()
     except UnknownNameError:
         raise SpecError(study_source, key, f"unknown task {task!r}; "
-                        f"{_suggest(task, registry.task_files)} (see `bench list tasks`)") from None
+                        f"{suggest(task, registry.task_files)} (see `bench list tasks`)") from None
 
 
 def _spec_error_text(exc: SpecError) -> str:
@@ -264,7 +264,7 @@ def _check_model(task, registry) -> None:
     dataset = registry.datasets.get(task.dataset.name)
     if dataset is None:
         raise SpecError(task.source, "dataset.name", f"unknown dataset {task.dataset.name!r}; "
-                        f"{_suggest(task.dataset.name, registry.datasets)} (see `bench list datasets`)")
+                        f"{suggest(task.dataset.name, registry.datasets)} (see `bench list datasets`)")
     synthetic_shape = task.dataset.name == "synthetic" and task.dataset.shape
     shape = tuple(task.dataset.shape) if synthetic_shape else tuple(dataset.input_shape)
     classes = len(task.dataset.classes) or dataset.num_classes

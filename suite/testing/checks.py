@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import BuildRequest, Unsupported
-from ..timing import too_fast
+from ..measure.timing import too_fast
 
 #: How long a sync may take to return before the audit calls it a hang.
 SYNC_TIMEOUT_S = 120.0
@@ -60,7 +60,7 @@ def configured(name: str):
 
 def training_tasks() -> list[str]:
     """Every registered task of the training family (the shipped ones and any a plugin adds)."""
-    from ..conformance import training_tasks as names
+    from ..conformance.checks import training_tasks as names
     from ..plugins import get_registry
 
     return names(get_registry())
@@ -83,7 +83,7 @@ def build(backend, task, dtype: str = "float32"):
     """A trainer for ``task`` at its dataset's shape, with the canonical initial weights."""
     import dataclasses
 
-    from ..conformance import task_input
+    from ..conformance.checks import task_input
     from ..model import analyze, initial_weights
 
     _supported(backend, task)
@@ -100,7 +100,7 @@ def build(backend, task, dtype: str = "float32"):
 
 def check_conformance(backend_name: str, task_name: str) -> str:
     """`bench check` for one (backend, task): every check against the NumPy float64 reference."""
-    from ..conformance import REFERENCE, check_one
+    from ..conformance.checks import REFERENCE, check_one
 
     backend, reference = configured(backend_name), configured(REFERENCE)
     checks = check_one(task_name, load(task_name), backend, reference)
@@ -248,7 +248,7 @@ def check_sync(backend_name: str, task_name: str, given_peak_gflops: float | Non
     text = (f"step {statistics.median(synced) * 1e3:.3f} ms synced (min {min(synced) * 1e3:.3f}), "
             f"{unsynced * 1e3:.3f} ms per step with one final sync, {dispatched / AUDIT_STEPS * 1e3:.3f} ms to "
             f"dispatch; {flops / fastest / 1e9:.2f} GFLOP/s at best vs a peak of {peak / 1e9:.1f} ({source})")
-    if too_fast(flops / fastest, peak):  # the suite's one margin (fwbench.timing.TOO_FAST_MARGIN)
+    if too_fast(flops / fastest, peak):  # the suite's one margin (fwbench.measure.timing.TOO_FAST_MARGIN)
         raise KitFailure(f"a train step is faster than the machine can compute: {text}. sync(handle) must "
                          "block until the step's work is done (see docs/plugins.md, section 3, Sync)")
     return text

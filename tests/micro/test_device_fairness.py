@@ -68,8 +68,8 @@ def test_bench_run_hands_gpu_cells_the_gpu_peak(monkeypatch, tmp_path):
     monkeypatch.setattr(placement, "visible_gpus", lambda: ["0"])
     monkeypatch.setattr(peak_mod, "gpu_facts", lambda: GPU)
     monkeypatch.setattr(peak_mod, "run_child", fake_child({"cpu": {"numpy": 100.0}, "gpu": {"numpy": 50_000.0}}))
-    monkeypatch.setattr(matrix, "_pick_backends", lambda registry, names: ["numpy"])
-    monkeypatch.setattr(matrix, "_ensure_dataset", lambda *a: None)
+    monkeypatch.setattr(matrix, "pick_backends", lambda registry, names: ["numpy"])
+    monkeypatch.setattr(matrix, "ensure_dataset", lambda *a: None)
     args = argparse.Namespace(executor="local", workers=None, scheduler=None, backend=["numpy"], device=["cpu", "gpu"],
                               overrides=[], threads=1, profile="quick", resume=False, out=tmp_path / "out",
                               task=["mlp_mnist"], dataset=None, timeout=60.0, memory_limit=None, data_dir=None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fwbench.conformance import REFERENCE, check_one
+from fwbench.conformance.checks import REFERENCE, check_one
 from fwbench.plugins import get_registry
 from fwbench.spec import load_task
 
@@ -97,7 +97,7 @@ def test_training_cell_is_skipped_and_inference_cell_runs(bench, tmp_path):
     result = bench("run", "-b", "onnxruntime", "-t", "mlp_mnist", "--dataset", "digits", "--peak", "off",
                    "--scenario", "inference", "--set", "inference.min_time_s=0.02", "-o", str(tmp_path / "serve"))
     assert result.returncode == 0, result.stderr + result.stdout
-    from fwbench.results import load_records
+    from fwbench.records.results import load_records
 
     (record,) = load_records(tmp_path / "serve")
     assert record["status"] == "ok" and record["metrics"]["latency_p50_s"] > 0

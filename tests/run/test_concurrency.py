@@ -11,7 +11,7 @@ from datetime import datetime
 
 import psutil
 import pytest
-from fwbench.results import load_records
+from fwbench.records.results import load_records
 
 QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--no-progress", "--peak", "off"]
 

@@ -10,8 +10,8 @@ import threading
 import time
 
 import pytest
-from fwbench import results as results_mod
-from fwbench.results import load_records, write_record
+from fwbench.records import results as results_mod
+from fwbench.records.results import load_records, write_record
 from fwbench.run.local import Cell, execute
 
 QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=2", "--no-progress",

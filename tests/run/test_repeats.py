@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fwbench.results import load_records
+from fwbench.records.results import load_records
 
 QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=1", "--no-progress"]
 

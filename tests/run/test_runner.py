@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from fwbench.results import load_records, load_results
+from fwbench.records.results import load_records, load_results
 
 QUICK = ["--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=2", "--no-progress"]
 

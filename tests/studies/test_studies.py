@@ -239,7 +239,7 @@ def test_bad_frozen_entries_name_the_fix(frozen, fragment):
 
 def test_grad_norms_and_eval_train_are_recorded_per_epoch():
     from fwbench.backend import BuildRequest
-    from fwbench.data import Prepared
+    from fwbench.datasets.pipeline import Prepared
     from fwbench.model import initial_weights
     from fwbench.training import layer_grad_norms, train
     from fwbench_numpy.backend import NumpyBackend
@@ -265,8 +265,8 @@ def test_grad_norms_and_eval_train_are_recorded_per_epoch():
 
 
 def test_label_noise_flips_exactly_that_fraction_of_training_labels_only():
-    from fwbench.data import noisy_labels, prepare
     from fwbench.datasets.base import Arrays
+    from fwbench.datasets.pipeline import noisy_labels, prepare
     from fwbench.spec import DatasetSpec
 
     y = np.arange(1000) % 10

@@ -8,7 +8,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from fwbench.conformance import task_input
+from fwbench.conformance.checks import task_input
 from fwbench.model import analyze
 from fwbench.spec import load_task
 from fwbench_tensorflow.model import conv_padding

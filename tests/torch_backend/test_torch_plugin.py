@@ -47,7 +47,7 @@ def test_configure_sets_threads_and_full_fp32_precision():
     assert facts["torch_version"] == torch.__version__
     assert facts["matmul_allow_tf32"] is False and facts["cudnn_allow_tf32"] is False
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-    assert "device_name" not in facts  # on the CPU the core names it (fwbench.environment.backend_facts)
+    assert "device_name" not in facts  # on the CPU the core names it (fwbench.records.environment.backend_facts)
     assert "cudnn_benchmark" in facts and "deterministic_algorithms" in facts
 
 

@@ -11,9 +11,9 @@ two Python environments with fwbench installed (a venv folder or its ``python``)
 2. **Run** the matrix ``--repeat`` times per side, each time through the side's own ``bench run``
    (one fresh process per cell), alternating sides in ABBA blocks — A B, B A, A B ... — so drift of
    the machine and any order effect hit both sides alike, and block *i* of A and of B form a pair.
-3. **Judge**: each side's runs become one record per cell (`fwbench.repeats.merge_repeats`), kept
+3. **Judge**: each side's runs become one record per cell (`fwbench.measure.repeats.merge_repeats`), kept
    in ``OUT/base/cells`` and ``OUT/new/cells`` (each repeat keeps its block index, the record its
-   last repeat's time); `fwbench.compare.compare` pairs block *i* of BASE with block *i* of NEW (a
+   last repeat's time); `fwbench.gate.compare.compare` pairs block *i* of BASE with block *i* of NEW (a
    paired t on log values, over the blocks both sides have) and the table and exit code are those
    of ``bench compare`` — which, given ``OUT/base OUT/new``, reads the same cells and pairs alike.
 """
@@ -29,8 +29,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
-from .run.placement import threads_help
+from ..errors import UsageError
+from ..run.placement import threads_help
 
 DEFAULT_AB_REPEATS = 8  # what the gate uses: its error rates are measured (docs/statistics.md)
 TIMED_OUT = 124  # run_block's code for a block stopped at --block-timeout
@@ -178,7 +178,7 @@ def merge_blocks(blocks: list[list[dict]] | dict[int, list[dict]], timed_out: di
     (a list counts from 1). Each repeat keeps its block index, so two sides pair by block even when
     a block is missing on one of them. A cell that failed in any block, or that a block stopped at
     its ``timed_out[block]`` seconds did not finish, is that failure."""
-    from .repeats import merge_repeats
+    from ..measure.repeats import merge_repeats
 
     blocks = dict(enumerate(blocks, start=1)) if isinstance(blocks, list) else blocks
     by_cell: dict[str, list[dict]] = {}
@@ -206,7 +206,7 @@ def merge_blocks(blocks: list[list[dict]] | dict[int, list[dict]], timed_out: di
 
 def merged_side(out: Path, timed_out: dict[int, float] | None = None) -> list[dict]:
     """`merge_blocks` of the side's blocks in ``out/blocks/blockNNN``, written to ``out/cells``."""
-    from .results import load_records, write_record
+    from ..records.results import load_records, write_record
 
     blocks = {int(p.name.removeprefix("block")): load_records(p) for p in sorted((out / "blocks").glob("block*"))
               if p.is_dir() and p.name.removeprefix("block").isdigit() and list(p.glob("*/run.json"))}
@@ -248,8 +248,8 @@ def matrix_args(args) -> list[str]:
 
 
 def cmd_ab(args) -> int:
+    from ..run.display import make_console
     from .compare import compare, exit_code, markdown, options, print_result
-    from .display import make_console
 
     threshold, alpha, metrics = options(args)  # refuse bad options before building anything
     if args.repeat < 2:
@@ -292,7 +292,7 @@ def cmd_ab(args) -> int:
 
 
 def add_ab_command(subparsers) -> None:
-    from .cli import _csv, _positive_float, _positive_int
+    from ..cli import csv_list, positive_float, positive_int
     from .compare import add_compare_options
 
     ab = subparsers.add_parser(
@@ -303,18 +303,18 @@ def add_ab_command(subparsers) -> None:
                     "1 on a slower metric or a cell that failed in NEW, 2 on bad input.")
     ab.add_argument("base", metavar="BASE", help="git revision (HEAD~1, main, a hash) or a venv folder")
     ab.add_argument("new", metavar="NEW", help="git revision or a venv folder")
-    ab.add_argument("--backend", "-b", type=_csv, default=None, help="comma-separated backends (default: all)")
-    ab.add_argument("--task", "-t", type=_csv, default=["mlp_mnist"], help="comma-separated tasks (default: mlp_mnist)")
+    ab.add_argument("--backend", "-b", type=csv_list, default=None, help="comma-separated backends (default: all)")
+    ab.add_argument("--task", "-t", type=csv_list, default=["mlp_mnist"], help="comma-separated tasks (default: mlp_mnist)")
     ab.add_argument("--dataset", default=None, help="dataset instead of each task's")
     ab.add_argument("--profile", choices=["quick", "full"], default=None, help="quick or full (default: full)")
     ab.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a spec value, as in `bench run`")
-    ab.add_argument("--threads", type=_positive_int, default=None, help=threads_help("threads per cell, both sides alike"))
-    ab.add_argument("--device", type=_csv, default=None, help="cpu, gpu or auto")
-    ab.add_argument("--timeout", type=_positive_float, default=3600.0, help="seconds per cell before it is killed")
-    ab.add_argument("--block-timeout", type=_positive_float, default=None,
+    ab.add_argument("--threads", type=positive_int, default=None, help=threads_help("threads per cell, both sides alike"))
+    ab.add_argument("--device", type=csv_list, default=None, help="cpu, gpu or auto")
+    ab.add_argument("--timeout", type=positive_float, default=3600.0, help="seconds per cell before it is killed")
+    ab.add_argument("--block-timeout", type=positive_float, default=None,
                     help="seconds for one side's whole run of the matrix (default: none)")
-    ab.add_argument("--repeat", type=_positive_int, default=DEFAULT_AB_REPEATS, metavar="N",
+    ab.add_argument("--repeat", type=positive_int, default=DEFAULT_AB_REPEATS, metavar="N",
                     help=f"blocks per side, at least 2 (each cell runs N times per side; default: "
                          f"{DEFAULT_AB_REPEATS})")
     ab.add_argument("--out", "-o", type=Path, default=Path("results"),

@@ -1,4 +1,4 @@
-"""Independent references for `fwbench.conformance`: closed-form optimizer steps, finite differences.
+"""Independent references for `fwbench.conformance.checks`: closed-form optimizer steps, finite differences.
 
 The NumPy backend is the float64 reference of the cross-backend checks, so checking it against
 itself proves nothing. What it is checked against instead lives here and shares no code with it:
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .spec import ClipSpec, OptimizerSpec
+from ..spec import ClipSpec, OptimizerSpec
 
 #: `ClipSpec` norm rule: ``g *= min(1, max / (norm + 1e-6))`` (``torch.nn.utils.clip_grad_norm_``).
 CLIP_NORM_EPS = 1e-6

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError
+from ..errors import SpecError
 
 META_KEY = "__meta__"
 FORMAT = "fwbench-checkpoint"
@@ -58,8 +58,8 @@ def save_checkpoint(path: str | Path, weights: dict[str, np.ndarray], *, backend
     The archive goes to a temporary file in the same folder first and is renamed into place, so a
     reader never sees half a checkpoint. Returns the path written.
     """
+    from ..version import __version__
     from .results import now_iso
-    from .version import __version__
 
     path = Path(path)
     if META_KEY in weights:

@@ -1,4 +1,4 @@
-"""``bench check`` around the checks of `fwbench.conformance`: which (backend, options) variants
+"""``bench check`` around the checks of `fwbench.conformance.checks`: which (backend, options) variants
 are checked, each backend in its own process (each task standing alone), and the summary table."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .conformance import Check, training_tasks
-from .errors import UsageError
-from .options import resolve_options
-from .spec import parse_value
+from ..errors import UsageError
+from ..options import resolve_options
+from ..spec import parse_value
+from .checks import Check, training_tasks
 
 
 def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, timeout: float = 1800,
@@ -20,7 +20,7 @@ def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, 
     """Each backend (a name, or ``(name, [backend] options)``) in its own process, each task
     standing alone: the process prints one line per finished task; one that dies (or times out)
     fails the task it was on, keeps the finished ones and is started again for the rest."""
-    from .plugins import get_registry
+    from ..plugins import get_registry
 
     tasks = list(tasks or training_tasks(get_registry()))
     results = []
@@ -41,9 +41,9 @@ def run_checks(backends: list[str | tuple[str, dict]], tasks: list[str] | None, 
 
 def _check_process(backend: str, tasks: list[str], timeout: float, device: str = "cpu",
                    options: dict | None = None, precision: str = "fp32") -> tuple[dict[str, list[dict]], str]:
-    """Run ``python -m fwbench.conformance BACKEND TASK... --device DEVICE [--options JSON]``; the
+    """Run ``python -m fwbench.conformance.checks BACKEND TASK... --device DEVICE [--options JSON]``; the
     rows of each finished task and, if it did not finish them all, why."""
-    module = "fwbench.conformance" if precision == "fp32" else "fwbench.conformance_precision"
+    module = "fwbench.conformance.checks" if precision == "fp32" else "fwbench.conformance.precision"
     cmd = [sys.executable, "-m", module, backend, *tasks, "--device", device]
     if options:
         cmd += ["--options", json.dumps(options)]
@@ -74,7 +74,7 @@ PRECISION_KEYS = ("precision", "training.precision")
 
 def check_precision(items: list[str]) -> str:
     """The precision policy asked for by ``--set precision=…`` (default fp32); exit 2 for a bad one."""
-    from .precision import PRECISIONS
+    from ..precision import PRECISIONS
 
     chosen = "fp32"
     for item in items:

@@ -5,9 +5,9 @@ For the device (``--device cpu|gpu``) it checks, and prints as one pass/fail/ski
 * ``gpu`` (GPU only): the GPUs and driver ``nvidia-smi`` sees;
 * ``peak`` / ``bandwidth``: the device's measured matmul peak and memory bandwidth
   (`fwbench.micro.peak`, cached; ``--refresh-peak`` measures again);
-* per backend, in its own process (`fwbench.doctor_probe`): the device and driver the framework
+* per backend, in its own process (`fwbench.doctor.probe`): the device and driver the framework
   sees, the thread and affinity settings in force, the sync audit, the peak-memory reading;
-* ``conformance``: `bench check` on that device (`fwbench.conformance`), per backend.
+* ``conformance``: `bench check` on that device (`fwbench.conformance.checks`), per backend.
 
 Every check reports pass, fail or skip with its reason; nothing crashes the command. Exit code 1
 on any failure, 0 otherwise (``--json`` prints the rows for scripts).
@@ -20,8 +20,8 @@ import subprocess
 import sys
 from typing import Any
 
-from .doctor_probe import FAIL, PASS, SKIP, check, one_line
-from .run.placement import threads_help
+from ..run.placement import threads_help
+from .probe import FAIL, PASS, SKIP, check, one_line
 
 #: The tasks `bench check` runs by default here: one dense and one convolutional network.
 DEFAULT_TASKS = ("mlp_mnist", "cnn_mnist")
@@ -80,7 +80,7 @@ def _backends(registry, names: list[str] | None, device: str) -> tuple[list[str]
 
 
 def _gpu_row() -> dict[str, Any]:
-    from .environment import gpu_info
+    from ..records.environment import gpu_info
 
     gpus = gpu_info()
     if not gpus:
@@ -92,7 +92,7 @@ def _gpu_row() -> dict[str, Any]:
 
 def _peak_rows(backends: list[str], available: list[str], threads: int, device: str,
                refresh: bool) -> tuple[list[dict[str, Any]], float | None]:
-    from .micro.peak import resolve_peak
+    from ..micro.peak import resolve_peak
 
     try:
         peak = resolve_peak(backends, available, threads, device=device, refresh=refresh)
@@ -115,12 +115,12 @@ def _peak_rows(backends: list[str], available: list[str], threads: int, device: 
 
 def run_probe(backend: str, device: str, threads: int, peak_gflops: float | None,
               timeout: float = PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
-    """`fwbench.doctor_probe` in a fresh process with the run's thread variables."""
-    from .run.local import THREAD_ENV
-    from .run.process import die_with_parent
+    """`fwbench.doctor.probe` in a fresh process with the run's thread variables."""
+    from ..run.local import THREAD_ENV
+    from ..run.process import die_with_parent
 
     env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
-    cmd = [sys.executable, "-m", "fwbench.doctor_probe", backend, device, str(threads),
+    cmd = [sys.executable, "-m", "fwbench.doctor.probe", backend, device, str(threads),
            "none" if peak_gflops is None else repr(peak_gflops)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
@@ -136,9 +136,9 @@ def run_probe(backend: str, device: str, threads: int, peak_gflops: float | None
 
 
 def _conformance_rows(backends: list[str], tasks: list[str], device: str) -> list[dict[str, Any]]:
-    from .conformance import REFERENCE
-    from .conformance_runner import check_variants, run_checks
-    from .plugins import get_registry
+    from ..conformance.checks import REFERENCE
+    from ..conformance.runner import check_variants, run_checks
+    from ..plugins import get_registry
 
     try:  # a frontend on every installed engine, as `bench check` does
         checks = run_checks(check_variants(get_registry(), backends, []), tasks, device=device)
@@ -161,8 +161,8 @@ def _conformance_rows(backends: list[str], tasks: list[str], device: str) -> lis
 
 
 def doctor_rows(args) -> list[dict[str, Any]]:
-    from .plugins import get_registry
-    from .run.placement import available_cores, threads_per_cell
+    from ..plugins import get_registry
+    from ..run.placement import available_cores, threads_per_cell
 
     registry = get_registry()
     backends, rows = _backends(registry, args.backend, args.device)
@@ -196,7 +196,7 @@ def cmd_doctor(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from .display import make_console
+    from ..run.display import make_console
 
     rows = doctor_rows(args)
     failed = [r for r in rows if r["status"] == FAIL]

@@ -1,4 +1,4 @@
-"""How a comparison (`fwbench.compare.Comparison`) is shown: the terminal table, the Markdown of a
+"""How a comparison (`fwbench.gate.compare.Comparison`) is shown: the terminal table, the Markdown of a
 pull-request comment / job summary, the headline and the list of failing rows."""
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def print_result(result, fmt: str, fail_on: str, title: str = "bench compare: BA
 
     from rich.text import Text
 
-    from .display import make_console
+    from ..run.display import make_console
 
     if fmt == "md":
         sys.stdout.write(markdown(result, fail_on))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .statistics import (
+from ..measure.statistics import (
     RatioInterval,
     holm_levels,
     minimum_detectable,

@@ -1,9 +1,9 @@
 """``bench compare BASE NEW``: pair the cells of two sets of records and judge each metric.
 
 Cells are paired by (backend, task, device, dataset, overrides) and checked for like with like
-(`fwbench.comparable`: batch, dtype, threads, CPU, device, parameters). Per metric: base, new (the
+(`fwbench.gate.comparable`: batch, dtype, threads, CPU, device, parameters). Per metric: base, new (the
 geometric means of the per-repeat values the change is computed from), the ratio NEW/BASE with its
-interval and a verdict (`fwbench.verdicts`, docs/statistics.md):
+interval and a verdict (`fwbench.gate.verdicts`, docs/statistics.md):
 
 * the units are **repeats** (one value per process, ``metrics["repeats"]``); a rate (throughput) is
   compared in samples/s; the interval is a t interval on logs (Welch, plus a known between-invocation
@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+from ..frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
+from ..measure.statistics import RatioInterval, ratio_interval
 from .comparable import differences
-from .compare_output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401
-from .errors import UsageError
-from .frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
-from .statistics import RatioInterval, ratio_interval
+from .output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401
 from .verdicts import (  # noqa: F401  (re-exported: the verdict names are part of this module's surface)
     BAD_VERDICTS,
     ENV_CHANGED,
@@ -245,7 +245,7 @@ def parse_alpha(text: str | float) -> float:
 
 def load_side(paths: Iterable[str | Path], name: str) -> tuple[list[dict], list[str]]:
     """The records of one side (BASE or NEW) and the messages of skipped files."""
-    from .results import load_records
+    from ..records.results import load_records
 
     paths = [Path(p) for p in paths]
     for p in paths:

@@ -1,6 +1,6 @@
-"""The checks of `bench doctor` that run inside one backend's process (`fwbench.doctor`).
+"""The checks of `bench doctor` that run inside one backend's process (`fwbench.doctor.command`).
 
-``python -m fwbench.doctor_probe BACKEND DEVICE THREADS [PEAK_GFLOPS]`` pins the threads,
+``python -m fwbench.doctor.probe BACKEND DEVICE THREADS [PEAK_GFLOPS]`` pins the threads,
 configures the backend on the device and prints one JSON line: a list of checks, each
 ``{"check", "status": "pass"|"fail"|"skip", "detail", "data"}``. A check that raises becomes a
 failed check naming the error; nothing here ever crashes the command.
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .environment import backend_facts
-from .timing import TOO_FAST_MARGIN, too_fast
+from ..measure.timing import TOO_FAST_MARGIN, too_fast
+from ..records.environment import backend_facts
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 #: On an asynchronous backend, dispatching without sync must take under this share of the synced time.
@@ -94,7 +94,7 @@ def sync_audit(ops, peak_gflops: float | None, clock: Callable[[], float] = time
 
 
 def _host_peak() -> int:
-    from .run.process import memory_status
+    from ..run.process import memory_status
 
     return memory_status().get("VmHWM", 0)
 
@@ -117,10 +117,10 @@ def memory_check(ops, device: str, mib: int | None = None) -> dict[str, Any]:
         moved = after - before
         what = "device peak"
     else:
-        from .micro.families import _reset_host_peak
-        from .run.process import memory_status
+        from ..micro.families import reset_host_peak
+        from ..run.process import memory_status
 
-        resettable = _reset_host_peak()
+        resettable = reset_host_peak()
         status = memory_status()
         before = status.get("VmHWM", 0)
         # a peak that cannot be reset is passed first: the block must reach beyond it
@@ -153,8 +153,8 @@ def threads_check(facts: dict[str, Any], threads: int, cpus: list[int]) -> dict[
 
 
 def probe(backend_name: str, device: str, threads: int, peak_gflops: float | None) -> list[dict[str, Any]]:
-    from .plugins import get_registry
-    from .run.process import pin_threads
+    from ..plugins import get_registry
+    from ..run.process import pin_threads
 
     cpus = pin_threads(threads)
     backend = get_registry().get_backend(backend_name)

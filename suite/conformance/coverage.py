@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-from .layers import ACTIVATIONS, INITS, LAYER_TYPES
-from .spec import OPTIMIZERS, SCHEDULES
+from ..layers import ACTIVATIONS, INITS, LAYER_TYPES
+from ..spec import OPTIMIZERS, SCHEDULES
 
 DEFAULT_EXAMPLES = 200
 #: Every item the fuzzer draws (see `items`).
@@ -42,7 +42,7 @@ def _walk(layers):
 
 
 def items(raw: dict) -> set[str]:
-    """The vocabulary items a raw spec (as `fwbench.conformance_fuzz.task_specs` draws it) uses."""
+    """The vocabulary items a raw spec (as `fwbench.conformance.fuzz.task_specs` draws it) uses."""
     out: set[str] = set()
     layers = raw["model"]["layers"]
     for layer in _walk(layers):

@@ -14,7 +14,7 @@ behind every tolerance is in ``docs/conformance.md``):
 * ``rule:<optimizer>``, ``rule:clip-*``, ``rule:lr-per-step``, ``rule:task``: each backend's
   optimizer, clipping and learning-rate plumbing on a softmax-regression probe (``flatten ->
   dense``) whose gradients are well conditioned and identical everywhere, against the closed-form
-  trajectory of `fwbench.conformance_reference` (every backend, the reference included).
+  trajectory of `fwbench.conformance.reference` (every backend, the reference included).
 * ``step:<variant>`` (`STEP_VARIANTS`): the same rules end to end on the task's model (every
   parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
   cannot be turned into a full step; the exact eps is what ``rule:`` checks.
@@ -24,7 +24,7 @@ behind every tolerance is in ``docs/conformance.md``):
 Multi-step checks drop the bias of a conv/dense layer that feeds a BatchNorm (`without_gauge_biases`):
 its exact gradient is 0, so every backend's value is rounding noise that adaptive rules and weight
 decay amplify; the exact trajectory keeps it at 0, so dropping it changes nothing else.
-Each backend is checked in its own process (``python -m fwbench.conformance BACKEND``), which
+Each backend is checked in its own process (``python -m fwbench.conformance.checks BACKEND``), which
 prints one JSON line per task as it finishes; each (backend, task) stands alone: an exception in
 one task fails that task only, a task the backend declines (`Backend.supports`, or
 `fwbench.backend.Unsupported` from ``build``) is listed as skipped, and a process that dies keeps
@@ -40,8 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import BuildRequest, Unsupported
-from .layers import (
+from ..backend import BuildRequest, Unsupported
+from ..layers import (
     AvgPool,
     BatchNorm,
     Conv2D,
@@ -53,8 +53,8 @@ from .layers import (
     MaxPool,
     Residual,
 )
-from .model import analyze, initial_weights
-from .spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
+from ..model import analyze, initial_weights
+from ..spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
 
 RTOL, ATOL = 1e-4, 1e-5  # forward: float32 against the float64 reference
 ROUNDING_FACTOR = 10  # ... plus 10x the reference's own float32 spread (see check_task)
@@ -96,7 +96,7 @@ def skipped_check(backend: str, task: str, quantity: str, reason: str) -> Check:
 def task_input(task: TaskSpec, registry=None) -> tuple[tuple[int, ...], int]:
     """The input shape ``(C, H, W)`` and class count of ``task``'s dataset, from the registry."""
     if registry is None:
-        from .plugins import get_registry
+        from ..plugins import get_registry
 
         registry = get_registry()
     dataset = registry.get_dataset(task.dataset.name)
@@ -218,7 +218,7 @@ def conditioned(opt: OptimizerSpec) -> OptimizerSpec:
 
 
 def _task_lrs(task: TaskSpec, n: int) -> list[float]:
-    from .schedules import make_schedule
+    from ..schedules import make_schedule
 
     # epochs of STEPS steps: a curve crosses epoch boundaries, where step/exponential schedules act
     lr = make_schedule(task.schedule, task.optimizer.lr, STEPS, n)
@@ -349,7 +349,7 @@ def _finite_difference_checks(name, backend, ref: Side, batch) -> list[Check]:
     100x smaller steps and new directions; a wrong gradient fails all three. Rounding stays below
     ``1e-16 * loss / step`` ~ 1e-8, under ``FD_ATOL``.
     """
-    from .conformance_reference import directional_fd
+    from .reference import directional_fd
 
     trainer, weights = ref.build_with_weights()
     rng = np.random.default_rng(0)
@@ -389,8 +389,8 @@ def probe_task(task: TaskSpec, classes: int) -> TaskSpec:
 
 def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | None = None) -> list[Check]:
     """``rule:<variant>``: the backend's update rule on a softmax-regression probe, float64,
-    against the closed-form trajectory (`fwbench.conformance_reference.probe_steps`)."""
-    from .conformance_reference import probe_steps
+    against the closed-form trajectory (`fwbench.conformance.reference.probe_steps`)."""
+    from .reference import probe_steps
 
     probe = probe_task(task, classes)
     side = Side(backend, probe, shape, classes, "float64")
@@ -432,10 +432,10 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
     ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
     `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
     ``precision``: the tasks' ``training.precision``; ``check``: the function that checks one
-    (backend, task), `check_one` by default (`fwbench.conformance_precision` passes its own).
+    (backend, task), `check_one` by default (`fwbench.conformance.precision` passes its own).
     """
-    from .plugins import get_registry
-    from .spec import load_task
+    from ..plugins import get_registry
+    from ..spec import load_task
 
     registry = get_registry()
     candidate = registry.get_backend(backend_name).for_options(options or {}, "bench check")
@@ -470,7 +470,7 @@ def _native_differences(backend, task: TaskSpec, checks: list[Check]) -> list[Ch
 
 def training_tasks(registry) -> list[str]:
     """The registered tasks of the training family (the ones `bench check` checks), sorted."""
-    from .spec import load_task
+    from ..spec import load_task
 
     return [name for name in sorted(registry.task_files)
             if load_task(registry.get_task_file(name)).task.family == "train"]
@@ -498,8 +498,8 @@ def _training_checks(name, task, candidate, reference, device, rule_cache) -> li
 
 
 def _inference_check(name, task, candidate, reference, device) -> list[Check]:
-    """``inference``: eval-mode logits of the served model, float32 (`fwbench.conformance_inference`)."""
-    from .conformance_inference import QUANTITY, inference_logits
+    """``inference``: eval-mode logits of the served model, float32 (`fwbench.conformance.inference`)."""
+    from .inference import QUANTITY, inference_logits
 
     try:
         found = inference_logits(task, candidate, reference, *task_input(task), device)

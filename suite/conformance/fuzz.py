@@ -7,7 +7,7 @@ optimizer with every hyper-parameter, schedules with warm-up, both clipping kind
 on the input shapes of the datasets that ship offline. Layers are drawn against the running shape
 (`fwbench.model.analyze`), so every drawn spec is valid.
 
-`fuzz` runs `fwbench.conformance.check_task` (``full=False``: the spec's own optimizer) for every
+`fuzz` runs `fwbench.conformance.checks.check_task` (``full=False``: the spec's own optimizer) for every
 backend on each drawn spec; on a disagreement hypothesis shrinks the spec to a smallest failing
 one, returned with its failed checks and as TOML (`spec_to_toml`) to paste into a test.
 ``bench check --random N --seed S`` is the command line; ``benchmarks/conformance_fuzz.py`` runs
@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from .conformance_coverage import Coverage
-from .errors import SpecError
-from .layers import ACTIVATIONS, INITS
-from .spec import OPTIMIZERS, SCHEDULES, task_from_dict
+from ..errors import SpecError
+from ..layers import ACTIVATIONS, INITS
+from ..spec import OPTIMIZERS, SCHEDULES, task_from_dict
+from .coverage import Coverage
 
 #: Datasets that ship inside installed packages (no download): their input shapes.
 DATASETS = ("digits", "mnist_5k", "synthetic")
@@ -94,10 +94,10 @@ def dropout_layer():
 
 def _shape_after(layers: list[dict], shape) -> tuple[int, ...]:
     """The output shape of ``layers`` on ``shape`` (raises `SpecError` when they do not fit)."""
-    from .model import analyze
-    from .spec import ModelSpec, _build_layer
+    from ..model import analyze
+    from ..spec import ModelSpec, build_layer
 
-    model = ModelSpec(layers=tuple(_build_layer(l, "<random>", f"l[{i}]") for i, l in enumerate(layers)))
+    model = ModelSpec(layers=tuple(build_layer(l, "<random>", f"l[{i}]") for i, l in enumerate(layers)))
     return analyze(model, shape).output_shape if layers else tuple(shape)
 
 
@@ -204,7 +204,7 @@ def optimizer_table(draw) -> dict:
 @st.composite
 def task_specs(draw) -> dict:
     """A raw, valid task table (what a TOML file holds), as `fwbench.spec.task_from_dict` reads it."""
-    from .plugins import get_registry
+    from ..plugins import get_registry
 
     dataset = draw(st.sampled_from(DATASETS))
     shape = tuple(get_registry().get_dataset(dataset).input_shape)
@@ -306,8 +306,8 @@ class FuzzResult:
 
 def check_spec(raw: dict, backends: dict, reference) -> list:
     """Every check of every backend on one raw spec; the failed ones (a crash is one failed check)."""
-    from .backend import Unsupported
-    from .conformance import Check, check_task
+    from ..backend import Unsupported
+    from .checks import Check, check_task
 
     task = task_from_dict(raw, "<random>")
     failed = []
@@ -332,8 +332,8 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
     ``progress(i, raw)`` is called before each example.
     """
-    from .conformance import REFERENCE
-    from .plugins import get_registry
+    from ..plugins import get_registry
+    from .checks import REFERENCE
 
     registry = get_registry()
     reference = registry.get_backend(REFERENCE)

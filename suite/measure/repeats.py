@@ -17,7 +17,7 @@ are. On top of it:
   only slows a window down), which the regression gate also judges (docs/statistics.md);
 * microbenchmark cases: ``median_s`` and ``ci95`` over repeats the same way, rates rescaled,
   ``repeat_median_s`` per case and the in-process values under ``within_run``;
-* inference records: p50 and p99 per batch size over repeats (`fwbench.inference_records`).
+* inference records: p50 and p99 per batch size over repeats (`fwbench.inference.records`).
 
 Warnings: "varies within the run" lines from the repeats are dropped in favour of one repeat-level
 "unstable" warning when the CV between repeats exceeds `UNSTABLE_REPEAT_CV`.
@@ -29,8 +29,8 @@ import math
 from statistics import median
 from typing import Any
 
-from .inference_records import merge_inference, repeat_values
-from .record import WITHIN_RUN_ONLY, new_record
+from ..inference.records import merge_inference, repeat_values
+from ..records.record import WITHIN_RUN_ONLY, new_record
 from .statistics import UNSTABLE_REPEAT_CV, WIDE_INTERVAL, repeat_interval
 from .timing import WITHIN_RUN_MARK
 
@@ -112,7 +112,7 @@ def merge_repeats(records: list[dict[str, Any]]) -> dict[str, Any]:
         merged["warnings"] += _merge_training(m, records)
     if m.get("cases"):
         merged["warnings"] += _merge_cases(m, records)
-    if m.get("inference"):  # per batch size: p50 and p99 over repeats (fwbench.inference_records)
+    if m.get("inference"):  # per batch size: p50 and p99 over repeats (fwbench.inference.records)
         merged["warnings"] += merge_inference(m, records)
     return new_record(**merged)  # the one constructor: every field, no stored _path
 

@@ -9,12 +9,12 @@ logits back on the host and the device synchronised before the clock is read. Pe
 * ``first_call_s`` (tracing/compilation for that shape) apart, ``warmup_calls`` not counted;
 * at least ``min_calls`` calls and ``min_time_s`` seconds (at most ``max_calls``), shape ``(n,)``;
 * ``p50_s``, ``p90_s``, ``p99_s``, mean, min, max, CV and the throughput ``batch / p50``;
-* joules per call and per sample over extra calls (`fwbench.energy`), where a counter is readable.
+* joules per call and per sample over extra calls (`fwbench.measure.energy`), where a counter is readable.
 
 ``cold_start_s`` is the time from the cell process's start (the kernel's start time of this
 process) to the first answer: interpreter, imports, data, build, first call; its parts are
 recorded beside it. Peak memory: the process's high-water mark and the backend's device peak.
-Intervals across repeats (processes) are made by `fwbench.inference_records.merge_inference`.
+Intervals across repeats (processes) are made by `fwbench.inference.records.merge_inference`.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SpecError
+from ..errors import SpecError
 
 #: A p99 from fewer calls than this is close to the maximum: the record says so.
 TAIL_CALLS = 100
@@ -53,8 +53,8 @@ def served_weights(task, info, source: str | None = None) -> tuple[dict[str, np.
         SpecError: the checkpoint lacks an array of the model, has one of another shape, or holds
             arrays the model does not have (it was saved from another model).
     """
-    from .checkpoints import load_checkpoint
-    from .model import initial_weights
+    from ..model import initial_weights
+    from ..records.checkpoints import load_checkpoint
 
     dtype = task.training.dtype
     initial = initial_weights(task.model, info, task.training.seed, dtype)
@@ -150,7 +150,7 @@ def run_inference(task, trainer, x: np.ndarray, *, energy_counter=None, progress
 
     Returns ``(metrics["inference"], warnings)``. ``on_first_answer`` runs right after the very
     first call returns (the end of the cold start)."""
-    from .energy import measure
+    from ..measure.energy import measure
 
     spec = task.inference
     dtype = np.dtype(task.training.dtype)
@@ -194,10 +194,10 @@ def run_inference_cell(cell, record, backend, registry, threads, *, load_data, c
     ``load_data(cell, record, registry, task)`` -> ``(dataset, data, info)`` and
     ``configure(backend, cell, record, threads)`` -> ``(device, baseline)`` are the worker's own
     steps, shared with training cells."""
-    from .backend import BuildRequest
-    from .energy import open_counter
-    from .run.process import memory_status
-    from .spec import load_task, spec_to_dict
+    from ..backend import BuildRequest
+    from ..measure.energy import open_counter
+    from ..run.process import memory_status
+    from ..spec import load_task, spec_to_dict
 
     task = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
     record["config"] = spec_to_dict(task)
@@ -244,7 +244,7 @@ def run_inference_cell(cell, record, backend, registry, threads, *, load_data, c
 def check_servable(registry, task) -> None:
     """Refuse, before any cell starts, a checkpoint (``inference.weights``) that does not match the
     model at its dataset's input shape (`served_weights`). Unknown datasets are left to the planner."""
-    from .model import analyze
+    from ..model import analyze
 
     dataset = registry.datasets.get(task.dataset.name)
     if dataset is None or not task.inference.weights:

@@ -31,8 +31,11 @@ import sys
 
 import numpy as np
 
-from .backend import Unsupported
-from .conformance import (
+from ..backend import Unsupported
+from ..layers import Conv2D
+from ..model import analyze
+from ..precision import Policy, availability, of_task
+from .checks import (
     BATCH,
     Check,
     Side,
@@ -45,10 +48,7 @@ from .conformance import (
     skipped_check,
     task_input,
 )
-from .conformance import main as _main
-from .layers import Conv2D
-from .model import analyze
-from .precision import Policy, availability, of_task
+from .checks import main as _main
 
 FORWARD_FACTOR = 2.0
 GRAD_FACTOR = 2.0
@@ -166,7 +166,7 @@ def _reference_rounding(name, task, reference, pol: Policy, shape, classes) -> l
 
 
 def check_one(name: str, task, candidate, reference, device: str = "cpu", rule_cache=None) -> list:
-    """`fwbench.conformance.check_one` for a task under a reduced-precision policy: standing alone
+    """`fwbench.conformance.checks.check_one` for a task under a reduced-precision policy: standing alone
     (an exception is one failed row naming it)."""
     try:
         return check_precision(name, task, candidate, reference, of_task(task), device)
@@ -179,12 +179,12 @@ def check_one(name: str, task, candidate, reference, device: str = "cpu", rule_c
 
 def iter_precision_checks(backend_name: str, task_names: list[str] | None = None, device: str = "cpu",
                           options: dict | None = None, precision: str = "bf16"):
-    """`fwbench.conformance.iter_checks` under ``precision``, in this process."""
+    """`fwbench.conformance.checks.iter_checks` under ``precision``, in this process."""
     return iter_checks(backend_name, task_names, device, options, precision, check_one)
 
 
 def main(argv: list[str]) -> int:
-    """The check process of ``bench check --set precision=…`` (`fwbench.conformance.main`'s arguments)."""
+    """The check process of ``bench check --set precision=…`` (`fwbench.conformance.checks.main`'s arguments)."""
     return _main(argv, check=check_one)
 
 

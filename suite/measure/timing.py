@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 UNSTABLE_CV = 0.05  # within-run coefficient of variation above which a timing is flagged as varying
-#: Marks the within-run variability warning; with repeats, `fwbench.repeats` replaces it by the
+#: Marks the within-run variability warning; with repeats, `fwbench.measure.repeats` replaces it by the
 #: repeat-level "unstable" warning (units inside one process are correlated, see docs/statistics.md).
 WITHIN_RUN_MARK = "varies within the run"
 #: The one "too fast to be real" margin (run and microbenchmark warnings, the doctor's sync audit,

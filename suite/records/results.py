@@ -91,7 +91,7 @@ def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str,
     the file, goes to ``skipped``).
 
     Raises:
-        fwbench.record.RecordError: a record whose ``schema_version`` is malformed (exit 2).
+        fwbench.records.record.RecordError: a record whose ``schema_version`` is malformed (exit 2).
     """
     path = Path(path)
     note = (skipped if skipped is not None else []).append
@@ -107,7 +107,7 @@ def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str,
         note(f"skipping {path}: schema_version {record['schema_version']} is newer than this "
              f"fwbench understands ({SCHEMA_VERSION}); upgrade fwbench")
         return None
-    record = Record.from_json(record, str(path)).to_json()  # older versions migrated (fwbench.record)
+    record = Record.from_json(record, str(path)).to_json()  # older versions migrated (fwbench.records.record)
     record["_path"] = str(path)
     return record
 
@@ -149,7 +149,7 @@ def load_records(paths: Iterable[str | Path] | str | Path = "results",
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One row: identity columns, scalar metrics, step-time stats, a few env facts."""
-    from .frontends import engine_of
+    from ..frontends import engine_of
 
     metrics = record.get("metrics") or {}
     row = {k: record.get(k) for k in INDEX_COLUMNS}

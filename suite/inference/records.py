@@ -1,9 +1,9 @@
 """Inference records: the merge of a cell's repeats and the terminal table of a run.
 
-Merge (`merge_inference`, called by `fwbench.repeats.merge_repeats`): per batch size, each repeat
+Merge (`merge_inference`, called by `fwbench.measure.repeats.merge_repeats`): per batch size, each repeat
 (a fresh process) contributes its own p50 and p99 of single-call latency. The merged ``p50_s`` /
 ``p99_s`` are geometric means over repeats with 95% t intervals on their logarithms
-(`fwbench.statistics.repeat_interval`), the process being the unit (docs/statistics.md). Each
+(`fwbench.measure.statistics.repeat_interval`), the process being the unit (docs/statistics.md). Each
 interval says what it covers (``p50_interval_covers``, ``p99_interval_covers``): the interval of
 p99 bounds *a process's 99th-percentile call*, not any single call. The per-repeat values stay in
 ``repeat_p50_s`` / ``repeat_p99_s`` and the first repeat's own in-process figures in ``within_run``.
@@ -17,7 +17,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from .statistics import UNSTABLE_REPEAT_CV, repeat_interval
+from ..measure.statistics import UNSTABLE_REPEAT_CV, repeat_interval
 
 P50_COVERS = "the median call latency of one process, over {n} processes (geometric mean, t interval on logs)"
 P99_COVERS = ("the 99th-percentile call latency of one process ({calls} calls each), over {n} processes "
@@ -73,7 +73,7 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
             warnings.append(f"inference batch {batch} p50: unstable between repeats (CV {p50.cv:.1%} over {n} "
                             f"processes > {UNSTABLE_REPEAT_CV:.0%}); add repeats (--repeat {max(2 * n, n + 2)}) "
                             "or use a quieter machine")
-    from .inference import headline
+    from .scenario import headline
 
     inference.update(headline(inference.get("batches") or []))
     colds = [_num(((r.get("metrics") or {}).get("inference") or {}).get("cold_start_s")) for r in records]
@@ -92,7 +92,7 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
 
 def repeat_values(record: dict[str, Any]) -> dict[str, float | None]:
     """The per-repeat numbers of an inference record kept in ``metrics["repeats"]`` (for compare)."""
-    from .inference import headline
+    from .scenario import headline
 
     m = record.get("metrics") or {}
     inference = {**headline((m.get("inference") or {}).get("batches") or []), **(m.get("inference") or {})}
@@ -108,8 +108,8 @@ def _ms(value: float | None) -> str:
 
 def inference_table(records: list[dict[str, Any]], title: str = "Inference") -> Table | None:
     """One row per (cell, batch size): p50 (95% CI over repeats), p99, throughput, J/sample."""
-    from .display import STATUS_STYLE
-    from .frontends import backend_label
+    from ..frontends import backend_label
+    from ..run.display import STATUS_STYLE
 
     records = [r for r in records if is_inference(r)]
     if not records:

@@ -1,7 +1,7 @@
 """The record of one cell as a schema: `Record`, `Metrics`, `Environment`, their JSON form, migrations.
 
 A record is what a cell leaves behind (``results/<run_id>/<cell_id>.json``), written by the worker
-(or by the driver for a process that died), merged over repeats (`fwbench.repeats`), read by the
+(or by the driver for a process that died), merged over repeats (`fwbench.measure.repeats`), read by the
 report and the comparison. Everything else in fwbench passes it around as the plain dict
 `Record.to_json` returns; this module is the one place that says what the dict holds:
 
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "skipped", "timeout")
@@ -106,7 +106,7 @@ class Metrics:
 
 @dataclass(frozen=True, kw_only=True)
 class Environment:
-    """``record["env"]``: the machine and software a cell ran on (`fwbench.environment.collect`).
+    """``record["env"]``: the machine and software a cell ran on (`fwbench.records.environment.collect`).
 
     ``threads`` is the thread count the cell was given; ``cpu`` ``{model, logical_cores, ...}``;
     ``backend`` the facts its ``configure`` returned; anything else (BLAS, git, versions) in ``extra``.

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .datasets.base import Arrays, Dataset
-from .spec import DatasetSpec
+from ..spec import DatasetSpec
+from .base import Arrays, Dataset
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def epoch_indices(n: int, batch_size: int, seed: int, epoch: int) -> list[np.nda
 def check_fits(needed: int, free: int | None, device: str) -> None:
     """Refuse ``dataset.placement = "device"`` when the split (``needed`` bytes) will not fit in
     the ``free`` bytes of the device (None: unknown, not refused)."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     if free is not None and needed > free:
         raise UsageError(f"[dataset.placement] = \"device\": the training split needs {needed / 2**30:.2f} GiB "

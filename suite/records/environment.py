@@ -145,7 +145,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
 
 def collect(threads: int | None = None) -> dict[str, Any]:
     """Facts about this process's machine and Python (frameworks add theirs via `configure`)."""
-    from .version import __version__
+    from ..version import __version__
 
     return {
         "fwbench": __version__,

@@ -5,7 +5,7 @@ this one serves the task's own model as ``--scenario inference`` does: dropout l
 (they must be the identity at eval) and BatchNorm running statistics moved away from their initial
 0 and 1 (seeded), so that a backend normalising with batch statistics, or ignoring the running ones,
 fails. One batch of `BATCH` samples, candidate in float32 against the reference in float64, with the
-forward pass's float32 tolerance (`fwbench.conformance.RTOL`/`ATOL` plus 10x the reference's own
+forward pass's float32 tolerance (`fwbench.conformance.checks.RTOL`/`ATOL` plus 10x the reference's own
 float32 error, as for ``logits``). Quantity: ``inference`` (one per task and backend).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from .backend import BuildRequest, Unsupported
+from ..backend import BuildRequest, Unsupported
 
 QUANTITY = "inference"
 BATCH = 8
@@ -28,7 +28,7 @@ def served_task(task):
 def eval_weights(task, info, dtype: str, seed: int = 7) -> dict[str, np.ndarray]:
     """The canonical initial weights with every BatchNorm's running mean in ``[-0.5, 0.5]`` and
     running variance in ``[0.5, 2]`` (seeded), so that eval mode has statistics of its own."""
-    from .model import initial_weights
+    from ..model import initial_weights
 
     weights = initial_weights(task.model, info, task.training.seed, dtype)
     rng = np.random.default_rng(seed)
@@ -41,7 +41,7 @@ def eval_weights(task, info, dtype: str, seed: int = 7) -> dict[str, np.ndarray]
 
 
 def _logits(backend, task, shape, classes, x, dtype: str, device: str) -> np.ndarray:
-    from .model import analyze
+    from ..model import analyze
 
     task = dataclasses.replace(task, training=dataclasses.replace(task.training, dtype=dtype))
     info = analyze(task.model, shape, classes, task.source)
@@ -56,7 +56,7 @@ def inference_logits(task, candidate, reference, shape, classes, device: str = "
     """``(reference float64, reference float32, candidate float32)`` eval-mode logits ``(BATCH,
     classes)`` of the served ``task`` on one seeded batch; a str (the reason) where the candidate
     declines to serve it (`Backend.supports`, or `Unsupported` from its build).
-    `fwbench.conformance.check_one` turns them into the ``inference`` row."""
+    `fwbench.conformance.checks.check_one` turns them into the ``inference`` row."""
     served = served_task(task)
     support = candidate.supports(served)
     if not support.ok:

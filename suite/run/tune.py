@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .execution import KEY as EXECUTION
+from ..execution import KEY as EXECUTION
 
 #: accuracy a configuration may lose against the as-written cell, in percentage points
 DEFAULT_TOLERANCE = 0.5
@@ -71,15 +71,15 @@ def _quote(table: dict[str, Any]) -> list[str]:
 
 
 def cmd_tune(args) -> int:
-    from .plugins import get_registry
-    from .run.matrix import Plan, _pick_backends, plan_run, run_planned
+    from ..plugins import get_registry
+    from .matrix import Plan, pick_backends, plan_run, run_planned
 
     registry = get_registry()
     device = args.device[0] if args.device else "cpu"
     if len(args.device) != 1 or device == "auto":
         raise _usage("bench tune searches one device at a time: give --device cpu or --device gpu")
     cells, first = [], None
-    for name in _pick_backends(registry, args.backend):
+    for name in pick_backends(registry, args.backend):
         backend = registry.get_backend(name)
         for table in search_space(backend, device):
             sub = copy.copy(args)
@@ -97,7 +97,7 @@ def cmd_tune(args) -> int:
             unique.append(cell)
     plan = Plan(unique, first.run_dir, set(), {**first.manifest, "command": "tune"})
     code = run_planned(plan, args)
-    from .results import load_records
+    from ..records.results import load_records
 
     records = [r for r in load_records(plan.run_dir) if r.get("cell_id") in seen]
     summary = judge(records, registry, device, args.tolerance)
@@ -109,7 +109,7 @@ def cmd_tune(args) -> int:
 
 
 def _usage(message: str):
-    from .errors import UsageError
+    from ..errors import UsageError
 
     return UsageError(message)
 

@@ -17,8 +17,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import record as R
-from .frontends import backend_label
+from ..frontends import backend_label
+from ..records import record as R
 
 #: Overrides already shown elsewhere in the table (the dataset column) or set by the suite itself.
 HIDDEN_OVERRIDES = ("dataset.name", "dataset.shape", "backend.engine")  # the engine is in the label
@@ -69,7 +69,7 @@ class RunDisplay:
         self.console.print(text)
 
 
-def _fmt(value, spec: str, missing: str = "—") -> str:
+def format_value(value, spec: str, missing: str = "—") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     return format(value, spec)
@@ -85,7 +85,7 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
     for r in records:
         m = r.get("metrics") or {}
         ci = m.get(R.THROUGHPUT_CI)
-        thr = _fmt(m.get(R.THROUGHPUT), ",.0f")
+        thr = format_value(m.get(R.THROUGHPUT), ",.0f")
         if ci and None not in ci:
             thr += f" ({ci[0]:,.0f}–{ci[1]:,.0f})"
         n = m.get("repeats_n")
@@ -104,10 +104,10 @@ def results_table(records: list[dict[str, Any]], title: str = "Results") -> Tabl
         status = r.get("status", "?") + (f" ({len(r['warnings'])}⚠)" if r.get("warnings") else "")
         table.add_row(
             Text(backend_label(r)), Text(where), Text(status, style=STATUS_STYLE.get(r.get("status"), "")),
-            _fmt(m.get(R.TEST_ACCURACY), ".2%"), _fmt(r.get("params"), ","), thr,
-            _fmt(m.get(R.THROUGHPUT_BEST), ",.0f"),
-            _fmt(step * 1e3 if step else None, ".2f"), _fmt(m.get(R.FIRST_STEP), ".3f"),
-            _fmt(m.get(R.EPOCHS), "d"),
+            format_value(m.get(R.TEST_ACCURACY), ".2%"), format_value(r.get("params"), ","), thr,
+            format_value(m.get(R.THROUGHPUT_BEST), ",.0f"),
+            format_value(step * 1e3 if step else None, ".2f"), format_value(m.get(R.FIRST_STEP), ".3f"),
+            format_value(m.get(R.EPOCHS), "d"),
         )
     return table
 

@@ -1,0 +1,1 @@
+"""gate: see docs/architecture.md."""
