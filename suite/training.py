@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from .records import record as R
 from .backend import Trainer
 from .datasets.pipeline import Prepared, epoch_batches, epoch_indices, eval_batches
 from .measure.timing import TOO_SHORT_S, summarize, timing_warnings
 from .model import ModelInfo
+from .records import record as R
 from .schedules import make_schedule
 from .spec import TaskSpec
 
