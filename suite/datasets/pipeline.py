@@ -99,20 +99,18 @@ def augment(x: np.ndarray, ops: tuple[str, ...], rng: np.random.Generator) -> np
 def epoch_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
                   ops: tuple[str, ...] = ()) -> list[tuple[np.ndarray, np.ndarray]]:
     """Shuffled (and augmented) full training batches for one epoch."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(x))
-    n_batches = len(x) // batch_size
-    batches = []
-    for b in range(n_batches):
-        idx = order[b * batch_size:(b + 1) * batch_size]
-        batches.append((augment(x[idx], ops, rng), y[idx]))
-    return batches
+    rng = np.random.default_rng([seed, epoch])  # shuffles, then augments (same stream)
+    return [(augment(x[idx], ops, rng), y[idx]) for idx in _full_batches(rng.permutation(len(x)), batch_size)]
 
 
 def epoch_indices(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The sample indices of each full batch of one epoch: the order of `epoch_batches`."""
-    order = np.random.default_rng([seed, epoch]).permutation(n)
-    return [order[b * batch_size:(b + 1) * batch_size] for b in range(n // batch_size)]
+    return _full_batches(np.random.default_rng([seed, epoch]).permutation(n), batch_size)
+
+
+def _full_batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``order`` cut into full batches of ``batch_size`` (the last partial batch is dropped)."""
+    return [order[b * batch_size:(b + 1) * batch_size] for b in range(len(order) // batch_size)]
 
 
 def check_fits(needed: int, free: int | None, device: str) -> None:

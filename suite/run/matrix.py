@@ -88,6 +88,7 @@ def plan_run(args) -> Plan:
     run_id = resume_dir.name if resume_dir else new_run_id()
 
     cells, datasets, seen = [], set(), set()
+    selected, registered = [registry.get_backend(b) for b in backends], list(registry.backends.values())
     for task_name in args.task:
         path = registry.get_task_file(task_name)
         native = load_task(path, profile=profile)  # validates the file itself first
@@ -114,8 +115,7 @@ def plan_run(args) -> Plan:
             label = path.stem if task_name == str(path) else task_name
             for backend in backends:  # refuse bad [backend] options (an unknown key or engine) up front
                 plugin = registry.get_backend(backend)
-                check_backend_options(plugin, task, [registry.get_backend(b) for b in backends],
-                                      list(registry.backends.values()), overrides)
+                check_backend_options(plugin, task, selected, registered, overrides)
                 if not runs_on_engine(plugin, overrides):
                     continue  # --set backend.engine=jax,torch: raw torch only in the torch column
                 own = applicable_overrides(plugin, overrides)  # another backend's option: not this cell's
