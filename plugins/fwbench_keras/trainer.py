@@ -43,6 +43,7 @@ class KerasTrainer(Trainer):
             jax.config.update("jax_enable_x64", True)
         keras.config.set_floatx(self.dtype.name)  # the optimizer's lr variable and the loss use it
         float64_matmul = _keep_float64(self.dtype)
+        contiguous_kernels = _contiguous_conv_kernels(self.dtype)
         keras.utils.set_random_seed(task.training.seed)  # dropout masks
         exact = options.mode == "exact"
         self.info = request.info
@@ -92,6 +93,8 @@ class KerasTrainer(Trainer):
         }
         if float64_matmul:
             self.compile_info["float64_matmul"] = float64_matmul
+        if contiguous_kernels:
+            self.compile_info["torch_conv_kernels"] = contiguous_kernels
         if remapper:
             self.compile_info["tf_optimizer_options"] = {"remapping": False, "why": remapper}
 
@@ -182,6 +185,29 @@ def _keep_float64(dtype: np.dtype) -> str | None:
     if dtypes.BIT64_TO_BIT32_DTYPE.get("float64") != "float64":
         dtypes.BIT64_TO_BIT32_DTYPE["float64"] = "float64"
     return "Keras' float64 -> float32 result-type demotion disabled for this float64 task"
+
+
+def _contiguous_conv_kernels(dtype: np.dtype) -> str | None:
+    """Keras' torch engine hands ``conv2d`` its kernel as a permuted view ((kh, kw, in, out) read
+    as (out, in, kh, kw)). On the CPU in float64 torch runs ``slow_conv2d``, whose backward
+    refuses a non-contiguous weight ("slow_conv2d: grad_weight must be contiguous") when the
+    layer has one filter, a kernel over 1x1 and more than one input channel (issue 21,
+    tests/fixtures/conformance/frozen_batchnorm_pointwise_conv.toml). For a float64 task on the
+    torch engine the permuted kernel is made contiguous (a copy, gradients flow through it);
+    float32 training is untouched."""
+    if dtype != np.float64 or keras.backend.backend() != "torch":
+        return None
+    from keras.src.backend.torch import nn
+
+    transpose = nn._transpose_conv_kernel
+    if not getattr(transpose, "fwbench_contiguous", False):
+        def contiguous(kernel):
+            return transpose(kernel).contiguous()
+
+        contiguous.fwbench_contiguous = True
+        nn._transpose_conv_kernel = contiguous
+    return ("conv kernels made contiguous after Keras' permute: torch's float64 slow_conv2d backward "
+            "refuses a permuted weight")
 
 
 def _engine_loss_and_grads(engine: str, model, loss_fn, x, y):
