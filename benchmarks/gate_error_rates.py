@@ -4,6 +4,9 @@
     .venv/bin/python benchmarks/gate_error_rates.py --shapes --k 50 --repeat 8 \
         --rounds-json benchmarks/results/gate_rounds.json
     .venv/bin/python benchmarks/gate_error_rates.py --from-json benchmarks/results/gate_rounds.json --repeat 8
+    # fewer recorded rounds, regrouped: 50 comparisons from random sets of 8 of the kept rounds
+    .venv/bin/python benchmarks/gate_error_rates.py --from-json benchmarks/results/gate_rounds.json --repeat 8 \
+        --regroup 50
     # a smoke run (minutes):
     .venv/bin/python benchmarks/gate_error_rates.py --shapes --backend numpy --k 2 --repeat 2
     # the older measurement: real slowdowns committed into the NumPy backend (slow5, slow10)
@@ -188,13 +191,22 @@ def main(argv=None) -> int:
                         help="keep every round's slimmed records here (small JSON; --from-json reads it)")
     parser.add_argument("--from-json", type=Path, default=None, metavar="FILE",
                         help="run nothing: judge the rounds of an earlier --rounds-json FILE in groups of --repeat")
+    parser.add_argument("--regroup", type=int, default=None, metavar="N",
+                        help="with --from-json: judge N comparisons, each of --repeat rounds drawn at random "
+                             "(without replacement) from the kept rounds, instead of the consecutive groups. "
+                             "Comparisons then share rounds: cheaper, but not independent (see the docstring)")
+    parser.add_argument("--regroup-seed", type=int, default=0, help="seed of --regroup's draws (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="write the comparisons as JSON here")
     args = parser.parse_args(argv)
     threshold, alpha = parse_threshold(args.threshold), parse_alpha(args.alpha)
     if args.from_json:
         kept = json.loads(args.from_json.read_text())
-        rows = judge_rounds(kept["rounds"], args.repeat, threshold, alpha, kept.get("shapes", True))
-        print(f"{len(kept['rounds'])} kept rounds of {' '.join(kept['matrix'])} judged in groups of {args.repeat} "
+        groups = regrouped(len(kept["rounds"]), args.repeat, args.regroup, args.regroup_seed) \
+            if args.regroup else None
+        rows = judge_rounds(kept["rounds"], args.repeat, threshold, alpha, kept.get("shapes", True), groups=groups)
+        how = (f"{args.regroup} random sets of {args.repeat} (seed {args.regroup_seed})" if args.regroup
+               else f"consecutive groups of {args.repeat}")
+        print(f"{len(kept['rounds'])} kept rounds of {' '.join(kept['matrix'])} judged in {how} "
               f"(threshold {args.threshold}, family-wise alpha {args.alpha}):")
         print(summary(rows, [], args.repeat))
         return 0
@@ -252,16 +264,35 @@ def _injected(records: list[dict], inject) -> list[dict]:
     return out
 
 
+def regrouped(kept: int, repeat: int, count: int, seed: int) -> list[list[int]]:
+    """``count`` sets of ``repeat`` distinct round indices out of ``kept``, drawn at random.
+
+    With R kept rounds only R // repeat comparisons are independent; regrouping reuses rounds so
+    that more A/A and A/B decisions are seen on the same recorded noise. Two sets share
+    repeat**2 / R rounds on average, so the decisions are correlated: the rates are estimates of
+    the same per-comparison probability, but their binomial intervals are too narrow (quote the
+    consecutive-groups figure beside them)."""
+    import random
+
+    if repeat > kept:
+        raise SystemExit(f"--regroup: {kept} kept rounds cannot make a set of --repeat {repeat}")
+    draw = random.Random(seed)
+    return [sorted(draw.sample(range(kept), repeat)) for _ in range(count)]
+
+
 def judge_rounds(rounds: list[dict[str, list[dict]]], repeat: int, threshold: float, alpha: float, shapes: bool,
-                 group: int | None = None) -> list[dict]:
-    """Every comparison of consecutive groups of ``repeat`` rounds, as the gate judges them: one row per
-    (group, condition) with the gate's decision and, per backend, whether that backend's cell failed."""
+                 group: int | None = None, groups: list[list[int]] | None = None) -> list[dict]:
+    """Every comparison of consecutive groups of ``repeat`` rounds (or of the given ``groups`` of round
+    indices), as the gate judges them: one row per (group, condition) with the gate's decision and, per
+    backend, whether that backend's cell failed."""
     from fwbench.gate.ab import merge_blocks
     from fwbench.gate.compare import compare, exit_code
 
+    if groups is None:
+        groups = [list(range(g * repeat, (g + 1) * repeat)) for g in range(len(rounds) // repeat)]
     rows = []
-    for g in range(len(rounds) // repeat):
-        chosen = rounds[g * repeat:(g + 1) * repeat]
+    for g, indices in enumerate(groups):
+        chosen = [rounds[i] for i in indices]
         blocks = {side: [r[side] for r in chosen] for side in chosen[0]}
         base = merge_blocks(blocks["base"])
         others = {"A/A": blocks["base2"]}

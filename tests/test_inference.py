@@ -96,11 +96,12 @@ def test_merge_gives_intervals_over_processes_that_say_what_they_cover():
     assert row["p50_s"] == pytest.approx(math.exp(logs.mean()))
     from scipy import stats
 
-    half = stats.t.ppf(0.975, 2) * logs.std(ddof=1) / math.sqrt(3)
+    # the repeats' standard error and the between-invocation spread (2%), in quadrature
+    half = stats.t.ppf(0.975, 2) * math.sqrt(logs.var(ddof=1) / 3 + math.log1p(0.02) ** 2)
     assert row["p50_ci95"] == pytest.approx([math.exp(logs.mean() - half), math.exp(logs.mean() + half)])
     assert row["repeat_p99_s"] == pytest.approx([3e-3, 3.3e-3, 2.85e-3])
-    assert "99th-percentile call latency of one process (200 calls each), over 3 processes" in \
-        row["p99_interval_covers"]
+    assert "99th-percentile call latency of one process (200 calls each) across invocations: over 3 " \
+        "processes" in row["p99_interval_covers"] and "spread of 2%" in row["p99_interval_covers"]
     assert row["within_run"]["p50_s"] == pytest.approx(1e-3)  # the first repeat's own figure
     assert m["latency_p50_s"] == pytest.approx(row["p50_s"]) and m["latency_batch"] == 1
     assert m["inference"]["cold_start_s"] == pytest.approx(4.0)  # the median of 3, 4 and 5 s

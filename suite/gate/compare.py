@@ -31,7 +31,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
-from ..measure.statistics import RatioInterval, ratio_interval
+from ..measure.statistics import INVOCATION_CV, RatioInterval, ratio_interval
 from .comparable import differences
 from .output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401
 from .verdicts import (  # noqa: F401  (re-exported: the verdict names are part of this module's surface)
@@ -55,9 +55,6 @@ from .verdicts import (  # noqa: F401  (re-exported: the verdict names are part 
 )
 
 FAIL_ON = ("slower", "inconclusive")
-#: Spread (CV) of a headline between separate invocations of the same code on one machine, each side
-#: of a `bench compare` of two invocations (measured by benchmarks/run_to_run.py; docs/statistics.md).
-INVOCATION_CV = 0.02
 
 
 def _num(value: Any) -> float | None:

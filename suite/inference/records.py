@@ -3,7 +3,8 @@
 Merge (`merge_inference`, called by `fwbench.measure.repeats.merge_repeats`): per batch size, each repeat
 (a fresh process) contributes its own p50 and p99 of single-call latency. The merged ``p50_s`` /
 ``p99_s`` are geometric means over repeats with 95% t intervals on their logarithms
-(`fwbench.measure.statistics.repeat_interval`), the process being the unit (docs/statistics.md). Each
+(`fwbench.measure.statistics.repeat_interval`), the process being the unit (docs/statistics.md), widened
+by the measured between-invocation spread (`INVOCATION_CV`) so that they hold across runs. Each
 interval says what it covers (``p50_interval_covers``, ``p99_interval_covers``): the interval of
 p99 bounds *a process's 99th-percentile call*, not any single call. The per-repeat values stay in
 ``repeat_p50_s`` / ``repeat_p99_s`` and the first repeat's own in-process figures in ``within_run``.
@@ -17,11 +18,14 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..measure.statistics import UNSTABLE_REPEAT_CV, repeat_interval
+from ..measure.statistics import INVOCATION_CV, UNSTABLE_REPEAT_CV, repeat_interval
 
-P50_COVERS = "the median call latency of one process, over {n} processes (geometric mean, t interval on logs)"
-P99_COVERS = ("the 99th-percentile call latency of one process ({calls} calls each), over {n} processes "
-              "(geometric mean, t interval on logs); not a bound on any single call")
+P50_COVERS = ("the median call latency of one process of this cell on this machine, across invocations: "
+              "over {n} processes (geometric mean, t interval on logs) widened by a between-invocation "
+              "spread of {cv:.0%}")
+P99_COVERS = ("the 99th-percentile call latency of one process ({calls} calls each) across invocations: over "
+              "{n} processes (geometric mean, t interval on logs) widened by a between-invocation spread of "
+              "{cv:.0%}; not a bound on any single call")
 
 
 def _num(value) -> float | None:
@@ -34,9 +38,9 @@ def is_inference(record: dict[str, Any]) -> bool:
     return record.get("scenario") == "inference" or bool((record.get("metrics") or {}).get("inference"))
 
 
-def _interval(values: list[float | None]) -> tuple[Any, list[float]]:
+def _interval(values: list[float | None], between_cv: float = 0.0) -> tuple[Any, list[float]]:
     kept = [v for v in values if v is not None and v > 0]
-    return repeat_interval(kept), kept
+    return repeat_interval(kept, between_cv=between_cv), kept
 
 
 def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
@@ -46,8 +50,9 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
     warnings: list[str] = []
     for index, row in enumerate(inference.get("batches") or []):
         rows = [rs[index] if index < len(rs) else {} for rs in per_repeat]
-        p50, p50s = _interval([_num(r.get("p50_s")) for r in rows])
-        p99, p99s = _interval([_num(r.get("p99_s")) for r in rows])
+        # latencies hold across invocations: the repeats' spread plus the measured between-invocation one
+        p50, p50s = _interval([_num(r.get("p50_s")) for r in rows], INVOCATION_CV)
+        p99, p99s = _interval([_num(r.get("p99_s")) for r in rows], INVOCATION_CV)
         if p50.n < 2:
             continue
         row["within_run"] = {k: row.get(k) for k in ("p50_s", "p90_s", "p99_s", "mean_s", "calls", "cv")}
@@ -57,8 +62,8 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
             p50_s=p50.center, p50_ci95=[p50.low, p50.high], p99_s=p99.center, p99_ci95=[p99.low, p99.high],
             p90_s=math.exp(sum(math.log(v) for v in [_num(r.get("p90_s")) or p50.center for r in rows]) / len(rows)),
             repeat_p50_s=p50s, repeat_p99_s=p99s, repeats_n=p50.n, interval="repeats", cv_between_repeats=p50.cv,
-            p50_interval_covers=P50_COVERS.format(n=p50.n),
-            p99_interval_covers=P99_COVERS.format(n=p99.n, calls=calls),
+            p50_interval_covers=P50_COVERS.format(n=p50.n, cv=INVOCATION_CV),
+            p99_interval_covers=P99_COVERS.format(n=p99.n, calls=calls, cv=INVOCATION_CV),
             throughput_samples_per_s=batch / p50.center,
             throughput_ci95=[batch / p50.high, batch / p50.low] if p50.low and p50.high else None,
         )

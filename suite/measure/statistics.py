@@ -27,6 +27,10 @@ import numpy as np
 UNSTABLE_REPEAT_CV = 0.05
 #: A headline whose 95% interval is wider than this (relative half width) is marked "wide".
 WIDE_INTERVAL = 0.10
+#: Spread (CV) of a headline between separate invocations of the same code on one machine: the
+#: known term `bench compare` adds to each side of two invocations, and inference latencies add to
+#: their repeat interval (measured by benchmarks/run_to_run.py; docs/statistics.md).
+INVOCATION_CV = 0.02
 
 
 def _logs(values: Sequence[float]) -> np.ndarray:
@@ -57,8 +61,12 @@ class RepeatInterval:
         return (self.high - self.low) / 2 / self.center
 
 
-def repeat_interval(values: Sequence[float], level: float = 0.95) -> RepeatInterval:
-    """``values``: one positive number per repeat (e.g. median step seconds), shape ``(n,)``."""
+def repeat_interval(values: Sequence[float], level: float = 0.95, between_cv: float = 0.0) -> RepeatInterval:
+    """``values``: one positive number per repeat (e.g. median step seconds), shape ``(n,)``.
+
+    ``between_cv``: a known spread between invocations (e.g. `INVOCATION_CV`) added in quadrature to
+    the repeats' standard error on logs, for an interval that holds across separate runs of the cell
+    rather than around this run's own mean."""
     logs = _logs(values)
     n = len(logs)
     if n == 0:
@@ -67,7 +75,8 @@ def repeat_interval(values: Sequence[float], level: float = 0.95) -> RepeatInter
     if n < 2:
         return RepeatInterval(1, center, None, None, None)
     raw = np.exp(logs)
-    half = _t(level, n - 1) * logs.std(ddof=1) / math.sqrt(n)
+    se = math.sqrt(logs.var(ddof=1) / n + math.log1p(between_cv) ** 2)
+    half = _t(level, n - 1) * se
     return RepeatInterval(n, center, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half)),
                           float(raw.std(ddof=1) / raw.mean()))
 
