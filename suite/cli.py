@@ -221,10 +221,10 @@ def option_rows(registry) -> list[dict[str, str]]:
 def list_rows(what: str, registry) -> list[dict[str, str]]:
     """The rows of ``bench list WHAT`` (column name -> text), as printed or as ``--json``."""
     if what == "backends":
-        from .frontends import engines_text
+        from .frontends import engines_text, frontend_name
         from .plugins import BROKEN_PLUGINS
 
-        rows = [{"backend": name, "frontend": backend.frontend, "engines": engines_text(backend),
+        rows = [{"backend": name, "frontend": frontend_name(backend), "engines": engines_text(backend),
                  "status": str(backend.availability()), "description": backend.description}
                 for name, backend in sorted(registry.backends.items())]
         return rows + [{"backend": f"(plugin {name})", "frontend": "", "engines": "",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
-from ..frontends import runs_on_engine
+from ..frontends import bind, runs_on_engine
 from ..options import applicable_overrides, resolve_options
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
 from .placement import available_cores, threads_per_cell
@@ -149,7 +149,7 @@ def check_backend_options(plugin, task, selected: list, registered: list, overri
     resolve_options(plugin, from_file, task.source, others=[b for b in registered if b is not plugin])
     resolve_options(plugin, {k: task.backend[k] for k in from_set if k in task.backend}, "--set",
                     others=[b for b in selected if b is not plugin])
-    plugin.for_options(task.backend, task.source)
+    bind(plugin, task.backend, task.source)
 
 
 def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
+from ..frontends import bind, identity_of
 from ..records.record import new_record
 from ..records.results import now_iso
 from .process import memory_status, pin_threads, watch_parent
@@ -84,7 +85,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         from ..spec import is_bench_spec, load_task
 
         spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
-        backend = backend.for_options(spec.backend, spec.source)  # a frontend picks its engine
+        backend = bind(backend, spec.backend, spec.source)  # a frontend picks its engine
         support = backend.supports(spec)
         if not support.ok:
             record.update(status="skipped", error=not_applicable(support.reason),
@@ -281,7 +282,7 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
     if device == "gpu":
         _check_gpu(backend)
     record["backend_version"] = backend.version()
-    record.update(backend.identity())  # frontend, engine and their versions
+    record.update(identity_of(backend))  # frontend, engine and their versions
     return device, memory_status().get("VmRSS", 0)
 
 
