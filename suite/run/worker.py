@@ -38,20 +38,6 @@ def _check_gpu(backend) -> None:
                           "use --device cpu, or --device auto to fall back to the CPU")
 
 
-def cell_peak(cell: dict[str, Any], device: str) -> dict[str, Any] | None:
-    """The measured peak for the device this cell runs on (`fwbench.micro.peak`): the planner
-    passes one per device (``peak_info["by_device"]``), since an ``auto`` cell learns its device
-    only here; a given ``--peak`` number or an older plan has one for all."""
-    info = cell.get("peak_info") or {}
-    if "by_device" in info:
-        chosen = (info.get("by_device") or {}).get(device)
-        return dict(chosen) if chosen else None
-    info = dict(info)
-    if cell.get("peak_flops"):
-        info.setdefault("gflops", cell["peak_flops"] / 1e9)
-    return info or None
-
-
 def progress(message: str) -> None:
     """One line for the driver's progress display (it reads the last line of our output)."""
     print(f"[fwbench] {message}", flush=True)
@@ -203,7 +189,8 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
             row["energy_j"] = meter.since_start()  # cumulative, for the energy to target accuracy
         progress(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}")
 
-    result = train(task, trainer, data, info, peak_flops=_peak_flops(record), on_epoch=on_epoch)
+    peak = _peak_of(record)
+    result = train(task, trainer, data, info, peak_flops=peak.flops if peak else None, on_epoch=on_epoch)
     result.metrics["energy"] = training_energy(meter, result.metrics)
     memory = memory_status()
     result.metrics.update(
@@ -234,17 +221,19 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
 
 
 def _add_peak(cell: dict[str, Any], record: dict[str, Any], device: str) -> None:
-    """The measured peak of the cell's device (`cell_peak`), for every record."""
-    info = cell_peak(cell, device)
-    if info is not None:
-        info["device"] = device
-    record["env"]["peak"] = info
-    record["env"]["peak_gflops"] = info.get("gflops") if info else None
+    """The peak of the cell's device (`fwbench.micro.peak.peak_for_cell`), for every record."""
+    from ..micro.peak import peak_for_cell
+
+    peak = peak_for_cell(cell, device)
+    record["env"]["peak"] = peak.summary() if peak else None
+    record["env"]["peak_gflops"] = peak.gflops if peak else None
 
 
-def _peak_flops(record: dict[str, Any]) -> float | None:
-    gflops = (record["env"].get("peak") or {}).get("gflops")
-    return gflops * 1e9 if gflops else None
+def _peak_of(record: dict[str, Any]):
+    """The record's `fwbench.micro.peak.Peak` (``env.peak``), or None."""
+    from ..micro.peak import Peak
+
+    return Peak.from_summary(record["env"].get("peak"))
 
 
 def _complete_environment(record: dict[str, Any]) -> None:
@@ -294,9 +283,10 @@ def _bench_cell(cell, record, backend, spec, threads) -> None:
     record["config"] = spec_to_dict(spec)
     record["dataset"], record["synthetic_data"] = "synthetic", True
     device, baseline = _configure(backend, cell, record, threads)
-    peak_bandwidth = (record["env"].get("peak") or {}).get("bandwidth_gbps")
-    result = run_bench(spec, backend, device, peak_flops=_peak_flops(record),
-                       peak_bandwidth=peak_bandwidth * 1e9 if peak_bandwidth else None, progress=progress)
+    peak = _peak_of(record)
+    bandwidth = peak.bandwidth_gbps if peak else None
+    result = run_bench(spec, backend, device, peak_flops=peak.flops if peak else None,
+                       peak_bandwidth=bandwidth * 1e9 if bandwidth else None, progress=progress)
     memory = memory_status()
     host_peak = max(memory.get("VmHWM", 0), result.metrics.pop("peak_host_bytes_seen", None) or 0)
     device_peaks = [c.get("peak_device_bytes") for c in result.metrics["cases"] if c.get("peak_device_bytes")]
