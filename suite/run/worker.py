@@ -17,7 +17,7 @@ from typing import Any
 from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
 from ..frontends import bind, identity_of
-from ..records.record import new_record
+from ..records.record import CASES, ENERGY, PEAK_DEVICE, PEAK_HOST, TEST_ACCURACY, new_record
 from ..records.results import now_iso
 from .process import memory_status, pin_threads, watch_parent
 
@@ -191,16 +191,16 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
 
     peak = _peak_of(record)
     result = train(task, trainer, data, info, peak_flops=peak.flops if peak else None, on_epoch=on_epoch)
-    result.metrics["energy"] = training_energy(meter, result.metrics)
+    result.metrics[ENERGY] = training_energy(meter, result.metrics)
     memory = memory_status()
-    result.metrics.update(
-        build_s=build_s,
-        peak_host_bytes=memory.get("VmHWM"),
-        host_baseline_bytes=baseline,
-        peak_host_above_baseline_bytes=max(0, memory.get("VmHWM", 0) - baseline),
-        peak_device_bytes=trainer.peak_device_memory(),
-        analytic_memory_bytes=_analytic_memory(info, task),
-    )
+    result.metrics.update({
+        "build_s": build_s,
+        PEAK_HOST: memory.get("VmHWM"),
+        "host_baseline_bytes": baseline,
+        "peak_host_above_baseline_bytes": max(0, memory.get("VmHWM", 0) - baseline),
+        PEAK_DEVICE: trainer.peak_device_memory(),
+        "analytic_memory_bytes": _analytic_memory(info, task),
+    })
     filters = _first_layer_filters(info, result.final_weights)
     if filters is not None:
         result.metrics["first_layer_filters"] = filters
@@ -217,7 +217,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
             Path(cell["save_weights"]) / f"{cell['cell_id']}.npz", result.final_weights,
             backend=backend.name, task=cell["task"], config=record["config"], dtype=task.training.dtype,
             input_shape=data.input_shape, num_classes=dataset.num_classes, dataset=dataset.name,
-            cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get("test_accuracy")))
+            cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get(TEST_ACCURACY)))
 
 
 def _add_peak(cell: dict[str, Any], record: dict[str, Any], device: str) -> None:
@@ -289,13 +289,13 @@ def _bench_cell(cell, record, backend, spec, threads) -> None:
                        peak_bandwidth=bandwidth * 1e9 if bandwidth else None, progress=progress)
     memory = memory_status()
     host_peak = max(memory.get("VmHWM", 0), result.metrics.pop("peak_host_bytes_seen", None) or 0)
-    device_peaks = [c.get("peak_device_bytes") for c in result.metrics["cases"] if c.get("peak_device_bytes")]
-    result.metrics.update(
-        peak_host_bytes=host_peak,
-        host_baseline_bytes=baseline,
-        peak_host_above_baseline_bytes=max(0, host_peak - baseline),
-        peak_device_bytes=max(device_peaks) if device_peaks else None,
-    )
+    device_peaks = [c.get(PEAK_DEVICE) for c in result.metrics[CASES] if c.get(PEAK_DEVICE)]
+    result.metrics.update({
+        PEAK_HOST: host_peak,
+        "host_baseline_bytes": baseline,
+        "peak_host_above_baseline_bytes": max(0, host_peak - baseline),
+        PEAK_DEVICE: max(device_peaks) if device_peaks else None,
+    })
     record["metrics"] = result.metrics
     record["warnings"] += result.warnings
     record["compile_info"] = result.compile_info
