@@ -19,6 +19,10 @@ A backend may implement only part of the vocabulary. It declines a task in `Back
 (cheap, before the framework is imported) or by raising `Unsupported` from `Backend.build`; the
 cell is then recorded as ``skipped`` ("not applicable: <reason>"), never as a failure. The whole
 contract, with every convention, is in ``docs/plugins.md``.
+
+A frontend (an API that runs on several engines: Keras, Flax) subclasses
+`fwbench.frontends.Frontend`, which adds its engines, its label ``name[engine]`` and its binding
+to a cell's options; a raw backend has none of those.
 """
 from __future__ import annotations
 
@@ -174,9 +178,6 @@ class Backend(ABC):
     #: e.g. ``"torch.cuda.is_available()"``.
     gpu_check: str = "the framework's device list"
 
-    #: The API a user writes: "raw" (the framework's own) or a frontend such as "keras" or "flax".
-    frontend: str = "raw"
-
     #: The keys its ``[backend]`` table may hold (`fwbench.options.Option`): checked by the core when
     #: a run is planned (unknown key or value → exit 2), listed by ``bench list backends --options``.
     declared_options: tuple[Option, ...] = ()
@@ -184,34 +185,6 @@ class Backend(ABC):
     #: The precision policies (``training.precision``, `fwbench.precision`) this backend implements;
     #: a cell asking for another one is skipped with its reason. Default: float32 only.
     precisions: tuple[str, ...] = ("fp32",)
-
-    # -- frontend x engine (see fwbench.frontends) ------------------------------------------------
-    def for_options(self, options: dict[str, Any], source: str = "<spec>") -> Backend:
-        """This backend bound to a task's ``[backend]`` table; cheap (no framework import).
-
-        Called when a run is planned (to refuse bad options before any cell starts: raise
-        `fwbench.errors.SpecError`) and in the cell process before `configure` (a frontend picks
-        its engine here). The default ignores the options and returns ``self``.
-        """
-        return self
-
-    @property
-    def label(self) -> str:
-        """Name shown where one backend has several engines (``keras[jax]``)."""
-        return self.name
-
-    def identity(self) -> dict[str, Any]:
-        """``frontend``, ``engine`` and their versions, for every record."""
-        return {"frontend": self.frontend, "frontend_version": None, "engine": self.name,
-                "engine_version": self.version()}
-
-    def engines(self) -> dict[str, Availability]:
-        """The engines this backend can run on and whether each is installed."""
-        return {self.name: self.availability()}
-
-    def conformance_variants(self) -> list[dict[str, Any]]:
-        """``[backend]`` option tables `bench check` checks, each in its own process."""
-        return [{}]
 
     def availability(self) -> Availability:
         """Cheap check (no framework import): are the required modules installed?"""

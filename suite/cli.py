@@ -221,10 +221,10 @@ def option_rows(registry) -> list[dict[str, str]]:
 def list_rows(what: str, registry) -> list[dict[str, str]]:
     """The rows of ``bench list WHAT`` (column name -> text), as printed or as ``--json``."""
     if what == "backends":
-        from .frontends import engines_text
+        from .frontends import engines_text, frontend_name
         from .plugins import BROKEN_PLUGINS
 
-        rows = [{"backend": name, "frontend": backend.frontend, "engines": engines_text(backend),
+        rows = [{"backend": name, "frontend": frontend_name(backend), "engines": engines_text(backend),
                  "status": str(backend.availability()), "description": backend.description}
                 for name, backend in sorted(registry.backends.items())]
         return rows + [{"backend": f"(plugin {name})", "frontend": "", "engines": "",
@@ -274,16 +274,14 @@ def _print_peak(args, env) -> int:
 
     from rich.table import Table
 
-    from .micro.peak import cache_path, resolve_peak
-    from .plugins import get_registry
+    from .micro.peak import cache_path, machine_peak
     from .run.placement import available_cores, threads_per_cell
 
     threads = threads_per_cell(args.threads, 1, available_cores())  # as `bench run` gives a cell
-    available = [n for n, b in sorted(get_registry().backends.items()) if b.availability().ok]
     console = _console()
     device = getattr(args, "device", "cpu")
-    peak = resolve_peak(available, available, threads, refresh=True, device=device,
-                        progress=lambda m: console.print(m, style="dim"))
+    peak = machine_peak(device, threads, refresh=True, progress=lambda m: console.print(m, style="dim"))
+    peak = peak.details if peak else None
     if peak is None:
         console.print("no backend could measure a matmul peak (see the errors above)")
         return EXIT_CELL_FAILED

@@ -101,3 +101,55 @@ def test_overhead_interval_over_repeats_is_filled_for_merged_records():
     found = overhead_ratio(keras, raw)
     assert found["over"] == "repeats" and found["low"] < found["ratio"] < found["high"]
     assert found["ratio"] == pytest.approx(1.3, rel=0.05)
+
+
+def test_a_raw_backend_answers_the_frontend_questions_without_frontend_members():
+    from fwbench.frontends import (
+        bind,
+        conformance_variants_of,
+        engines_of,
+        frontend_name,
+        identity_of,
+        label_of,
+        native_differences_of,
+    )
+
+    numpy = get_registry().get_backend("numpy")
+    assert not any(hasattr(numpy, m) for m in ("engines", "conformance_variants", "label", "frontend",
+                                               "for_options", "native_differences", "identity"))
+    assert engines_of(numpy) == {"numpy": numpy.availability()} and conformance_variants_of(numpy) == [{}]
+    assert (label_of(numpy), frontend_name(numpy), bind(numpy, {"x": 1})) == ("numpy", "raw", numpy)
+    assert identity_of(numpy) == {"frontend": "raw", "frontend_version": None, "engine": "numpy",
+                                  "engine_version": numpy.version()}
+    assert native_differences_of(numpy, None, "step:adam") == []
+
+
+def test_a_frontend_declares_its_engines_and_gets_the_rest_by_default():
+    from fwbench.frontends import (
+        Frontend,
+        conformance_variants_of,
+        engines_of,
+        identity_of,
+        label_of,
+    )
+
+    class OnNumpy(Frontend):
+        name, engine_names, engine = "onnumpy", ("numpy",), "numpy"
+
+        def for_options(self, options, source="<spec>"):
+            return self
+
+        def version(self):
+            return "1.0"
+
+        def configure(self, *, device, threads):
+            return {}
+
+        def build(self, request):
+            raise NotImplementedError
+
+    frontend = OnNumpy()
+    assert engines_of(frontend) == {"numpy": get_registry().get_backend("numpy").availability()}
+    assert conformance_variants_of(frontend) == [{}] and label_of(frontend) == "onnumpy[numpy]"
+    assert identity_of(frontend)["frontend"] == "onnumpy" and identity_of(frontend)["engine"] == "numpy"
+    assert "backend_mode" not in identity_of(frontend)

@@ -119,7 +119,7 @@ def test_the_run_measures_no_peak_with_a_backend_without_ops(monkeypatch):
 
     seen = {}
 
-    def resolve(run_backends, available, threads, progress, device="cpu"):
+    def resolve(run_backends, available, threads, **kwargs):
         seen.update(run=run_backends, available=available)
 
     monkeypatch.setattr(peak, "resolve_peak", resolve)

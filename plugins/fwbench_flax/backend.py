@@ -6,13 +6,14 @@ import importlib.metadata
 from typing import Any
 
 from fwbench import execution
-from fwbench.backend import Backend, BuildRequest, Trainer
+from fwbench.backend import BuildRequest, Trainer
+from fwbench.frontends import Frontend, engine_backend, rule_of_check
 from fwbench.options import Option, option_values
 
 MODES = ("exact", "native")
 
 
-class FlaxBackend(Backend):
+class FlaxBackend(Frontend):
     name = "flax"
     #: fp32, tf32 (GPU), bf16/fp16 (nnx.Linear/Conv ``dtype`` = the compute dtype, ``param_dtype``
     #: float32; fp16 with dynamic loss scaling in the step).
@@ -25,7 +26,8 @@ class FlaxBackend(Backend):
                help="nnx.jit: the step on the module objects (split/merge every call); functional: "
                     "nnx.split once, a pure jax.jit step over the state, merged back when read"),
     )
-    frontend = "flax"
+    engine_names = ("jax",)
+    engine = "jax"
     requires = ("flax", "jax", "optax")
     extra = "flax"
     description = "Flax NNX modules + optax (nnx.Optimizer), one nnx.jit train step, on JAX"
@@ -36,25 +38,10 @@ class FlaxBackend(Backend):
     def for_options(self, options: dict[str, Any], source: str = "<spec>") -> FlaxBackend:
         return FlaxBackend(option_values(self.declared_options, options, source, self.name)["mode"])
 
-    def identity(self) -> dict[str, Any]:
-        return {"frontend": "flax", "frontend_version": self.version(), "engine": "jax",
-                "engine_version": importlib.metadata.version("jax"), "backend_mode": self.mode}
-
-    def engines(self):
-        from fwbench.frontends import engine_backend
-
-        return {"jax": engine_backend("jax").availability()}
-
-    @property
-    def label(self) -> str:
-        return "flax[jax]"
-
     def native_differences(self, task, quantity: str) -> list[str]:
         """For `bench check` in native mode: the conventions that explain a differing quantity."""
         if self.mode != "native":
             return []
-        from fwbench.frontends import rule_of_check
-
         from .conventions import differences
 
         rule = rule_of_check(quantity)
@@ -64,13 +51,9 @@ class FlaxBackend(Backend):
         return importlib.metadata.version("flax")
 
     def gpu_available(self) -> bool:
-        from fwbench.frontends import engine_backend
-
         return engine_backend("jax").gpu_available()
 
     def configure(self, *, device: str, threads: int) -> dict[str, Any]:
-        from fwbench.frontends import engine_backend
-
         facts = dict(engine_backend("jax").configure(device=device, threads=threads))
         facts.update(flax=self.version(), mode=self.mode)
         return facts

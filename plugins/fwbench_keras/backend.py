@@ -15,24 +15,23 @@ from typing import Any
 
 from fwbench.backend import Availability, Backend, BuildRequest, Trainer
 from fwbench.errors import UsageError
+from fwbench.frontends import Frontend, engine_backend, rule_of_check
 
 from .options import ENGINES, OPTIONS, KerasOptions, engine_installed, parse_options
 
 
 def _raw_engine_backend(engine: str) -> Backend:
     """The fwbench backend of the raw engine, which knows how to configure it (from the registry)."""
-    from fwbench.frontends import engine_backend
-
     return engine_backend(ENGINES[engine][1])
 
 
-class KerasBackend(Backend):
+class KerasBackend(Frontend):
     name = "keras"
     #: fp32, tf32 (GPU), bf16/fp16 (mixed_bfloat16 / mixed_float16 dtype policies; fp16 with a
     #: LossScaleOptimizer).
     precisions = ("fp32", "tf32", "bf16", "fp16")
     declared_options = OPTIONS
-    frontend = "keras"
+    engine_names = tuple(ENGINES)
     requires = ("keras",)
     extra = "keras"
     description = ("Keras 3 (functional model, Keras optimizers, model.compile + train_on_batch) "
@@ -41,7 +40,6 @@ class KerasBackend(Backend):
     def __init__(self, options: KerasOptions | None = None):
         self.options = options or KerasOptions()
 
-    # -- frontend x engine ----------------------------------------------------------------------
     def for_options(self, options: dict[str, Any], source: str = "<spec>") -> KerasBackend:
         return KerasBackend(parse_options(options, source))
 
@@ -54,25 +52,24 @@ class KerasBackend(Backend):
                                 "'fwbench[keras,jax]' (or tensorflow, torch)")
         return base
 
+    @property
+    def engine(self) -> str:
+        return self.options.engine
+
+    @property
+    def mode(self) -> str:
+        return self.options.mode
+
     def engines(self) -> dict[str, Availability]:
+        """Installed = the engine's module is importable (Keras needs no more of the raw backend)."""
         return {e: (Availability(True) if engine_installed(e) else
                     Availability(False, f"pip install 'fwbench[{ENGINES[e][1]}]'")) for e in ENGINES}
 
-    def conformance_variants(self) -> list[dict[str, Any]]:
-        return [{"engine": e} for e in ENGINES if engine_installed(e)]
-
-    def identity(self) -> dict[str, Any]:
-        engine = self.options.engine
-        return {"frontend": "keras", "frontend_version": self.version(), "engine": engine,
-                "engine_version": _raw_engine_backend(engine).version(), "backend_mode": self.options.mode}
-
     def native_differences(self, task, quantity: str) -> list[str]:
-        """For `bench check` in native mode: the conventions that explain a differing
-        ``quantity`` (none in exact mode, or for logits, loss and gradients: those must agree)."""
-        if self.options.mode != "native":
+        """In native mode, the Keras conventions behind a differing ``quantity`` (none in exact
+        mode, or for logits, loss and gradients: those must agree)."""
+        if self.mode != "native":
             return []
-        from fwbench.frontends import rule_of_check
-
         from .conventions import differences
 
         rule = rule_of_check(quantity)
@@ -81,10 +78,6 @@ class KerasBackend(Backend):
         if rule.get("clip") in ("norm", "value"):
             return differences(task, **rule) or ["clip value: same rule, on Keras' own SGD"]
         return differences(task, **rule)
-
-    @property
-    def label(self) -> str:
-        return f"keras[{self.options.engine}]"
 
     # -- the contract -----------------------------------------------------------------------------
     def version(self) -> str:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import BuildRequest, Unsupported
+from ..frontends import bind, label_of, native_differences_of
 from ..layers import (
     AvgPool,
     BatchNorm,
@@ -430,7 +431,7 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
     the candidate on ``device``.
 
     ``options``: a ``[backend]`` table for the backend (a frontend's engine and mode), see
-    `fwbench.backend.Backend.for_options`; checks are labelled with the bound backend's label.
+    `fwbench.frontends.bind`; checks are labelled with the bound backend's label (`label_of`).
     ``precision``: the tasks' ``training.precision``; ``check``: the function that checks one
     (backend, task), `check_one` by default (`fwbench.conformance.precision` passes its own).
     """
@@ -438,7 +439,7 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
     from ..spec import load_task
 
     registry = get_registry()
-    candidate = registry.get_backend(backend_name).for_options(options or {}, "bench check")
+    candidate = bind(registry.get_backend(backend_name), options or {}, "bench check")
     reference = registry.get_backend(REFERENCE)
     candidate.configure(device=device, threads=1)
     if reference is not candidate:
@@ -449,19 +450,16 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
         task = load_task(registry.get_task_file(name), overrides)
         found = (check or check_one)(name, task, candidate, reference, device, rule_cache)
         for row in found:
-            row.backend = candidate.label
+            row.backend = label_of(candidate)
         yield name, _native_differences(candidate, task, found)
 
 
 def _native_differences(backend, task: TaskSpec, checks: list[Check]) -> list[Check]:
     """In a frontend's native mode (``backend.mode = "native"``) a differing quantity is listed
-    with the conventions that explain it (``Backend.native_differences``) instead of failing."""
-    explain = getattr(backend, "native_differences", None)
-    if explain is None:
-        return checks
+    with the conventions that explain it (`fwbench.frontends.Frontend.native_differences`) instead of failing."""
     for check in checks:
         if not check.passed and not check.skipped:
-            reasons = explain(task, check.quantity)
+            reasons = native_differences_of(backend, task, check.quantity)
             if reasons:
                 check.passed = True
                 check.note = "differs in native mode: " + "; ".join(reasons)

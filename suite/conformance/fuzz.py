@@ -24,6 +24,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from ..errors import SpecError
+from ..frontends import bind, label_of
 from ..layers import ACTIVATIONS, INITS
 from ..spec import OPTIMIZERS, SCHEDULES, task_from_dict
 from .coverage import Coverage
@@ -343,10 +344,10 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
         name, options = (entry, {}) if isinstance(entry, str) else entry
         backend = registry.get_backend(name)
         if options:
-            backend = backend.for_options(options, "--set")
+            backend = bind(backend, options, "--set")
         if backend is not reference:
             backend.configure(device="cpu", threads=1)
-        backends[backend.label] = backend
+        backends[label_of(backend)] = backend
     result = FuzzResult(backends=list(backends))
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=False,

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..frontends import bind, conformance_variants_of
 from ..options import resolve_options
 from ..spec import parse_value
 from .checks import Check, training_tasks
@@ -110,13 +111,13 @@ def check_variants(registry, backends: list[str], items: list[str]) -> list[tupl
     out = []
     for name in backends:
         backend = registry.get_backend(name)
-        variants = [{}] if "engine" in options else backend.conformance_variants()
+        variants = [{}] if "engine" in options else conformance_variants_of(backend)
         for variant in variants:
             table = {**variant, **options}
             if table:
                 resolve_options(backend, options, "--set",
                                 others=[registry.get_backend(b) for b in backends if b != name])
-                backend.for_options(table, "--set")  # raises SpecError for an unknown value
+                bind(backend, table, "--set")  # raises SpecError for an unknown value
             out.append((name, table))
     return out
 

@@ -90,27 +90,28 @@ def _gpu_row() -> dict[str, Any]:
                                           cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))}
 
 
-def _peak_rows(backends: list[str], available: list[str], threads: int, device: str,
+def _peak_rows(backends: list[str], threads: int, device: str,
                refresh: bool) -> tuple[list[dict[str, Any]], float | None]:
-    from ..micro.peak import resolve_peak
+    from ..micro.peak import machine_peak
 
     try:
-        peak = resolve_peak(backends, available, threads, device=device, refresh=refresh)
+        peak = machine_peak(device, threads, backends, refresh=refresh)
     except Exception as exc:  # noqa: BLE001
         return [{"backend": "machine", **check("peak", FAIL, one_line(exc))}], None
     if peak is None:
         return [{"backend": "machine", **check("peak", FAIL, f"no backend could measure a matmul on the {device}")},
                 {"backend": "machine", **check("bandwidth", SKIP, "no peak")}], None
-    errors = {n: v.get("error") for n, v in peak["per_backend"].items() if v.get("error")}
-    detail = (f"{peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak['best_backend']}, {peak['source']}) on "
-              f"{peak.get('device_name') or device}" + (f"; failed: {errors}" if errors else ""))
+    per_backend = peak.details.get("per_backend") or {}
+    errors = {n: v.get("error") for n, v in per_backend.items() if v.get("error")}
+    detail = (f"{peak.gflops:,.1f} GFLOP/s float32 matmul ({peak.best_backend}, {peak.source}) on "
+              f"{peak.details.get('device_name') or device}" + (f"; failed: {errors}" if errors else ""))
     rows = [{"backend": "machine", **check("peak", PASS, detail, per_backend={
-        n: v.get("gflops") for n, v in peak["per_backend"].items()})}]
-    bandwidth = peak.get("bandwidth_gbps")
+        n: v.get("gflops") for n, v in per_backend.items()})}]
+    bandwidth = peak.bandwidth_gbps
     rows.append({"backend": "machine", **(
-        check("bandwidth", PASS, f"{bandwidth:,.1f} GB/s ({(peak.get('bandwidth') or {}).get('backend', 'numpy')})")
+        check("bandwidth", PASS, f"{bandwidth:,.1f} GB/s ({(peak.details.get('bandwidth') or {}).get('backend', 'numpy')})")
         if bandwidth else check("bandwidth", FAIL, f"no memory bandwidth measured on the {device}"))})
-    return rows, peak["gflops"]
+    return rows, peak.gflops
 
 
 def run_probe(backend: str, device: str, threads: int, peak_gflops: float | None,
@@ -169,8 +170,7 @@ def doctor_rows(args) -> list[dict[str, Any]]:
     threads = threads_per_cell(args.threads, 1, available_cores())  # as `bench run` gives a cell
     if args.device == "gpu":
         rows.append(_gpu_row())
-    everything = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]
-    peak_rows, peak_gflops = _peak_rows(backends, everything, threads, args.device, args.refresh_peak)
+    peak_rows, peak_gflops = _peak_rows(backends, threads, args.device, args.refresh_peak)
     rows += peak_rows
     for task in args.task:
         registry.get_task_file(task)  # an unknown task is bad input: refused before anything runs

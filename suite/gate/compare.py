@@ -32,6 +32,20 @@ from typing import Any
 from ..errors import UsageError
 from ..frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
 from ..measure.statistics import INVOCATION_CV, RatioInterval, ratio_interval
+from ..records.record import (
+    FIRST_STEP,
+    LATENCY_P50,
+    LATENCY_P99,
+    PEAK_DEVICE,
+    PEAK_HOST,
+    REPEATS,
+    STEP_TIME,
+    TEST_ACCURACY,
+    THROUGHPUT,
+    THROUGHPUT_BEST,
+    THROUGHPUT_SPAN,
+    THROUGHPUT_TOTAL,
+)
 from .comparable import differences
 from .output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401
 from .verdicts import (  # noqa: F401  (re-exported: the verdict names are part of this module's surface)
@@ -74,7 +88,7 @@ def _batch(record: dict) -> float | None:
 def _repeat_values(key: str) -> Callable[[dict], list[tuple[Any, float]]]:
     """Per-repeat ``(block or repeat index, value of key)`` from ``metrics["repeats"]``."""
     def values(record: dict) -> list[tuple[Any, float]]:
-        repeats = _m(record, "repeats")
+        repeats = _m(record, REPEATS)
         if not isinstance(repeats, list):
             return []
         out = []
@@ -110,7 +124,7 @@ def _rate(key: str, stat: str) -> Callable[[dict], float | None]:
     def value(record: dict) -> float | None:
         v = _num(_m(record, key))
         if v is None:
-            stats = _m(record, "step_time_s")
+            stats = _m(record, STEP_TIME)
             t = _num(stats.get(stat)) if isinstance(stats, dict) else None
             batch = _batch(record)
             v = batch / t if t and batch else None
@@ -120,29 +134,29 @@ def _rate(key: str, stat: str) -> Callable[[dict], float | None]:
 
 THROUGHPUT_LABEL = "throughput (samples/s)"
 METRICS: tuple[Metric, ...] = (
-    Metric("throughput", THROUGHPUT_LABEL, "higher", _rate("throughput_samples_per_s", "median"), _fmt_count,
+    Metric("throughput", THROUGHPUT_LABEL, "higher", _rate(THROUGHPUT, "median"), _fmt_count,
            repeats=_repeat_values("median_step_s"), repeats_are_inverse=True, speed=True),
-    Metric("throughput_best", "best-window throughput", "higher", _rate("throughput_best_samples_per_s", "min"),
+    Metric("throughput_best", "best-window throughput", "higher", _rate(THROUGHPUT_BEST, "min"),
            _fmt_count, repeats=_repeat_values("best_step_s"), repeats_are_inverse=True, optional=True, speed=True),
     Metric("throughput_total", "whole-run throughput (mean step)", "higher",
-           _rate("throughput_total_samples_per_s", "mean"), _fmt_count,
+           _rate(THROUGHPUT_TOTAL, "mean"), _fmt_count,
            repeats=_repeat_values("mean_step_s"), repeats_are_inverse=True, optional=True, speed=True),
     Metric("throughput_span", "best-span throughput (stalls included)", "higher",
-           _rate("throughput_span_samples_per_s", "best_span"), _fmt_count,
+           _rate(THROUGHPUT_SPAN, "best_span"), _fmt_count,
            repeats=_repeat_values("best_span_step_s"), repeats_are_inverse=True, optional=True, speed=True),
-    Metric("test_accuracy", "test accuracy", "higher", lambda r: _num(_m(r, "test_accuracy")), lambda v: f"{v:.2%}",
-           repeats=_repeat_values("test_accuracy"), deterministic=True),
-    Metric("peak_host_bytes", "peak host memory", "lower", lambda r: _num(_m(r, "peak_host_bytes")),
-           lambda v: f"{v / 2**20:,.1f} MiB", repeats=_repeat_values("peak_host_bytes")),
-    Metric("peak_device_bytes", "peak device memory", "lower", lambda r: _num(_m(r, "peak_device_bytes")),
-           lambda v: f"{v / 2**20:,.1f} MiB", repeats=_repeat_values("peak_device_bytes"), optional=True),
-    Metric("compile_s", "first step (compile)", "lower", lambda r: _num(_m(r, "first_step_s")),
-           lambda v: f"{v:.3g} s", repeats=_repeat_values("first_step_s"), speed=True),
+    Metric("test_accuracy", "test accuracy", "higher", lambda r: _num(_m(r, TEST_ACCURACY)), lambda v: f"{v:.2%}",
+           repeats=_repeat_values(TEST_ACCURACY), deterministic=True),
+    Metric("peak_host_bytes", "peak host memory", "lower", lambda r: _num(_m(r, PEAK_HOST)),
+           lambda v: f"{v / 2**20:,.1f} MiB", repeats=_repeat_values(PEAK_HOST)),
+    Metric("peak_device_bytes", "peak device memory", "lower", lambda r: _num(_m(r, PEAK_DEVICE)),
+           lambda v: f"{v / 2**20:,.1f} MiB", repeats=_repeat_values(PEAK_DEVICE), optional=True),
+    Metric("compile_s", "first step (compile)", "lower", lambda r: _num(_m(r, FIRST_STEP)),
+           lambda v: f"{v:.3g} s", repeats=_repeat_values(FIRST_STEP), speed=True),
     # inference records (docs/inference.md): one call at the sweep's smallest batch
-    Metric("latency_p50", "latency p50", "lower", lambda r: _num(_m(r, "latency_p50_s")),
-           lambda v: f"{v * 1e3:.3g} ms", repeats=_repeat_values("latency_p50_s"), optional=True, speed=True),
-    Metric("latency_p99", "latency p99", "lower", lambda r: _num(_m(r, "latency_p99_s")),
-           lambda v: f"{v * 1e3:.3g} ms", repeats=_repeat_values("latency_p99_s"), optional=True, speed=True),
+    Metric("latency_p50", "latency p50", "lower", lambda r: _num(_m(r, LATENCY_P50)),
+           lambda v: f"{v * 1e3:.3g} ms", repeats=_repeat_values(LATENCY_P50), optional=True, speed=True),
+    Metric("latency_p99", "latency p99", "lower", lambda r: _num(_m(r, LATENCY_P99)),
+           lambda v: f"{v * 1e3:.3g} ms", repeats=_repeat_values(LATENCY_P99), optional=True, speed=True),
 )
 METRIC_KEYS = tuple(m.key for m in METRICS)
 
@@ -318,8 +332,8 @@ def _same_measurement(base: dict, new: dict) -> bool:
     """The very same record on both sides (``bench compare R R``): no change, with certainty."""
     def identity(r: dict) -> tuple:
         m = r.get("metrics") or {}
-        return (r.get("run_id"), r.get("cell_id"), r.get("finished_at"), json.dumps(m.get("repeats"), default=str),
-                json.dumps(m.get("step_time_s"), default=str))
+        return (r.get("run_id"), r.get("cell_id"), r.get("finished_at"), json.dumps(m.get(REPEATS), default=str),
+                json.dumps(m.get(STEP_TIME), default=str))
     return identity(base) == identity(new)
 
 

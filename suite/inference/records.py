@@ -19,6 +19,16 @@ from rich.table import Table
 from rich.text import Text
 
 from ..measure.statistics import INVOCATION_CV, UNSTABLE_REPEAT_CV, repeat_interval
+from ..records.record import (
+    COLD_START,
+    INFERENCE,
+    INFERENCE_HEADLINE,
+    LATENCY_P50,
+    LATENCY_P99,
+    PEAK_DEVICE,
+    PEAK_HOST,
+    REPEATS_N,
+)
 
 P50_COVERS = ("the median call latency of one process of this cell on this machine, across invocations: "
               "over {n} processes (geometric mean, t interval on logs) widened by a between-invocation "
@@ -35,7 +45,7 @@ def _num(value) -> float | None:
 
 
 def is_inference(record: dict[str, Any]) -> bool:
-    return record.get("scenario") == "inference" or bool((record.get("metrics") or {}).get("inference"))
+    return record.get("scenario") == "inference" or bool((record.get("metrics") or {}).get(INFERENCE))
 
 
 def _interval(values: list[float | None], between_cv: float = 0.0) -> tuple[Any, list[float]]:
@@ -45,8 +55,8 @@ def _interval(values: list[float | None], between_cv: float = 0.0) -> tuple[Any,
 
 def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
     """Merge ``metrics["inference"]`` of ``records`` (ok repeats, by repeat) into ``m``; warnings."""
-    inference = m["inference"]
-    per_repeat = [((r.get("metrics") or {}).get("inference") or {}).get("batches") or [] for r in records]
+    inference = m[INFERENCE]
+    per_repeat = [((r.get("metrics") or {}).get(INFERENCE) or {}).get("batches") or [] for r in records]
     warnings: list[str] = []
     for index, row in enumerate(inference.get("batches") or []):
         rows = [rs[index] if index < len(rs) else {} for rs in per_repeat]
@@ -81,15 +91,14 @@ def merge_inference(m: dict[str, Any], records: list[dict[str, Any]]) -> list[st
     from .scenario import headline
 
     inference.update(headline(inference.get("batches") or []))
-    colds = [_num(((r.get("metrics") or {}).get("inference") or {}).get("cold_start_s")) for r in records]
+    colds = [_num(((r.get("metrics") or {}).get(INFERENCE) or {}).get(COLD_START)) for r in records]
     colds = [v for v in colds if v is not None]
     if colds:
         ci = repeat_interval(colds)
-        inference["cold_start_s"] = median(colds)
+        inference[COLD_START] = median(colds)
         inference["cold_start_ci95"] = [ci.low, ci.high]
         inference["repeat_cold_start_s"] = colds
-    for key in ("latency_batch", "latency_p50_s", "latency_p99_s", "throughput_batch", "inference_throughput_samples_per_s",
-                "cold_start_s", "energy_j_per_sample"):
+    for key in INFERENCE_HEADLINE:
         if key in inference:
             m[key] = inference[key]
     return warnings
@@ -100,9 +109,9 @@ def repeat_values(record: dict[str, Any]) -> dict[str, float | None]:
     from .scenario import headline
 
     m = record.get("metrics") or {}
-    inference = {**headline((m.get("inference") or {}).get("batches") or []), **(m.get("inference") or {})}
-    return {"latency_p50_s": _num(inference.get("latency_p50_s")), "latency_p99_s": _num(inference.get("latency_p99_s")),
-            "cold_start_s": _num(inference.get("cold_start_s"))}
+    inference = {**headline((m.get(INFERENCE) or {}).get("batches") or []), **(m.get(INFERENCE) or {})}
+    return {LATENCY_P50: _num(inference.get(LATENCY_P50)), LATENCY_P99: _num(inference.get(LATENCY_P99)),
+            COLD_START: _num(inference.get(COLD_START))}
 
 
 def _ms(value: float | None) -> str:
@@ -126,7 +135,7 @@ def inference_table(records: list[dict[str, Any]], title: str = "Inference") -> 
         table.add_column(name, justify="left" if name in ("backend", "status") or "task" in name else "right")
     for r in records:
         m = r.get("metrics") or {}
-        inference = m.get("inference") or {}
+        inference = m.get(INFERENCE) or {}
         where = f"{r.get('task', '?')} · {r.get('dataset') or '?'} · {r.get('device', '?')}"
         status = Text(r.get("status", "?"), style=STATUS_STYLE.get(r.get("status"), ""))
         rows = inference.get("batches") or [{}]
@@ -135,21 +144,21 @@ def inference_table(records: list[dict[str, Any]], title: str = "Inference") -> 
             p50 = _ms(row.get("p50_s"))
             if ci and None not in ci:
                 p50 += f" ({_ms(ci[0])}–{_ms(ci[1])})"
-            n = row.get("repeats_n") or m.get("repeats_n")
+            n = row.get("repeats_n") or m.get(REPEATS_N)
             p50 += f" ×{n}" if n and n > 1 else (" ×1 (within-run)" if row.get("p50_s") else "")
             p99 = _ms(row.get("p99_s")) + (f" ({_ms(ci99[0])}–{_ms(ci99[1])})" if ci99 and None not in ci99 else "")
             energy = row.get("energy") or {}
             joules = f"{energy['joules_per_unit']:.3g}" if energy.get("available") else "—"
             thr = row.get("throughput_samples_per_s")
             first = i == 0
-            peak = m.get("peak_device_bytes") or m.get("peak_host_bytes")
+            peak = m.get(PEAK_DEVICE) or m.get(PEAK_HOST)
             table.add_row(Text(backend_label(r) if first else ""), Text(where if first else ""),
                           status if first else Text(""), str(row.get("batch_size", "—")), p50, p99,
                           f"{thr:,.0f}" if thr else "—", joules,
-                          f"{inference['cold_start_s']:.2f}" if first and inference.get("cold_start_s") else "",
+                          f"{inference[COLD_START]:.2f}" if first and inference.get(COLD_START) else "",
                           f"{peak / 2**20:,.0f}" if first and peak else "")
     reasons = sorted({str(e.get("reason")) for r in records for row in
-                      ((r.get("metrics") or {}).get("inference") or {}).get("batches") or []
+                      ((r.get("metrics") or {}).get(INFERENCE) or {}).get("batches") or []
                       if not (e := row.get("energy") or {}).get("available", True)})
     if reasons:
         table.caption = "J/sample: " + "; ".join(reasons)

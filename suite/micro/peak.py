@@ -14,7 +14,9 @@ NumPy-only peak would sit below what torch or XLA reach, and every fast backend 
 of them, and each backend's number is kept. Bandwidth: NumPy copy and add of 128 MiB arrays on
 ``threads`` threads (STREAM's convention: copy moves 2 arrays, add 3).
 
-`resolve_peak` gives ``bench run`` one number per machine and thread count: each backend's
+`machine_peak` is the one way to the peak (``bench run``, ``bench info --peak``, ``bench doctor``,
+the plugin kit; a cell reads its own with `Peak.from_summary`): a `Peak`, the number and where it
+comes from. Underneath, `resolve_peak` gives one number per machine and thread count: each backend's
 result is cached (``peak.json`` in ``$FWBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/fwbench``, else
 ``~/.cache/fwbench``) under a key of CPU model, cores, threads, ``OPENBLAS_CORETYPE``, the library
 versions and the backend; a run measures only its own backends that have no number yet, and the
@@ -35,6 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +263,7 @@ def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float =
 def resolve_peak(run_backends: list[str], available: list[str], threads: int, *, refresh: bool = False,
                  progress: Callable[[str], None] = lambda m: None, child: Callable[..., dict] | None = None,
                  path: Path | None = None, device: str = "cpu",
-                 facts: dict[str, Any] | None = None) -> dict[str, Any] | None:
+                 facts: dict[str, Any] | None = None, cache_entries: bool = True) -> dict[str, Any] | None:
     """The peak of ``device`` for ``threads``: the best cached or newly measured backend matmul.
 
     Each backend's number is cached on its own, under the device's facts (`device_facts`, or
@@ -269,12 +272,12 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     again. The peak is the best number of every available backend known for this device, so a
     NumPy-only run launches no other framework but still profits from an earlier
     ``bench info --peak``. Bandwidth: NumPy's on the CPU; on a GPU the best of the backends' own.
-    Returns None when no backend has a number.
+    ``cache_entries=False`` neither reads nor writes the cache. Returns None when no backend has a
+    number. Callers go through `machine_peak`.
     """
     child = child or run_child
     facts = facts if facts is not None else device_facts(device, threads)
-    available = _with_ops(available)  # a backend without ops.py (keras, flax) has no matmul to time
-    cache = read_cache(path)
+    cache = read_cache(path) if cache_entries else {}
     key = {name: cache_key(facts, name) for name in [*available, "_bandwidth"]}
     todo = list(available) if refresh else [b for b in run_backends if b in available and key[b] not in cache]
     on_gpu = device == "gpu"
@@ -301,7 +304,7 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     if on_gpu and not refresh and key["_bandwidth"] in new and isinstance(old_bandwidth, dict) \
             and old_bandwidth.get("gbps", 0) > new[key["_bandwidth"]].get("gbps", 0):
         new[key["_bandwidth"]] = old_bandwidth  # a run of fewer backends never lowers a known best
-    if new:
+    if new and cache_entries:
         write_cache(new, path)
     cache.update(new)
     per_backend = {name: {**cache[key[name]], "source": "cache"} for name in available if key[name] in cache}
@@ -321,12 +324,91 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
             "method": f"best of each backend's own float32 square matmul on the {device}, one process per backend"}
 
 
-def _with_ops(names: list[str]) -> list[str]:
-    """``names`` less the registered backends that have no microbenchmark ops."""
-    from ..plugins import get_registry
+@dataclass(frozen=True, kw_only=True)
+class Peak:
+    """A device's float32 matmul peak and where the number comes from.
 
-    backends = get_registry().backends
-    return [n for n in names if n not in backends or backends[n].has_ops()]
+    ``source``: "measured" (now), "cache", or the words of a given number ("command line");
+    ``details``: `resolve_peak`'s dict (``per_backend``, ``bandwidth``, ``not_measured``...), or a
+    record's summary; empty for a given number.
+    """
+
+    gflops: float
+    source: str
+    device: str = "cpu"
+    best_backend: str | None = None
+    bandwidth_gbps: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def flops(self) -> float:
+        """The peak in FLOP/s, for `fwbench.measure.timing.too_fast` and percent of peak."""
+        return self.gflops * 1e9
+
+    def summary(self) -> dict[str, Any]:
+        """What a cell carries and its record keeps as ``env.peak`` (JSON)."""
+        d = self.details
+        per_backend = d.get("per_backend_gflops") or {n: v.get("gflops") for n, v in (d.get("per_backend") or {}).items()}
+        return {"gflops": self.gflops, "best_backend": self.best_backend, "bandwidth_gbps": self.bandwidth_gbps,
+                "source": self.source, "measured_at": d.get("measured_at"), "threads": d.get("threads"),
+                "device": self.device, "device_name": d.get("device_name"), "per_backend_gflops": per_backend}
+
+    @classmethod
+    def from_summary(cls, info: dict[str, Any] | None, device: str | None = None) -> Peak | None:
+        """The `Peak` of a `summary` (a cell's or a record's ``env.peak``); None without a number."""
+        if not info or not info.get("gflops"):
+            return None
+        return cls(gflops=float(info["gflops"]), source=str(info.get("source") or "given"),
+                   device=device or info.get("device") or "cpu", best_backend=info.get("best_backend"),
+                   bandwidth_gbps=info.get("bandwidth_gbps"), details=dict(info))
+
+
+def peak_backends(registry=None) -> list[str]:
+    """The backends that can measure a peak: registered, available, with microbenchmark ops (a
+    backend without ``ops.py``, Keras or Flax, has no matmul to time)."""
+    if registry is None:
+        from ..plugins import get_registry
+
+        registry = get_registry()
+    return [n for n, b in sorted(registry.backends.items()) if b.availability().ok and b.has_ops()]
+
+
+def machine_peak(device: str, threads: int, backends: list[str] | None = None, *, refresh: bool = False,
+                 given: float | None = None, given_as: str = "command line", among: list[str] | None = None,
+                 progress: Callable[[str], None] = lambda m: None, measure: Callable[..., dict] | None = None,
+                 cache: bool = True) -> Peak | None:
+    """The float32 matmul peak of ``device`` with ``threads`` threads: the one way to it.
+
+    ``given`` (GFLOP/s, e.g. ``--peak 150``): that number, nothing measured (``given_as`` says
+    where it came from). Otherwise the best number of the backends ``among`` (default:
+    `peak_backends`): cached ones, and those of ``backends`` (the run's; default: all of
+    ``among``) not cached yet measured now, each by ``measure`` (default `run_child`, a process
+    per backend); ``refresh`` measures all of ``among`` again; ``cache=False`` neither reads nor
+    writes the cache (the kit measures under its own load). None when no backend has a number.
+    """
+    if given is not None:
+        return Peak(gflops=float(given), source=given_as, device=device)
+    among = peak_backends() if among is None else among
+    run = [n for n in (among if backends is None else backends) if n in among]
+    found = resolve_peak(run, among, threads, refresh=refresh, progress=progress, child=measure, device=device,
+                         cache_entries=cache)
+    if found is None:
+        return None
+    return Peak(gflops=found["gflops"], source=found["source"], device=device, best_backend=found["best_backend"],
+                bandwidth_gbps=found.get("bandwidth_gbps"), details=found)
+
+
+def peak_for_cell(cell: dict[str, Any], device: str) -> Peak | None:
+    """The peak a cell is judged against on ``device``: the planner passes one per device
+    (``peak_info["by_device"]``: an ``auto`` cell learns its device only in its process); a
+    given ``--peak`` number or an older plan has one for all devices."""
+    info = cell.get("peak_info") or {}
+    if "by_device" in info:
+        return Peak.from_summary((info.get("by_device") or {}).get(device), device)
+    info = dict(info)
+    if cell.get("peak_flops"):
+        info.setdefault("gflops", cell["peak_flops"] / 1e9)
+    return Peak.from_summary(info, device)
 
 
 def _now() -> str:

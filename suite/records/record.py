@@ -50,6 +50,23 @@ REPEATS_N = "repeats_n"
 INTERVAL = "interval"                            # "repeats" or "within-run only"
 CASES = "cases"                                  # microbenchmark cases, one dict each
 EPOCHS = "epochs_run"
+THROUGHPUT_TOTAL = "throughput_total_samples_per_s"  # batch / mean step: the whole run, stalls included
+THROUGHPUT_SPAN = "throughput_span_samples_per_s"    # batch / the fastest span of steps
+THROUGHPUT_WIDE = "throughput_wide"              # True when the repeats' interval is wide
+CONVERGENCE = "convergence"                      # optimizer microbenchmarks: {optimizer: losses}
+ENERGY = "energy"                                # training: {available, joules, ...} or why none
+# inference records (``bench run --scenario inference``, `fwbench.inference`)
+INFERENCE = "inference"                          # {batches: [one row per batch size], cold_start_s...}
+LATENCY_BATCH = "latency_batch"                  # the batch size the latency headline is of
+LATENCY_P50 = "latency_p50_s"
+LATENCY_P99 = "latency_p99_s"
+THROUGHPUT_BATCH = "throughput_batch"            # the batch size the throughput headline is of
+INFERENCE_THROUGHPUT = "inference_throughput_samples_per_s"
+COLD_START = "cold_start_s"                      # process start to the first answer
+ENERGY_PER_SAMPLE = "energy_j_per_sample"        # {batch size: joules per sample}
+#: The headline numbers of ``metrics["inference"]`` repeated at the top of ``metrics``.
+INFERENCE_HEADLINE = (LATENCY_BATCH, LATENCY_P50, LATENCY_P99, THROUGHPUT_BATCH, INFERENCE_THROUGHPUT,
+                      COLD_START, ENERGY_PER_SAMPLE)
 
 #: ``metrics.interval`` of a record whose interval comes from one process.
 WITHIN_RUN_ONLY = "within-run only"

@@ -8,6 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from ..records.record import CASES, CONVERGENCE, INFERENCE
+
 #: Override keys that say *which data* a cell used; shown as the dataset, not as a setting.
 DATA_KEYS = ("dataset.name", "dataset.shape")
 
@@ -156,13 +158,13 @@ def sort_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def section_of(record: dict[str, Any]) -> str | None:
     """The report section of a record that is not a training cell (None for training cells)."""
     metrics = record.get("metrics") or {}
-    if record.get("scenario") == "inference" or isinstance(metrics.get("inference"), dict):
+    if record.get("scenario") == "inference" or isinstance(metrics.get(INFERENCE), dict):
         return "inference"
-    cases = [c for c in metrics.get("cases") or [] if isinstance(c, dict)]
+    cases = [c for c in metrics.get(CASES) or [] if isinstance(c, dict)]
     family = task_family(record)
     if family == "conv2d" or any("gflops" in c for c in cases):
         return "conv2d"
-    if family in ("optimizer", "optimizers") or isinstance(metrics.get("convergence"), dict) \
+    if family in ("optimizer", "optimizers") or isinstance(metrics.get(CONVERGENCE), dict) \
             or any("optimizer" in c for c in cases):
         return "optimizers"
     if family == "scaling" or any("model" in c and "input" in c for c in cases):

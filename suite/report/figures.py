@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from ..records.record import PEAK_DEVICE, PEAK_HOST, REPEATS_N, TEST_ACCURACY, THROUGHPUT
 from .cells import (
     backend_color,
     backend_order,
@@ -52,25 +53,25 @@ MAX_CNN_FIGURES = 24
 # ---------------------------------------------------------------------------------------------
 
 def _throughput_value(r):
-    v = number(metric(r, "throughput_samples_per_s"))
+    v = number(metric(r, THROUGHPUT))
     if v is None:
         return None
     ci = metric(r, "throughput_ci95") or [None, None]
     lo, hi = (number(ci[0]), number(ci[1])) if isinstance(ci, list) and len(ci) == 2 else (None, None)
-    n = metric(r, "repeats_n")
+    n = metric(r, REPEATS_N)
     if isinstance(n, int) and 1 < n < MIN_REPEATS_FOR_WHISKER:  # t with 1 df: ×12.7, says nothing
         return v, None, None, f"n={n}: no usable interval"
     return v, lo, hi
 
 
 def _accuracy_value(r):
-    v = number(metric(r, "test_accuracy"))
+    v = number(metric(r, TEST_ACCURACY))
     return None if v is None else (v, None, None)
 
 
 def _memory_value(r):
-    v = number(metric(r, "peak_device_bytes")) if r.get("device") == "gpu" else None
-    v = v if v is not None else number(metric(r, "peak_host_bytes"))
+    v = number(metric(r, PEAK_DEVICE)) if r.get("device") == "gpu" else None
+    v = v if v is not None else number(metric(r, PEAK_HOST))
     return None if v is None else (v / 2**20, None, None)
 
 
@@ -219,7 +220,7 @@ def sweep_figures(records: list[dict]) -> list[dict]:
             backends = backend_order(members)
             labels = list(dict.fromkeys(short_settings_label(r, keys) for r in members))
             values = {(short_settings_label(r, keys), str(r.get("backend"))): (v, None, None)
-                      for r in members if (v := number(metric(r, "test_accuracy"))) is not None}
+                      for r in members if (v := number(metric(r, TEST_ACCURACY))) is not None}
             fig = new_figure(min(12.0, max(5.5, 1.0 + 0.6 * len(labels) * len(backends))), 3.6)
             ax = fig.subplots()
             grouped_bars(ax, labels, backends, values, lambda v: f"{v:.1%}")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..frontends import RAW, engine_of, frontend_of
+from ..records.record import STEP_TIME, TEST_ACCURACY, THROUGHPUT
 from . import tables
 from .cells import is_ok, metric, number
 
@@ -38,7 +39,7 @@ def _ordered(names, order) -> list[str]:
 
 
 def _step_times(record: dict[str, Any]) -> np.ndarray:
-    raw = (metric(record, "step_time_s") or {}).get("raw") or []
+    raw = (metric(record, STEP_TIME) or {}).get("raw") or []
     return np.asarray([v for v in raw if number(v) is not None and v > 0], dtype=float)
 
 
@@ -48,7 +49,7 @@ def overhead_ratio(frontend: dict[str, Any], raw: dict[str, Any], seed: int = 0)
     a, b = _step_times(frontend), _step_times(raw)
     if a.size == 0 or b.size == 0:
         return None
-    over_repeats = all((metric(r, "step_time_s") or {}).get("unit") == "repeat" for r in (frontend, raw))
+    over_repeats = all((metric(r, STEP_TIME) or {}).get("unit") == "repeat" for r in (frontend, raw))
     if over_repeats and a.size >= 2 and b.size >= 2:  # the process is the unit: a t interval on log medians
         from ..measure.statistics import ratio_interval
 
@@ -72,13 +73,13 @@ def overhead_ratio(frontend: dict[str, Any], raw: dict[str, Any], seed: int = 0)
 def _cell(record: dict[str, Any] | None) -> dict[str, Any]:
     if record is None:
         return {"thr": "", "ci": "", "acc": "", "present": False}
-    thr = number(metric(record, "throughput_samples_per_s"))
+    thr = number(metric(record, THROUGHPUT))
     ci = metric(record, "throughput_ci95") or []
     ci_text = (f"95% CI {tables.fmt_count(ci[0])}–{tables.fmt_count(ci[1])}"
                if len(ci) == 2 and None not in ci else "")
     mode = (record.get("backend_mode") or (record.get("compile_info") or {}).get("conventions") or "")
     return {"thr": f"{tables.fmt_count(thr)} samples/s" if thr is not None else "—", "ci": ci_text,
-            "acc": tables.fmt_percent(number(metric(record, "test_accuracy"))), "present": True,
+            "acc": tables.fmt_percent(number(metric(record, TEST_ACCURACY))), "present": True,
             "mode": mode if mode and mode != "exact" else ""}
 
 

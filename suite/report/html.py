@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from ..records.record import TEST_ACCURACY, THROUGHPUT
 from ..records.results import dumps
 from ..version import __version__
 from . import figures, latency, microbench_figures, tables
@@ -123,8 +124,8 @@ def _sweep_tables(records: list[dict]) -> list[dict]:
             for b in backends:
                 r = next((m for m in members if str(m.get("backend")) == b
                           and short_settings_label(m, keys) == s), None)
-                acc = number(metric(r, "test_accuracy")) if r else None
-                thr = number(metric(r, "throughput_samples_per_s")) if r else None
+                acc = number(metric(r, TEST_ACCURACY)) if r else None
+                thr = number(metric(r, THROUGHPUT)) if r else None
                 cells.append({"acc": tables.fmt_percent(acc),
                               "thr": f"{tables.fmt_count(thr)} samples/s" if thr is not None else ""})
             rows.append({"setting": s, "cells": cells})

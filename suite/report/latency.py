@@ -15,6 +15,7 @@ from typing import Any
 from markupsafe import Markup
 
 from ..inference.records import is_inference
+from ..records.record import COLD_START, INFERENCE
 from .cells import backend_color, backend_order, by_group, group_label, is_ok
 from .plotting import literal, new_figure, report_style
 
@@ -24,7 +25,7 @@ def inference_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = ((record.get("metrics") or {}).get("inference") or {}).get("batches") or []
+    rows = ((record.get("metrics") or {}).get(INFERENCE) or {}).get("batches") or []
     return sorted((b for b in rows if b.get("p50_s") and b.get("p99_s")), key=lambda b: b["batch_size"])
 
 
@@ -98,7 +99,7 @@ def latency_rows(records: list[dict[str, Any]]) -> dict[str, Any]:
     joules (the column is shown only then) and ``energy_reasons`` why the others have none."""
     rows, reasons = [], set()
     for r in inference_records(records):
-        inference = (r.get("metrics") or {}).get("inference") or {}
+        inference = (r.get("metrics") or {}).get(INFERENCE) or {}
         for b in _rows(r):
             energy = b.get("energy") or {}
             if energy and not energy.get("available"):
@@ -112,7 +113,7 @@ def latency_rows(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "p99": _ms(b["p99_s"]), "p99_ci": f"{_ms(ci99[0])}–{_ms(ci99[1])}" if None not in ci99 else "",
                 "throughput": f"{b['throughput_samples_per_s']:,.0f}" if b.get("throughput_samples_per_s") else "—",
                 "joules": f"{energy['joules_per_unit']:.3g}" if energy.get("available") else "—",
-                "cold": f"{inference['cold_start_s']:.2f}" if inference.get("cold_start_s") else "—",
+                "cold": f"{inference[COLD_START]:.2f}" if inference.get(COLD_START) else "—",
                 "covers": b.get("p99_interval_covers", ""),
             })
     return {"rows": rows, "energy": any(row["joules"] != "—" for row in rows), "energy_reasons": sorted(reasons)}

@@ -12,6 +12,7 @@ from collections import defaultdict
 import matplotlib as mpl
 from matplotlib.lines import Line2D
 
+from ..records.record import CASES, CONVERGENCE, STEP_TIME
 from .cells import (
     backend_color,
     backend_order,
@@ -38,7 +39,7 @@ from .plotting import (
 # ---------------------------------------------------------------------------------------------
 
 def cases_of(r, *required: str) -> list[dict]:
-    cases = metric(r, "cases")
+    cases = metric(r, CASES)
     if not isinstance(cases, list):
         return []
     return [c for c in cases if isinstance(c, dict) and all(k in c for k in required)]
@@ -127,7 +128,7 @@ def conv2d_figures(records: list[dict]) -> list[dict]:
 
 def optimizer_records(records: list[dict]) -> list[dict]:
     return [r for r in records if is_ok(r) and (cases_of(r, "optimizer", "params", "median_s")
-                                                 or isinstance(metric(r, "convergence"), dict))]
+                                                 or isinstance(metric(r, CONVERGENCE), dict))]
 
 
 def optimizer_figures(records: list[dict]) -> list[dict]:
@@ -137,7 +138,7 @@ def optimizer_figures(records: list[dict]) -> list[dict]:
             backends = backend_order(members)
             optimizers = list(dict.fromkeys(
                 [str(c["optimizer"]) for r in members for c in cases_of(r, "optimizer", "params", "median_s")]
-                + [str(k) for r in members for k in (metric(r, "convergence") or {})]))
+                + [str(k) for r in members for k in (metric(r, CONVERGENCE) or {})]))
             rows, cols = grid_shape(len(optimizers), 4)
             if any(cases_of(r, "optimizer", "params", "median_s") for r in members):
                 fig = new_figure(min(13.0, 3.3 * cols), 3.2 * rows + 0.6)
@@ -162,21 +163,21 @@ def optimizer_figures(records: list[dict]) -> list[dict]:
                                        "optimizer update time versus parameter count",
                                        "Median time of one optimizer update against the number of "
                                        "parameters (log–log)."))
-            conv = [r for r in members if isinstance(metric(r, "convergence"), dict)]
+            conv = [r for r in members if isinstance(metric(r, CONVERGENCE), dict)]
             if conv:
-                names = list(dict.fromkeys(str(k) for r in conv for k in metric(r, "convergence")))
+                names = list(dict.fromkeys(str(k) for r in conv for k in metric(r, CONVERGENCE)))
                 rows, cols = grid_shape(len(names), 4)
                 fig = new_figure(min(13.0, 3.3 * cols), 3.2 * rows + 0.6)
                 axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
                 for ax, opt in zip(axes, names, strict=False):
                     for i, r in enumerate(conv):
-                        losses = [number(v) for v in (metric(r, "convergence") or {}).get(opt) or []]
+                        losses = [number(v) for v in (metric(r, CONVERGENCE) or {}).get(opt) or []]
                         xs = [k for k, v in enumerate(losses) if v is not None]
                         if xs:
                             ax.plot(xs, [losses[k] for k in xs], color=backend_color(r.get("backend")),
                                     lw=1.6 + under_width(i, len(conv)))
                     ax.set(title=literal(opt), xlabel="step")
-                    if all(v > 0 for r in conv for v in map(number, (metric(r, "convergence") or {}).get(opt) or [])
+                    if all(v > 0 for r in conv for v in map(number, (metric(r, CONVERGENCE) or {}).get(opt) or [])
                            if v is not None):
                         ax.set_yscale("log")
                     if ax.get_subplotspec().is_first_col():
@@ -208,7 +209,7 @@ def scaling_points(records: list[dict]) -> list[dict]:
     rows = []
     for r in records:
         shape = (r.get("data") or {}).get("input_shape")
-        median = number((metric(r, "step_time_s") or {}).get("median"))
+        median = number((metric(r, STEP_TIME) or {}).get("median"))
         if is_ok(r) and section_of(r) is None and isinstance(shape, list) and shape and median:
             trained[str(r.get("task"))].add(number(shape[-1]))
             rows.append({"backend": str(r.get("backend")), "model": str(r.get("task")), "input": number(shape[-1]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ..records.record import STEP_TIME, TEST_ACCURACY
 from .cells import backend_color, backend_order, is_ok, metric, number
 from .study_figures import (
     gap_values,
@@ -56,7 +57,7 @@ def _detail(kind: str, r: dict[str, Any]) -> str:
             train, val = pair
             return f"train {train:.1%} · val {val:.1%} · gap {train - val:.1%}"
     if kind == "architectures":
-        median = number((metric(r, "step_time_s") or {}).get("median"))
+        median = number((metric(r, STEP_TIME) or {}).get("median"))
         step = f"{fmt_sig(median * 1e3, 'ms')}/step" if median is not None else ""
         return " · ".join(p for p in (f"{fmt_count(number(r.get('params')))} params", step) if p)
     if kind == "vanishing_gradients":
@@ -84,7 +85,7 @@ def _table(kind: str, records: list[dict[str, Any]]) -> dict[str, Any]:
             elif not is_ok(r):
                 cells.append({"text": str(r.get("status")), "detail": str(r.get("error") or "")[:160], "bad": True})
             else:
-                cells.append({"text": fmt_percent(number(metric(r, "test_accuracy"))), "detail": _detail(kind, r),
+                cells.append({"text": fmt_percent(number(metric(r, TEST_ACCURACY))), "detail": _detail(kind, r),
                               "bad": False})
         rows.append({"label": name, "note": note, "cells": cells})
     return {"backends": [{"name": b, "color": backend_color(b)} for b in backends], "rows": rows}

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from ..records.record import STEP_TIME, TEST_ACCURACY
 from .cells import backend_color, backend_order, is_ok, metric, number
 from .plotting import (
     backend_legend,
@@ -128,11 +129,11 @@ def _bars(ax, records: list[dict], names: list[str], getter, fmt, ylabel: str) -
 
 
 def _test_accuracy(r):
-    return number(metric(r, "test_accuracy"))
+    return number(metric(r, TEST_ACCURACY))
 
 
 def _step_ms(r):
-    median = number((metric(r, "step_time_s") or {}).get("median"))
+    median = number((metric(r, STEP_TIME) or {}).get("median"))
     return None if median is None else median * 1e3
 
 

@@ -6,6 +6,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..records.record import (
+    COMPILE,
+    INTERVAL,
+    PEAK_DEVICE,
+    PEAK_HOST,
+    REPEATS_N,
+    STEP_TIME,
+    TEST_ACCURACY,
+    THROUGHPUT,
+    THROUGHPUT_BEST,
+    THROUGHPUT_WIDE,
+    WITHIN_RUN_ONLY,
+)
 from .cells import (
     backend_color,
     backend_order,
@@ -43,17 +56,17 @@ def fmt_mib(value: float | None) -> str:
 
 
 def _throughput(r):
-    return number(metric(r, "throughput_samples_per_s"))
+    return number(metric(r, THROUGHPUT))
 
 
 def repeats_note(r) -> str:
     """``3 repeats`` or ``1 repeat: within-run CI only``; ``wide`` when the interval is > ±10%."""
-    n = metric(r, "repeats_n")
-    if metric(r, "interval") == "within-run only" or n == 1:
+    n = metric(r, REPEATS_N)
+    if metric(r, INTERVAL) == WITHIN_RUN_ONLY or n == 1:
         return "1 repeat: within-run CI only"
     if not n:
         return ""
-    return f"{n} repeats" + (" · ⚠ wide" if metric(r, "throughput_wide") else "")
+    return f"{n} repeats" + (" · ⚠ wide" if metric(r, THROUGHPUT_WIDE) else "")
 
 
 def _throughput_ci(r) -> str:
@@ -73,19 +86,19 @@ def _best_ci(r) -> str:
 
 
 def _step_ms(r):
-    median = number((metric(r, "step_time_s") or {}).get("median"))
+    median = number((metric(r, STEP_TIME) or {}).get("median"))
     return None if median is None else median * 1e3
 
 
 def _peak_memory(r):
-    device = number(metric(r, "peak_device_bytes"))
+    device = number(metric(r, PEAK_DEVICE))
     if device is not None and r.get("device") == "gpu":
         return device
-    return number(metric(r, "peak_host_bytes"))
+    return number(metric(r, PEAK_HOST))
 
 
 def _memory_note(r) -> str:
-    device = number(metric(r, "peak_device_bytes"))
+    device = number(metric(r, PEAK_DEVICE))
     return "device" if device is not None and r.get("device") == "gpu" else "host RSS"
 
 
@@ -100,14 +113,14 @@ class Column:
 
 
 COLUMNS = (
-    Column("test_accuracy", "test acc.", lambda r: number(metric(r, "test_accuracy")), fmt_percent, "max"),
+    Column("test_accuracy", "test acc.", lambda r: number(metric(r, TEST_ACCURACY)), fmt_percent, "max"),
     Column("params", "params", lambda r: number(r.get("params")), fmt_count, None),
     Column("throughput", "samples/s", _throughput, fmt_count, "max", _throughput_ci),
-    Column("throughput_best", "samples/s (best window)", lambda r: number(metric(r, "throughput_best_samples_per_s")),
+    Column("throughput_best", "samples/s (best window)", lambda r: number(metric(r, THROUGHPUT_BEST)),
            fmt_count, "max", _best_ci),
     Column("step_ms", "step (median)", _step_ms, lambda v: fmt_sig(v, "ms"), "min"),
     Column("peak_memory", "peak memory", _peak_memory, fmt_mib, "min", _memory_note),
-    Column("compile_s", "compile", lambda r: number(metric(r, "compile_s")), lambda v: fmt_sig(v, "s"), "min"),
+    Column("compile_s", "compile", lambda r: number(metric(r, COMPILE)), lambda v: fmt_sig(v, "s"), "min"),
 )
 
 

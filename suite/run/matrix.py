@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailable, UsageError
-from ..frontends import runs_on_engine
+from ..frontends import bind, runs_on_engine
 from ..options import applicable_overrides, resolve_options
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
 from .placement import available_cores, threads_per_cell
@@ -149,7 +149,7 @@ def check_backend_options(plugin, task, selected: list, registered: list, overri
     resolve_options(plugin, from_file, task.source, others=[b for b in registered if b is not plugin])
     resolve_options(plugin, {k: task.backend[k] for k in from_set if k in task.backend}, "--set",
                     others=[b for b in selected if b is not plugin])
-    plugin.for_options(task.backend, task.source)
+    bind(plugin, task.backend, task.source)
 
 
 def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> None:
@@ -186,16 +186,13 @@ def _save_weights_dir(args) -> str | None:
 def _with_peaks(cells: list[Cell], registry, mode, threads: int, backends: list[str],
                 devices: list[str]) -> list[Cell]:
     """Each cell with the peak of every device it may run on (an ``auto`` cell: both), so that
-    the worker judges it against its own device's peak (`fwbench.run.worker.cell_peak`)."""
+    the worker judges it against its own device's peak (`fwbench.micro.peak.peak_for_cell`)."""
     wanted = sorted({d for device in devices for d in (("cpu", "gpu") if device == "auto" else (device,))})
     by_device: dict[str, Any] = {}
     for device in wanted:
         peak = _machine_peak(registry, mode, threads, backends, device, required=device in devices)
         if peak:
-            info = {k: peak.get(k) for k in ("gflops", "best_backend", "bandwidth_gbps", "source", "measured_at",
-                                              "key", "threads", "device", "device_name")}
-            info["per_backend_gflops"] = {n: v.get("gflops") for n, v in (peak.get("per_backend") or {}).items()}
-            by_device[device] = info
+            by_device[device] = peak.summary()
     if not by_device:
         return cells
     return [replace(c, peak_flops=(by_device.get(c.device) or {}).get("gflops", 0) * 1e9 or None,
@@ -203,9 +200,11 @@ def _with_peaks(cells: list[Cell], registry, mode, threads: int, backends: list[
 
 
 def _machine_peak(registry, mode, threads: int, run_backends: list[str], device: str = "cpu",
-                  required: bool = True) -> dict[str, Any] | None:
-    """``--peak``: "off" (none), a number (GFLOP/s, given), or "auto" (cached or measured once,
-    with every available backend that has microbenchmark ops; see `fwbench.micro.peak`)."""
+                  required: bool = True):
+    """``--peak``: "off" (None), a number (GFLOP/s, given), or "auto" (cached or measured once,
+    with every available backend that has microbenchmark ops): a `fwbench.micro.peak.Peak`."""
+    from ..micro.peak import machine_peak, peak_backends
+
     if mode in (None, "off"):
         return None
     if mode != "auto":
@@ -215,8 +214,7 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
             raise UsageError(f"--peak {mode!r}: expected auto, off or a number of GFLOP/s (e.g. --peak 150)") from None
         if gflops <= 0:
             raise UsageError(f"--peak {mode!r}: the peak must be > 0 GFLOP/s")
-        return {"gflops": gflops, "source": "command line", "per_backend": {}, "device": device}
-    from ..micro.peak import resolve_peak
+        return machine_peak(device, threads, given=gflops, given_as="command line")
     from .display import make_console
     from .placement import visible_gpus
 
@@ -228,20 +226,20 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
         return None
     # Only backends with a matmul op can measure a peak; the others are never tried (their cells
     # carry the machine's peak with the backend that measured it, `best_backend`).
-    available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok and b.has_ops()]
-    without_ops = [n for n in run_backends if n not in available]
+    among = peak_backends(registry)
+    without_ops = [n for n in run_backends if n not in among]
     if without_ops:
         console.print(f"machine peak: {', '.join(without_ops)} ha{'s' if len(without_ops) == 1 else 've'} no "
                       "microbenchmark ops; not measured with it", style="dim")
-    peak = resolve_peak([n for n in run_backends if n in available], available, threads, device=device,
-                        progress=lambda m: console.print(m, style="dim"))
+    peak = machine_peak(device, threads, run_backends, among=among, progress=lambda m: console.print(m, style="dim"))
     if peak is None:
         console.print(f"machine peak ({device}): could not be measured (no backend has a matmul op on it); "
                       f"{device} records carry no percent_of_peak", style="yellow")
         return None
-    console.print(f"machine peak ({device}): {peak['gflops']:,.1f} GFLOP/s float32 matmul ({peak.get('best_backend')}), "
-                  f"{peak.get('bandwidth_gbps') or float('nan'):,.1f} GB/s; {peak['source']}"
-                  + (f"; not measured yet: {', '.join(peak['not_measured'])}" if peak.get("not_measured") else "")
+    not_measured = peak.details.get("not_measured")
+    console.print(f"machine peak ({device}): {peak.gflops:,.1f} GFLOP/s float32 matmul ({peak.best_backend}), "
+                  f"{peak.bandwidth_gbps or float('nan'):,.1f} GB/s; {peak.source}"
+                  + (f"; not measured yet: {', '.join(not_measured)}" if not_measured else "")
                   + " (measure all again: bench info --peak)", style="dim")
     return peak
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from ..backend import Unsupported
 from ..errors import DeviceError, UsageError
-from ..records.record import new_record
+from ..frontends import bind, identity_of
+from ..records.record import CASES, ENERGY, PEAK_DEVICE, PEAK_HOST, TEST_ACCURACY, new_record
 from ..records.results import now_iso
 from .process import memory_status, pin_threads, watch_parent
 
@@ -35,20 +36,6 @@ def _check_gpu(backend) -> None:
         checked = getattr(backend, "gpu_check", "the framework's device list")
         raise DeviceError(f"--device gpu: backend {backend.name!r} sees no GPU (checked {checked}); "
                           "use --device cpu, or --device auto to fall back to the CPU")
-
-
-def cell_peak(cell: dict[str, Any], device: str) -> dict[str, Any] | None:
-    """The measured peak for the device this cell runs on (`fwbench.micro.peak`): the planner
-    passes one per device (``peak_info["by_device"]``), since an ``auto`` cell learns its device
-    only here; a given ``--peak`` number or an older plan has one for all."""
-    info = cell.get("peak_info") or {}
-    if "by_device" in info:
-        chosen = (info.get("by_device") or {}).get(device)
-        return dict(chosen) if chosen else None
-    info = dict(info)
-    if cell.get("peak_flops"):
-        info.setdefault("gflops", cell["peak_flops"] / 1e9)
-    return info or None
 
 
 def progress(message: str) -> None:
@@ -84,7 +71,7 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
         from ..spec import is_bench_spec, load_task
 
         spec = load_task(cell["task_path"], cell.get("overrides"), cell.get("profile"))
-        backend = backend.for_options(spec.backend, spec.source)  # a frontend picks its engine
+        backend = bind(backend, spec.backend, spec.source)  # a frontend picks its engine
         support = backend.supports(spec)
         if not support.ok:
             record.update(status="skipped", error=not_applicable(support.reason),
@@ -202,17 +189,18 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
             row["energy_j"] = meter.since_start()  # cumulative, for the energy to target accuracy
         progress(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}")
 
-    result = train(task, trainer, data, info, peak_flops=_peak_flops(record), on_epoch=on_epoch)
-    result.metrics["energy"] = training_energy(meter, result.metrics)
+    peak = _peak_of(record)
+    result = train(task, trainer, data, info, peak_flops=peak.flops if peak else None, on_epoch=on_epoch)
+    result.metrics[ENERGY] = training_energy(meter, result.metrics)
     memory = memory_status()
-    result.metrics.update(
-        build_s=build_s,
-        peak_host_bytes=memory.get("VmHWM"),
-        host_baseline_bytes=baseline,
-        peak_host_above_baseline_bytes=max(0, memory.get("VmHWM", 0) - baseline),
-        peak_device_bytes=trainer.peak_device_memory(),
-        analytic_memory_bytes=_analytic_memory(info, task),
-    )
+    result.metrics.update({
+        "build_s": build_s,
+        PEAK_HOST: memory.get("VmHWM"),
+        "host_baseline_bytes": baseline,
+        "peak_host_above_baseline_bytes": max(0, memory.get("VmHWM", 0) - baseline),
+        PEAK_DEVICE: trainer.peak_device_memory(),
+        "analytic_memory_bytes": _analytic_memory(info, task),
+    })
     filters = _first_layer_filters(info, result.final_weights)
     if filters is not None:
         result.metrics["first_layer_filters"] = filters
@@ -229,21 +217,23 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
             Path(cell["save_weights"]) / f"{cell['cell_id']}.npz", result.final_weights,
             backend=backend.name, task=cell["task"], config=record["config"], dtype=task.training.dtype,
             input_shape=data.input_shape, num_classes=dataset.num_classes, dataset=dataset.name,
-            cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get("test_accuracy")))
+            cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get(TEST_ACCURACY)))
 
 
 def _add_peak(cell: dict[str, Any], record: dict[str, Any], device: str) -> None:
-    """The measured peak of the cell's device (`cell_peak`), for every record."""
-    info = cell_peak(cell, device)
-    if info is not None:
-        info["device"] = device
-    record["env"]["peak"] = info
-    record["env"]["peak_gflops"] = info.get("gflops") if info else None
+    """The peak of the cell's device (`fwbench.micro.peak.peak_for_cell`), for every record."""
+    from ..micro.peak import peak_for_cell
+
+    peak = peak_for_cell(cell, device)
+    record["env"]["peak"] = peak.summary() if peak else None
+    record["env"]["peak_gflops"] = peak.gflops if peak else None
 
 
-def _peak_flops(record: dict[str, Any]) -> float | None:
-    gflops = (record["env"].get("peak") or {}).get("gflops")
-    return gflops * 1e9 if gflops else None
+def _peak_of(record: dict[str, Any]):
+    """The record's `fwbench.micro.peak.Peak` (``env.peak``), or None."""
+    from ..micro.peak import Peak
+
+    return Peak.from_summary(record["env"].get("peak"))
 
 
 def _complete_environment(record: dict[str, Any]) -> None:
@@ -281,7 +271,7 @@ def _configure(backend, cell, record, threads) -> tuple[str, int]:
     if device == "gpu":
         _check_gpu(backend)
     record["backend_version"] = backend.version()
-    record.update(backend.identity())  # frontend, engine and their versions
+    record.update(identity_of(backend))  # frontend, engine and their versions
     return device, memory_status().get("VmRSS", 0)
 
 
@@ -293,18 +283,19 @@ def _bench_cell(cell, record, backend, spec, threads) -> None:
     record["config"] = spec_to_dict(spec)
     record["dataset"], record["synthetic_data"] = "synthetic", True
     device, baseline = _configure(backend, cell, record, threads)
-    peak_bandwidth = (record["env"].get("peak") or {}).get("bandwidth_gbps")
-    result = run_bench(spec, backend, device, peak_flops=_peak_flops(record),
-                       peak_bandwidth=peak_bandwidth * 1e9 if peak_bandwidth else None, progress=progress)
+    peak = _peak_of(record)
+    bandwidth = peak.bandwidth_gbps if peak else None
+    result = run_bench(spec, backend, device, peak_flops=peak.flops if peak else None,
+                       peak_bandwidth=bandwidth * 1e9 if bandwidth else None, progress=progress)
     memory = memory_status()
     host_peak = max(memory.get("VmHWM", 0), result.metrics.pop("peak_host_bytes_seen", None) or 0)
-    device_peaks = [c.get("peak_device_bytes") for c in result.metrics["cases"] if c.get("peak_device_bytes")]
-    result.metrics.update(
-        peak_host_bytes=host_peak,
-        host_baseline_bytes=baseline,
-        peak_host_above_baseline_bytes=max(0, host_peak - baseline),
-        peak_device_bytes=max(device_peaks) if device_peaks else None,
-    )
+    device_peaks = [c.get(PEAK_DEVICE) for c in result.metrics[CASES] if c.get(PEAK_DEVICE)]
+    result.metrics.update({
+        PEAK_HOST: host_peak,
+        "host_baseline_bytes": baseline,
+        "peak_host_above_baseline_bytes": max(0, host_peak - baseline),
+        PEAK_DEVICE: max(device_peaks) if device_peaks else None,
+    })
     record["metrics"] = result.metrics
     record["warnings"] += result.warnings
     record["compile_info"] = result.compile_info

@@ -181,32 +181,33 @@ def _sync_returns(trainer, handle) -> None:
 
 
 def machine_peak_flops(backend_name: str, given_gflops: float | None = None) -> tuple[float, str]:
-    """FLOP/s the machine reaches: ``given_gflops``, else the best float32 matmul of this backend's
-    ops (if it has them) and NumPy's, measured now, in this process, on the threads it may use.
+    """FLOP/s the machine reaches and where the number comes from: ``given_gflops``, else the best
+    float32 matmul of this backend's ops (if it has them) and NumPy's, measured now, in this
+    process (`fwbench.micro.peak.machine_peak` with an in-process measurement and no cache).
 
-    Measured here rather than read from the run cache (`fwbench.micro.peak`) so that the peak and
-    the steps it bounds are timed under the same load: on a shared machine a peak cached at a busy
-    moment is far too low. Both numbers are best-of-repeats (a lower bound of the true peak).
+    Measured here rather than read from the run cache so that the peak and the steps it bounds are
+    timed under the same load: on a shared machine a peak cached at a busy moment is far too low.
+    Both numbers are best-of-repeats (a lower bound of the true peak).
     """
-    if given_gflops:
-        return given_gflops * 1e9, "given with --fwbench-peak"
-    from ..micro.peak import measure_matmul
+    from ..micro.peak import machine_peak, measure_matmul
+    from ..plugins import get_registry
 
-    best, source = 0.0, ""
-    for name in dict.fromkeys([backend_name, "numpy"]):
+    def measure_here(name: str, threads: int, with_bandwidth: bool, device: str = "cpu") -> dict[str, Any]:
         try:
-            backend = configured(name)
-        except KitFailure:
-            continue
-        if not backend.has_ops():
-            continue
-        gflops = measure_matmul(backend.ops("cpu", "float32"))["gflops"]
-        if gflops > best:
-            best, source = gflops, f"{name} float32 matmul, measured now"
-    if not best:
+            return {"backend": name, **measure_matmul(configured(name).ops("cpu", "float32"))}
+        except KitFailure as exc:
+            return {"error": str(exc)}
+
+    backends = get_registry().backends
+    among = [n for n in dict.fromkeys([backend_name, "numpy"]) if n in backends and backends[n].has_ops()]
+    peak = machine_peak("cpu", 1, among, refresh=True, given=given_gflops, given_as="given with --fwbench-peak",
+                        among=among, measure=measure_here, cache=False)
+    if peak is None:
         raise KitFailure("no machine peak: neither this backend nor numpy has a matmul op; "
                          "pass --fwbench-peak GFLOPS")
-    return best * 1e9, source
+    if peak.source != "measured":
+        return peak.flops, peak.source
+    return peak.flops, f"{peak.best_backend} float32 matmul, measured now"
 
 
 def check_sync(backend_name: str, task_name: str, given_peak_gflops: float | None = None) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fwbench.micro.families import run_bench
-from fwbench.micro.peak import resolve_peak
+from fwbench.micro.peak import Peak, peak_for_cell, resolve_peak
 from fwbench.micro.protocol import Protocol, measure
 from fwbench.micro.spec import bench_from_dict
 from fwbench.ops import Op, Ops
-from fwbench.run.worker import cell_peak
 
 CPU = {"device": "cpu", "cpu": "Test CPU", "threads": 2}
 GPU = {"device": "gpu", "gpu": "Fake GPU 80GB", "driver": "1.0"}
@@ -51,10 +50,26 @@ def test_each_device_has_its_own_peak_and_cache_entry(tmp_path):
 
 def test_a_cell_is_judged_against_the_peak_of_the_device_it_runs_on():
     cell = {"peak_flops": 1.2e11, "peak_info": {"by_device": {"cpu": {"gflops": 120.0}, "gpu": {"gflops": 40_000.0}}}}
-    assert cell_peak(cell, "gpu")["gflops"] == 40_000.0
-    assert cell_peak(cell, "cpu")["gflops"] == 120.0
-    assert cell_peak({"peak_info": {"by_device": {"cpu": {"gflops": 1.0}}}}, "gpu") is None
-    assert cell_peak({"peak_flops": 5e9}, "gpu") == {"gflops": 5.0}  # a --peak number: for every device
+    assert peak_for_cell(cell, "gpu").gflops == 40_000.0 and peak_for_cell(cell, "gpu").device == "gpu"
+    assert peak_for_cell(cell, "cpu").flops == 120.0e9
+    assert peak_for_cell({"peak_info": {"by_device": {"cpu": {"gflops": 1.0}}}}, "gpu") is None
+    given = peak_for_cell({"peak_flops": 5e9}, "gpu")  # a --peak number: for every device
+    assert (given.gflops, given.device) == (5.0, "gpu")
+    assert Peak.from_summary(given.summary()).gflops == 5.0 and Peak.from_summary({"gflops": None}) is None
+
+
+def test_machine_peak_is_a_given_number_or_the_best_measured_one(tmp_path, monkeypatch):
+    from fwbench.micro.peak import machine_peak
+
+    monkeypatch.setenv("FWBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    given = machine_peak("gpu", 2, given=150.0, given_as="command line")
+    assert (given.gflops, given.source, given.device, given.flops) == (150.0, "command line", "gpu", 150e9)
+    child = fake_child({"cpu": {"numpy": 100.0, "torch": 120.0}})
+    found = machine_peak("cpu", 2, ["numpy"], among=["numpy", "torch"], measure=child, cache=False)
+    assert (found.gflops, found.best_backend, found.source) == (100.0, "numpy", "measured")  # torch not run
+    assert found.summary()["per_backend_gflops"] == {"numpy": 100.0} and found.bandwidth_gbps == 30.0
+    assert not (tmp_path / "cache").exists()  # cache=False: nothing written
+    assert machine_peak("cpu", 2, among=[], measure=child) is None
 
 
 def test_bench_run_hands_gpu_cells_the_gpu_peak(monkeypatch, tmp_path):
@@ -77,7 +92,7 @@ def test_bench_run_hands_gpu_cells_the_gpu_peak(monkeypatch, tmp_path):
     plan = matrix.plan_run(args)
     by_device = {c.device: c for c in plan.cells}
     assert by_device["gpu"].peak_flops == 50_000.0e9 and by_device["cpu"].peak_flops == 100.0e9
-    assert cell_peak(by_device["gpu"].to_dict(), "gpu")["gflops"] == 50_000.0
+    assert peak_for_cell(by_device["gpu"].to_dict(), "gpu").gflops == 50_000.0
 
 
 class AsyncOps(Ops):
