@@ -238,16 +238,16 @@ def main(argv=None) -> int:
                     raise SystemExit(f"{name}: bench run refused the matrix: {done.stderr.strip()[-300:]}")
                 one[name] = [slim(r) for r in load_records(out)]
             rounds.append(one)
+            if args.rounds_json:  # every round kept as soon as it ends: a crash later loses nothing
+                args.rounds_json.parent.mkdir(parents=True, exist_ok=True)
+                args.rounds_json.write_text(json.dumps(
+                    {"gate": {**GATE, "threshold": args.threshold, "alpha": args.alpha, "repeat": args.repeat,
+                              "threads": args.threads}, "matrix": matrix, "shapes": args.shapes,
+                     "rounds": rounds}, separators=(",", ":")))
             if len(rounds) % args.repeat == 0:
                 rows += judge_rounds(rounds[-args.repeat:], args.repeat, threshold, alpha, args.shapes,
                                      group=len(rounds) // args.repeat - 1)
                 print(summary(rows, run_times, args.repeat), flush=True)
-                if args.rounds_json:
-                    args.rounds_json.parent.mkdir(parents=True, exist_ok=True)
-                    args.rounds_json.write_text(json.dumps(
-                        {"gate": {**GATE, "threshold": args.threshold, "alpha": args.alpha, "repeat": args.repeat,
-                                  "threads": args.threads}, "matrix": matrix, "shapes": args.shapes,
-                         "rounds": rounds}, separators=(",", ":")))
     print("final:", summary(rows, run_times, args.repeat))
     if args.out:
         args.out.write_text(json.dumps({"gate": GATE, "matrix": matrix, "rows": rows}, indent=1))
