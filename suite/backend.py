@@ -265,3 +265,21 @@ class Backend(ABC):
             raise Unsupported(f"backend {self.name!r}: {target} has no make_ops(backend, device, "
                                       "dtype, options=None); add it (see fwbench.ops)")
         return module.make_ops(self, device, dtype, options=dict(options or {}))
+
+
+def precision_availability(backend: Any, task: Any, device: str | None = None) -> Availability:
+    """Whether ``backend`` implements ``task``'s precision on ``device`` (cheap, import-free).
+
+    A backend lists its policies in ``precisions``; tf32 exists only on a GPU.
+    """
+    from .precision import DEFAULT, of_task
+
+    pol = of_task(task)
+    offered = tuple(getattr(backend, "precisions", (DEFAULT,)) or (DEFAULT,))
+    if pol.name not in offered:
+        return Availability(False, f"precision {pol.name} (the {backend.name} backend implements: "
+                                   f"{', '.join(offered)})")
+    if pol.gpu_only and device == "cpu":
+        return Availability(False, f"precision {pol.name} on the CPU (TensorFloat-32 is a GPU matmul "
+                                   "mode; use fp32, bf16 or fp16 there)")
+    return Availability(True)

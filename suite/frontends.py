@@ -15,8 +15,7 @@ from abc import abstractmethod
 from typing import Any
 
 from .backend import Availability, Backend
-
-RAW = "raw"
+from .records.record import RAW
 
 
 class Frontend(Backend):
@@ -136,26 +135,6 @@ def engine_backend(name: str) -> Backend:
     from .plugins import get_registry
 
     return get_registry().get_backend(name)
-
-
-# -- records --------------------------------------------------------------------------------------
-
-def frontend_of(record: dict[str, Any]) -> str:
-    return record.get("frontend") or RAW
-
-
-def engine_of(record: dict[str, Any]) -> str:
-    """The engine of a record: its ``engine`` field, else a Keras override, else the backend."""
-    if record.get("engine"):
-        return str(record["engine"])
-    engine = (record.get("overrides") or {}).get("backend.engine")
-    return str(engine) if engine else str(record.get("backend"))
-
-
-def backend_label(record: dict[str, Any]) -> str:
-    """``keras[jax]`` for a frontend on an engine, the backend's name for a raw one."""
-    frontend = frontend_of(record)
-    return str(record.get("backend")) if frontend == RAW else f"{record.get('backend')}[{engine_of(record)}]"
 
 
 def runs_on_engine(backend, overrides: dict[str, Any]) -> bool:

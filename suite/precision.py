@@ -22,15 +22,13 @@ element-wise op stays in float32):
   the compute dtype, and reach the float32 master weights (BatchNorm's stay float32).
 
 A backend lists the policies it implements in ``Backend.precisions`` (import-free; default: fp32
-only); a cell asking for another one is skipped with its reason (`availability`). The policy a
+only); a cell asking for another one is skipped with its reason (`fwbench.backend.precision_availability`). The policy a
 trainer actually applied goes in ``compile_info["precision"]`` (`in_force`) and in every record.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from .backend import Availability
 
 #: Every policy name, in the order shown to users.
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -100,22 +98,6 @@ def of_task(task: Any) -> Policy:
     """The policy of a training `fwbench.spec.TaskSpec` (fp32 for anything without one)."""
     training = getattr(task, "training", None)
     return POLICIES[getattr(training, "precision", DEFAULT)]
-
-
-def availability(backend: Any, task: Any, device: str | None = None) -> Availability:
-    """Whether ``backend`` implements ``task``'s precision on ``device`` (cheap, import-free).
-
-    A backend lists its policies in ``precisions``; tf32 exists only on a GPU.
-    """
-    pol = of_task(task)
-    offered = tuple(getattr(backend, "precisions", (DEFAULT,)) or (DEFAULT,))
-    if pol.name not in offered:
-        return Availability(False, f"precision {pol.name} (the {backend.name} backend implements: "
-                                   f"{', '.join(offered)})")
-    if pol.gpu_only and device == "cpu":
-        return Availability(False, f"precision {pol.name} on the CPU (TensorFloat-32 is a GPU matmul "
-                                   "mode; use fp32, bf16 or fp16 there)")
-    return Availability(True)
 
 
 def in_force(pol: Policy, **facts: Any) -> dict[str, Any]:

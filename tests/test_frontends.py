@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from fwbench.conformance.runner import backend_options, check_variants
 from fwbench.errors import UsageError
-from fwbench.frontends import backend_label, engine_of, frontend_of
 from fwbench.plugins import get_registry
+from fwbench.records.record import backend_label, engine_of, frontend_of
 from fwbench.report.frontends import overhead_ratio
 from record_samples import example_record
 

@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 from fwbench import precision
-from fwbench.backend import Backend, BuildRequest
+from fwbench.backend import Backend, BuildRequest, precision_availability
 from fwbench.errors import SpecError
 from fwbench.model import analyze, initial_weights
 from fwbench.spec import load_task, task_from_dict
@@ -62,11 +62,11 @@ class _Mixed(_Fp32Only):
 def test_a_backend_declines_a_policy_it_does_not_list_and_tf32_on_the_cpu():
     bf16 = load_task("tasks/mlp_mnist.toml", {"precision": "bf16"})
     tf32 = load_task("tasks/mlp_mnist.toml", {"precision": "tf32"})
-    got = precision.availability(_Fp32Only(), bf16, "cpu")
+    got = precision_availability(_Fp32Only(), bf16, "cpu")
     assert not got.ok and "bf16" in got.reason and "fp32" in got.reason
-    assert precision.availability(_Mixed(), bf16, "cpu").ok
-    assert not precision.availability(_Mixed(), tf32, "cpu").ok
-    assert precision.availability(_Mixed(), tf32, "gpu").ok
+    assert precision_availability(_Mixed(), bf16, "cpu").ok
+    assert not precision_availability(_Mixed(), tf32, "cpu").ok
+    assert precision_availability(_Mixed(), tf32, "gpu").ok
 
 
 def test_numpy_bf16_rounds_exactly_where_the_policy_rounds():

@@ -31,10 +31,10 @@ import sys
 
 import numpy as np
 
-from ..backend import Unsupported
+from ..backend import Unsupported, precision_availability
 from ..layers import Conv2D
 from ..model import analyze
-from ..precision import Policy, availability, of_task
+from ..precision import Policy, of_task
 from .checks import (
     BATCH,
     Check,
@@ -90,7 +90,7 @@ def normwise(reference, candidate, rtol: float) -> tuple[float, float, bool]:
 
 def check_precision(name: str, task, candidate, reference, pol: Policy, device: str = "cpu") -> list:
     """Every reduced-precision check of one task: the candidate against the reference, same policy."""
-    support = availability(candidate, task, device)
+    support = precision_availability(candidate, task, device)
     if not support.ok:
         return [skipped_check(candidate.name, name, pol.name, support.reason)]
     shape, classes = task_input(task)

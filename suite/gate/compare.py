@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..frontends import backend_label  # keras[jax]: a frontend on an engine is its own cell
 from ..measure.statistics import INVOCATION_CV, RatioInterval, ratio_interval
 from ..records.record import (
     FIRST_STEP,
@@ -45,6 +44,7 @@ from ..records.record import (
     THROUGHPUT_BEST,
     THROUGHPUT_SPAN,
     THROUGHPUT_TOTAL,
+    backend_label,  # keras[jax]: a frontend on an engine is its own cell
 )
 from .comparable import differences
 from .output import VERDICT_MARK, VERDICT_STYLE, markdown, print_result, rich_table  # noqa: F401

@@ -122,7 +122,7 @@ def _ms(value: float | None) -> str:
 
 def inference_table(records: list[dict[str, Any]], title: str = "Inference") -> Table | None:
     """One row per (cell, batch size): p50 (95% CI over repeats), p99, throughput, J/sample."""
-    from ..frontends import backend_label
+    from ..records.record import backend_label
     from ..run.display import STATUS_STYLE
 
     records = [r for r in records if is_inference(r)]

@@ -272,3 +272,28 @@ def migrate(data: dict[str, Any], source: str = "<record>") -> dict[str, Any]:
         data = MIGRATIONS[version](data)
         version = data["schema_version"]
     return data
+
+
+# -- who ran a record: frontend x engine (old records included: before frontends, every backend was
+# raw and its own engine) ---------------------------------------------------------------------------
+
+#: The frontend of a raw backend (a framework's own API), as records say it.
+RAW = "raw"
+
+
+def frontend_of(record: dict[str, Any]) -> str:
+    return record.get("frontend") or RAW
+
+
+def engine_of(record: dict[str, Any]) -> str:
+    """The engine of a record: its ``engine`` field, else a Keras override, else the backend."""
+    if record.get("engine"):
+        return str(record["engine"])
+    engine = (record.get("overrides") or {}).get("backend.engine")
+    return str(engine) if engine else str(record.get("backend"))
+
+
+def backend_label(record: dict[str, Any]) -> str:
+    """``keras[jax]`` for a frontend on an engine, the backend's name for a raw one."""
+    frontend = frontend_of(record)
+    return str(record.get("backend")) if frontend == RAW else f"{record.get('backend')}[{engine_of(record)}]"

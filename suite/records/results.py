@@ -149,7 +149,7 @@ def load_records(paths: Iterable[str | Path] | str | Path = "results",
 
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One row: identity columns, scalar metrics, step-time stats, a few env facts."""
-    from ..frontends import engine_of
+    from .record import engine_of
 
     metrics = record.get("metrics") or {}
     row = {k: record.get(k) for k in INDEX_COLUMNS}

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..frontends import RAW, engine_of, frontend_of
-from ..records.record import STEP_TIME, TEST_ACCURACY, THROUGHPUT
+from ..records.record import RAW, STEP_TIME, TEST_ACCURACY, THROUGHPUT, engine_of, frontend_of
 from . import tables
 from .cells import is_ok, metric, number
 

@@ -17,8 +17,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..frontends import backend_label
 from ..records import record as R
+from ..records.record import backend_label
 
 #: Overrides already shown elsewhere in the table (the dataset column) or set by the suite itself.
 HIDDEN_OVERRIDES = ("dataset.name", "dataset.shape", "backend.engine")  # the engine is in the label

@@ -78,9 +78,9 @@ def run_cell(cell: dict[str, Any]) -> dict[str, Any]:
                           dataset="synthetic" if is_bench_spec(spec) else spec.dataset.name)
             return record
         if not is_bench_spec(spec):
-            from ..precision import availability
+            from ..backend import precision_availability
 
-            support = availability(backend, spec, cell["device"])
+            support = precision_availability(backend, spec, cell["device"])
             if not support.ok:
                 record.update(status="skipped", error=not_applicable(support.reason),
                               dataset=spec.dataset.name, precision=spec.training.precision)
