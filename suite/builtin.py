@@ -1,4 +1,4 @@
-"""Built-in datasets and executors, registered through the same hooks a third-party plugin uses."""
+"""Built-in datasets, executors and commands, registered through the same hooks a third-party plugin uses."""
 from __future__ import annotations
 
 from .hookspecs import hookimpl
@@ -24,13 +24,7 @@ def fwbench_register_executors(register):
 
 @hookimpl
 def fwbench_register_commands(subparsers):
-    from .gate.ab import add_ab_command
-    from .report.commands import add_commands
-    from .studies.command import add_study_command
+    from .commands import ab, compare, report, study, tune
 
-    add_commands(subparsers)
-    add_ab_command(subparsers)
-    add_study_command(subparsers)
-    from .run.tune import add_tune_command
-
-    add_tune_command(subparsers)
+    for command in (report, compare, ab, study, tune):  # tune last: it takes `bench run`'s flags
+        command.add_parser(subparsers)

@@ -68,7 +68,7 @@ class Registry:
         self.datasets[dataset.name] = dataset
 
     def executor(self, name: str, factory: ExecutorFactory) -> None:
-        """An executor factory (`fwbench.run.executor`): called with every ``bench run`` flag as a keyword."""
+        """An executor factory (`fwbench.run.executor`): called with the run's `ExecutorOptions`."""
         self._claim("executor", name)
         self.executors[name] = factory
 

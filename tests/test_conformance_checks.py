@@ -197,11 +197,11 @@ def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
 
 
 def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
-    from fwbench.cli import _one_engine_per_frontend
+    from fwbench.commands.check import one_engine_per_frontend
 
     variants = [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("keras", {"engine": "jax"}),
                 ("keras", {"engine": "torch"}), ("flax", {})]
-    here, elsewhere = _one_engine_per_frontend(variants)
+    here, elsewhere = one_engine_per_frontend(variants)
     assert here == [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("flax", {})]
     assert elsewhere == [("keras", {"engine": "jax"}), ("keras", {"engine": "torch"})]
 

@@ -65,6 +65,7 @@ def test_overhead_ratio_without_step_times_is_none():
 
 def test_an_engine_grid_plans_each_raw_backend_only_on_its_own_engine(tmp_path):
     from fwbench.cli import build_parser
+    from fwbench.commands.run import run_options
     from fwbench.run.matrix import plan_run
 
     registry = get_registry()
@@ -77,8 +78,7 @@ def test_an_engine_grid_plans_each_raw_backend_only_on_its_own_engine(tmp_path):
     args = build_parser().parse_args(["run", "-b", ",".join(wanted), "-t", "mlp_mnist", "--dataset", "digits",
                                       "--set", "backend.engine=" + ",".join(engines), "--peak", "off",
                                       "--out", str(tmp_path)])
-    args.argv = []
-    planned = [(c.backend, c.overrides["backend.engine"]) for c in plan_run(args).cells]
+    planned = [(c.backend, c.overrides["backend.engine"]) for c in plan_run(run_options(args)).cells]
     expected = [(b, e) for e in engines for b in wanted if b in (e, "keras")]
     assert planned == expected
 

@@ -20,32 +20,11 @@ import subprocess
 import sys
 from typing import Any
 
-from ..run.placement import threads_help
 from .probe import FAIL, PASS, SKIP, check, one_line
 
 #: The tasks `bench check` runs by default here: one dense and one convolutional network.
 DEFAULT_TASKS = ("mlp_mnist", "cnn_mnist")
 PROBE_TIMEOUT_S = 600.0
-
-
-def add_parser(sub) -> None:
-    """Register ``bench doctor`` on the ``bench`` sub-parsers."""
-    parser = sub.add_parser("doctor", help="prove this machine is measured right (device, sync, peak, memory, "
-                                           "threads, conformance); exit 1 on any failure",
-                            description="Checks every available backend on one device: the device and driver "
-                                        "it sees, conformance, a sync audit, the device peak and bandwidth, "
-                                        "peak-memory readings and the thread settings in force.")
-    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="the device to check (default: cpu)")
-    parser.add_argument("--backend", "-b", type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
-                        default=None, help="comma-separated backends (default: every available one)")
-    parser.add_argument("--task", "-t", type=lambda t: [p.strip() for p in t.split(",") if p.strip()],
-                        default=list(DEFAULT_TASKS), help=f"tasks for the conformance check (default: "
-                                                         f"{','.join(DEFAULT_TASKS)})")
-    parser.add_argument("--threads", type=int, default=None, help=threads_help("threads per backend, as `bench run` gives a cell"))
-    parser.add_argument("--refresh-peak", action="store_true", help="measure the device peak again, not from the cache")
-    parser.add_argument("--no-conformance", action="store_true", help="skip the conformance check (the slowest)")
-    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
-    parser.set_defaults(handler=cmd_doctor)
 
 
 def _backends(registry, names: list[str] | None, device: str) -> tuple[list[str], list[dict[str, Any]]]:

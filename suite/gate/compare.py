@@ -476,29 +476,6 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: f
 # Options and the command
 # ---------------------------------------------------------------------------------------------
 
-def add_compare_options(parser) -> None:
-    """The judging options shared by `bench compare` and `bench ab`."""
-    parser.add_argument("--threshold", default="5%",
-                        help="smallest relative change that counts: a percentage (5%%) or a fraction (0.05); "
-                             "a change is called when its interval clears half of it (default: 5%%)")
-    parser.add_argument("--alpha", default="0.01",
-                        help="family-wise significance level over all rows (Holm); each row's interval is at "
-                             "its Holm level, labelled (default: 0.01)")
-    parser.add_argument("--format", choices=["text", "md"], default="text",
-                        help="text (a table for the terminal) or md (for a pull-request comment / job summary)")
-    parser.add_argument("--metric", action="append", default=[], metavar="NAME",
-                        help="compare only this metric (repeatable): " + ", ".join(METRIC_KEYS))
-    parser.add_argument("--fail-on", choices=FAIL_ON, default="slower",
-                        help="slower (default): exit 1 on a slower/regressed metric, a failed cell or a row "
-                             "that cannot be judged; inconclusive: also when a metric is inconclusive")
-    parser.add_argument("--allow-no-evidence", action="store_true",
-                        help="do not fail on rows that cannot be judged (too few repeats, a missing metric, a "
-                             "cell broken in BASE or new in NEW); for interactive use, not for a gate")
-    parser.add_argument("--allow-env-change", action="store_true",
-                        help="do not fail when paired cells ran with a different batch size, dtype, threads, "
-                             "CPU model, device or parameter count")
-
-
 def options(args) -> tuple[float, float, list[str] | None]:
     """Threshold, alpha and metrics from parsed arguments (`UsageError` naming the fix)."""
     threshold = parse_threshold(args.threshold)

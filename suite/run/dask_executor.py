@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UsageError
+from .executor import ExecutorOptions
 from .local import Cell, failed_record, run_cell_subprocess
 
 ALLOWED_FAILURES = 1
@@ -80,7 +81,9 @@ def gpu_resource_check(cells: list[Cell], workers: dict[str, dict]) -> None:
 class DaskExecutor:
     name = "dask"
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, **_options):
+    def __init__(self, options: ExecutorOptions | None = None):
+        """``options.workers`` starts a local cluster; ``options.scheduler`` uses a running one."""
+        workers, scheduler = (options.workers, options.scheduler) if options else (None, None)
         try:
             import distributed  # noqa: F401
         except ImportError:

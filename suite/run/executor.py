@@ -1,17 +1,18 @@
 """The executor protocol: what runs a list of cells (`fwbench.run.local.LocalExecutor`, the Dask one,
 or a plugin's), registered with ``register.executor(name, factory)`` (``fwbench_register_executors``).
 
-``bench run --executor NAME`` calls ``factory(**options)`` once, where ``options`` are **all** of
-``bench run``'s flags as keywords (``workers``, ``scheduler``, ``threads``, ``timeout``, ``out``...,
-argparse's names); a factory takes the ones it needs and must accept the rest (``**_options``),
-so a new flag never breaks an executor. It refuses bad options with `fwbench.errors.UsageError`
-(exit 2). Then, before any cell starts, ``prepare(cells)`` if the executor has it (connect, check
-that some worker can run every cell; raise `UsageError` to refuse), and ``run`` once per round of
-repeats (docs/plugins.md, "Executors").
+A run (``bench run --executor NAME``, or `fwbench.run.matrix.run_planned` with
+``RunOptions(executor=NAME)``) calls ``factory(options)`` once, where ``options`` is an
+`ExecutorOptions`: the typed settings that concern executors (``workers``, ``scheduler``). Each
+cell carries its own threads, timeout and memory limit (`fwbench.run.local.Cell`). A factory
+refuses bad options with `fwbench.errors.UsageError` (exit 2). Then, before any cell starts,
+``prepare(cells)`` if the executor has it (connect, check that some worker can run every cell;
+raise `UsageError` to refuse), and ``run`` once per round of repeats (docs/plugins.md, "Executors").
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -20,6 +21,16 @@ if TYPE_CHECKING:
 
 #: ``on_record(cell, record)``: a cell's record (a dict, `fwbench.records.record.new_record`), exactly once per cell.
 OnRecord = Callable[["Cell", dict[str, Any]], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutorOptions:
+    """What an executor factory is given (`fwbench.run.options.RunOptions.executor_options`)."""
+
+    workers: int | None = None
+    """``--workers``: start a local cluster of that many single-threaded workers (None: the executor's choice)."""
+    scheduler: str | None = None
+    """``--scheduler``: the address of a running scheduler to use (e.g. ``tcp://HOST:8786``)."""
 
 
 @runtime_checkable
@@ -47,5 +58,5 @@ class PreparingExecutor(Executor, Protocol):
         """Connect, check resources; refuse what it cannot run."""
 
 
-#: ``register.executor(name, factory)``: called with every ``bench run`` flag as a keyword.
-ExecutorFactory = Callable[..., Executor]
+#: ``register.executor(name, factory)``: ``factory(options: ExecutorOptions) -> Executor``, once per run.
+ExecutorFactory = Callable[[ExecutorOptions], Executor]

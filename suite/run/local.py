@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..records.record import new_record
 from ..records.results import now_iso, read_record, safe_name, write_record
 from .placement import claim_for_cell, with_placement
 from .process import die_with_parent
+
+if TYPE_CHECKING:
+    from .executor import ExecutorOptions
 
 #: Environment variables that pin a native library's thread pool; set for every cell alike.
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -180,8 +183,8 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, **_options):
-        pass
+    def __init__(self, options: ExecutorOptions | None = None):
+        """``options``: unused (one cell at a time, on this machine); taken as every factory is."""
 
     def run(self, cells: list[Cell], run_dir: Path, on_record: Callable[[Cell, dict], None],
             on_start: Callable[[Cell], None], on_output: Callable[[str], None]) -> None:

@@ -1,7 +1,11 @@
-"""``bench run``: check every input up front, plan the cells, run them, print the table."""
+"""``bench run`` as a library: check every input up front, plan the cells, run them, print the table.
+
+`plan_run` and `run_planned` take a `fwbench.run.options.RunOptions` (the command builds it from
+its flags, `fwbench.commands.run`); errors name the flag a field stands for (exit 2 in the CLI)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,6 +14,7 @@ from ..errors import BackendUnavailable, UsageError
 from ..frontends import bind, runs_on_engine
 from ..options import applicable_overrides, resolve_options
 from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
+from .options import RunOptions
 from .placement import available_cores, threads_per_cell
 
 #: Repeats (fresh processes) per cell when `bench run --repeat` is not given: the fewest that give a
@@ -19,6 +24,8 @@ DEFAULT_REPEATS = 3
 
 @dataclass
 class Plan:
+    """The cells of one run, its folder, the cells a ``--resume`` finds done, the ``run.json`` manifest."""
+
     cells: list[Cell]
     run_dir: Path
     resume_done: set[str] = field(default_factory=set)
@@ -36,14 +43,15 @@ def default_repeats() -> int:
     return int(text)
 
 
-def pick_backends(registry, names: list[str] | None) -> list[str]:
+def pick_backends(registry, names: Sequence[str] | None) -> list[str]:
+    """``names``, each checked available, or (none given) every available backend."""
     if names:
         for name in names:
             backend = registry.get_backend(name)
             availability = backend.availability()
             if not availability.ok:
                 raise BackendUnavailable(f"backend {name!r} is {availability}")
-        return names
+        return list(names)
     available = [n for n, b in sorted(registry.backends.items()) if b.availability().ok]
     if not available:
         raise BackendUnavailable("no backend is available; see `bench list backends`")
@@ -61,43 +69,44 @@ def ensure_dataset(registry, name: str, data_dir: Path | None) -> None:
     dataset.fetch(data_dir, progress=True)  # raises DatasetError with the offline alternatives
 
 
-def plan_run(args) -> Plan:
+def plan_run(options: RunOptions) -> Plan:
+    """The cells of ``options``' matrix, every input checked before any cell runs (`UsageError`...)."""
     from ..plugins import get_registry
     from ..spec import is_bench_spec, load_task, parse_overrides
     from .preflight import refuse_before_cells
 
     registry = get_registry()
-    if args.executor not in registry.executors:
+    if options.executor not in registry.executors:
         from ..errors import UnknownNameError
 
-        raise UnknownNameError("executor", args.executor, list(registry.executors))
-    if args.executor == "local" and (getattr(args, "workers", None) or getattr(args, "scheduler", None)):
+        raise UnknownNameError("executor", options.executor, list(registry.executors))
+    if options.executor == "local" and (options.workers or options.scheduler):
         raise UsageError("--workers/--scheduler only apply to --executor dask; add --executor dask or drop them")
-    backends = pick_backends(registry, args.backend)
-    for device in args.device:
+    backends = pick_backends(registry, options.backends)
+    for device in options.devices:
         if device not in ("cpu", "gpu", "auto"):
             raise UsageError(f"unknown device {device!r} in --device; expected cpu, gpu or auto")
-    grid = parse_overrides(args.overrides)
-    scenario = _scenario_overrides(args)
-    threads = threads_per_cell(args.threads, getattr(args, "workers", None) or 1, available_cores())
-    profile = None if args.profile == "full" else args.profile
-    repeats = getattr(args, "repeat", None) or default_repeats()
-    resume_dir = latest_run_dir(args.out) if args.resume else None
-    if args.resume and resume_dir is None:
-        raise UsageError(f"--resume: no earlier run in {args.out}; drop --resume to start a new run")
+    grid = parse_overrides(list(options.overrides))
+    scenario = _scenario_overrides(options)
+    threads = threads_per_cell(options.threads, options.workers or 1, available_cores())
+    profile = None if options.profile == "full" else options.profile
+    repeats = options.repeats or default_repeats()
+    resume_dir = latest_run_dir(options.out) if options.resume else None
+    if options.resume and resume_dir is None:
+        raise UsageError(f"--resume: no earlier run in {options.out}; drop --resume to start a new run")
     run_id = resume_dir.name if resume_dir else new_run_id()
 
     cells, datasets, seen = [], set(), set()
     selected, registered = [registry.get_backend(b) for b in backends], list(registry.backends.values())
-    for task_name in args.task:
+    for task_name in options.tasks:
         path = registry.get_task_file(task_name)
         native = load_task(path, profile=profile)  # validates the file itself first
         bench = is_bench_spec(native)  # a microbenchmark: no dataset, --dataset does not apply
         for overrides in grid:
             overrides = {**scenario, **overrides}
-            if args.dataset and not bench:
-                overrides["dataset.name"] = args.dataset
-                if args.dataset == "synthetic" and "dataset.shape" not in overrides:
+            if options.dataset and not bench:
+                overrides["dataset.name"] = options.dataset
+                if options.dataset == "synthetic" and "dataset.shape" not in overrides:
                     native_ds = registry.datasets.get(native.dataset.name)
                     if native_ds is not None:
                         overrides["dataset.shape"] = list(native_ds.input_shape)
@@ -123,19 +132,19 @@ def plan_run(args) -> Plan:
                 if key in seen:
                     continue  # -b numpy,torch --set compile=true,false: numpy runs once
                 seen.add(key)
-                for device in args.device:
+                for device in options.devices:
                     cells.append(Cell(run_id=run_id, backend=backend, task=label, task_path=str(path.resolve()),
                                       device=device, overrides=own, profile=profile, threads=threads,
-                                      timeout_s=args.timeout, memory_limit_mb=args.memory_limit,
-                                      data_dir=str(args.data_dir) if args.data_dir else None,
-                                      save_weights=_save_weights_dir(args), repeats=repeats))
+                                      timeout_s=options.timeout_s, memory_limit_mb=options.memory_limit_mb,
+                                      data_dir=str(options.data_dir) if options.data_dir else None,
+                                      save_weights=_save_weights_dir(options), repeats=repeats))
     _check_engines(backends, cells, grid)
     for name in sorted(datasets):
-        ensure_dataset(registry, name, args.data_dir)
-    cells = _with_peaks(cells, registry, getattr(args, "peak", "off"), threads, backends, args.device)
-    run_dir = args.out / run_id
+        ensure_dataset(registry, name, options.data_dir)
+    cells = _with_peaks(cells, registry, options.peak, threads, backends, options.devices)
+    run_dir = options.out / run_id
     return Plan(cells, run_dir, finished_cell_ids(run_dir) if resume_dir else set(),
-                {"run_id": run_id, "argv": list(map(str, getattr(args, "argv", []))), "threads": threads,
+                {"run_id": run_id, "argv": list(options.argv), "threads": threads,
                  "repeats": repeats})
 
 
@@ -161,10 +170,10 @@ def _check_engines(backends: list[str], cells: list[Cell], grid: list[dict]) -> 
                              f"these engines; drop it from --backend or add its engine to the list")
 
 
-def _scenario_overrides(args) -> dict[str, Any]:
+def _scenario_overrides(options: RunOptions) -> dict[str, Any]:
     """``--scenario`` and ``--weights`` as overrides (so they show in the cell id and the record)."""
     out: dict[str, Any] = {}
-    scenario, weights = getattr(args, "scenario", None), getattr(args, "weights", None)
+    scenario, weights = options.scenario, options.weights
     if scenario:
         out["scenario"] = scenario
     if weights is not None:
@@ -177,14 +186,14 @@ def _scenario_overrides(args) -> dict[str, Any]:
     return out
 
 
-def _save_weights_dir(args) -> str | None:
+def _save_weights_dir(options: RunOptions) -> str | None:
     """``--save-weights DIR`` as an absolute folder (cells run in their own processes)."""
-    folder = getattr(args, "save_weights", None)
+    folder = options.save_weights
     return str(Path(folder).resolve()) if folder else None
 
 
 def _with_peaks(cells: list[Cell], registry, mode, threads: int, backends: list[str],
-                devices: list[str]) -> list[Cell]:
+                devices: Sequence[str]) -> list[Cell]:
     """Each cell with the peak of every device it may run on (an ``auto`` cell: both), so that
     the worker judges it against its own device's peak (`fwbench.micro.peak.peak_for_cell`)."""
     wanted = sorted({d for device in devices for d in (("cpu", "gpu") if device == "auto" else (device,))})
@@ -244,14 +253,15 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
     return peak
 
 
-def run_planned(plan: Plan, args) -> int:
+def run_planned(plan: Plan, options: RunOptions) -> int:
+    """Run ``plan`` with ``options``' executor, print the tables; 1 if a cell failed or timed out, else 0."""
     import sys
 
     from ..plugins import get_registry
     from .display import RunDisplay, make_console, results_notes, results_table
 
     registry = get_registry()
-    executor = registry.executors[args.executor](**vars(args))  # the protocol: fwbench.run.executor
+    executor = registry.executors[options.executor](options.executor_options)  # fwbench.run.executor
     if hasattr(executor, "prepare"):  # a PreparingExecutor: refuses what it cannot run before any cell starts
         executor.prepare(plan.cells)
     console = make_console(stderr=True)
@@ -260,7 +270,7 @@ def run_planned(plan: Plan, args) -> int:
     console.print(f"fwbench run [bold]{plan.run_dir.name}[/]: {len(plan.cells)} cell(s) × {repeats} repeat(s), "
                   f"{todo} process(es) to run, {plan.cells[0].threads if plan.cells else 0} thread(s) each "
                   f"→ {plan.run_dir}")
-    show = not args.no_progress and sys.stderr.isatty()
+    show = options.progress and sys.stderr.isatty()
     with RunDisplay(todo, console, enabled=show) as display:
         outcome = execute(plan.cells, plan.run_dir, executor, resume_done=plan.resume_done,
                           display=display, manifest=plan.manifest)
@@ -282,10 +292,10 @@ def run_planned(plan: Plan, args) -> int:
     for line in results_notes(records):
         out.print(line)
     out.print(f"records: {plan.run_dir}")
-    if getattr(args, "report", None) is not None:
+    if options.report:
         from ..report import write_report
 
-        report_path = Path(args.report) if args.report else plan.run_dir / "report.html"
+        report_path = options.report_file or plan.run_dir / "report.html"
         write_report(records, report_path)
         out.print(f"report: {report_path}")
     failed = [r for r in outcome.records if r.get("status") in ("failed", "timeout")]

@@ -1,4 +1,4 @@
-"""``bench tune``: each cell as written, and at its best.
+"""``bench tune``: each cell as written, and at its best (the command: `fwbench.commands.tune`).
 
 Takes ``bench run``'s selection flags. For each backend it runs, in one run (repeats interleaved
 across every configuration, so a busy neighbour hurts them alike), the cell as written (fp32,
@@ -15,28 +15,16 @@ much; the table shows both columns.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from ..execution import KEY as EXECUTION
+from .options import RunOptions
 
 #: accuracy a configuration may lose against the as-written cell, in percentage points
 DEFAULT_TOLERANCE = 0.5
-
-
-def add_tune_command(subparsers) -> None:
-    """``bench tune``: ``bench run``'s flags, plus ``--tolerance``."""
-    run = subparsers.choices["run"]
-    tune = subparsers.add_parser(
-        "tune", parents=[run], conflict_handler="resolve", add_help=False,
-        help="each cell as written and at its best (precision x execution mode x placement)",
-        description=__doc__.split("\n\n")[1])
-    tune.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="POINTS",
-                      help=f"accuracy a configuration may lose against fp32 (default {DEFAULT_TOLERANCE})")
-    tune.set_defaults(handler=cmd_tune)
 
 
 def search_space(backend, device: str) -> list[dict[str, Any]]:
@@ -70,21 +58,21 @@ def _quote(table: dict[str, Any]) -> list[str]:
             for k, v in table.items()]
 
 
-def cmd_tune(args) -> int:
+def tune(options: RunOptions, tolerance: float = DEFAULT_TOLERANCE) -> int:
+    """``bench tune``: plan ``options``' cells once per configuration of each backend's search
+    space, run them as one run, judge them (``tune.json``) and print the table; the run's exit code."""
     from ..plugins import get_registry
     from .matrix import Plan, pick_backends, plan_run, run_planned
 
     registry = get_registry()
-    device = args.device[0] if args.device else "cpu"
-    if len(args.device) != 1 or device == "auto":
+    device = options.devices[0] if options.devices else "cpu"
+    if len(options.devices) != 1 or device == "auto":
         raise _usage("bench tune searches one device at a time: give --device cpu or --device gpu")
     cells, first = [], None
-    for name in pick_backends(registry, args.backend):
+    for name in pick_backends(registry, options.backends):
         backend = registry.get_backend(name)
         for table in search_space(backend, device):
-            sub = copy.copy(args)
-            sub.backend = [name]
-            sub.overrides = [*args.overrides, *_quote(table)]
+            sub = dataclasses.replace(options, backends=[name], overrides=[*options.overrides, *_quote(table)])
             plan = plan_run(sub)
             first = first or plan
             cells += [dataclasses.replace(c, run_id=first.manifest["run_id"]) for c in plan.cells]
@@ -96,11 +84,11 @@ def cmd_tune(args) -> int:
             seen.add(cell.cell_id)
             unique.append(cell)
     plan = Plan(unique, first.run_dir, set(), {**first.manifest, "command": "tune"})
-    code = run_planned(plan, args)
+    code = run_planned(plan, options)
     from ..records.results import load_records
 
     records = [r for r in load_records(plan.run_dir) if r.get("cell_id") in seen]
-    summary = judge(records, registry, device, args.tolerance)
+    summary = judge(records, registry, device, tolerance)
     (plan.run_dir / "tune.json").write_text(json.dumps(summary, indent=2, default=str))
     from .display import make_console
 

@@ -74,10 +74,9 @@ def test_machine_peak_is_a_given_number_or_the_best_measured_one(tmp_path, monke
 
 def test_bench_run_hands_gpu_cells_the_gpu_peak(monkeypatch, tmp_path):
     """`plan_run` with a fake second device: the GPU cell's peak is the GPU's, not the CPU's."""
-    import argparse
-
     from fwbench.micro import peak as peak_mod
     from fwbench.run import matrix, placement
+    from fwbench.run.options import RunOptions
 
     monkeypatch.setenv("FWBENCH_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(placement, "visible_gpus", lambda: ["0"])
@@ -85,11 +84,9 @@ def test_bench_run_hands_gpu_cells_the_gpu_peak(monkeypatch, tmp_path):
     monkeypatch.setattr(peak_mod, "run_child", fake_child({"cpu": {"numpy": 100.0}, "gpu": {"numpy": 50_000.0}}))
     monkeypatch.setattr(matrix, "pick_backends", lambda registry, names: ["numpy"])
     monkeypatch.setattr(matrix, "ensure_dataset", lambda *a: None)
-    args = argparse.Namespace(executor="local", workers=None, scheduler=None, backend=["numpy"], device=["cpu", "gpu"],
-                              overrides=[], threads=1, profile="quick", resume=False, out=tmp_path / "out",
-                              task=["mlp_mnist"], dataset=None, timeout=60.0, memory_limit=None, data_dir=None,
-                              peak="auto", save_weights=None)
-    plan = matrix.plan_run(args)
+    options = RunOptions(backends=["numpy"], devices=["cpu", "gpu"], threads=1, profile="quick",
+                         out=tmp_path / "out", tasks=["mlp_mnist"], timeout_s=60.0, peak="auto")
+    plan = matrix.plan_run(options)
     by_device = {c.device: c for c in plan.cells}
     assert by_device["gpu"].peak_flops == 50_000.0e9 and by_device["cpu"].peak_flops == 100.0e9
     assert peak_for_cell(by_device["gpu"].to_dict(), "gpu").gflops == 50_000.0

@@ -1,15 +1,18 @@
-"""The ``bench report`` and ``bench compare`` commands, registered through `fwbench_register_commands`."""
+"""``bench report``: write the report (`fwbench.report`) from result records."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 from ..errors import UsageError
 
+#: The file suffix of each ``--format``.
 SUFFIX = {"html": ".html", "md": ".md", "csv": ".csv", "parquet": ".parquet"}
 
 
-def add_commands(subparsers) -> None:
+def add_parser(subparsers) -> None:
+    """Register ``bench report``."""
     report = subparsers.add_parser(
         "report", help="write a comparative report (HTML, Markdown, CSV or Parquet) from result records",
         description="Write one self-contained HTML page (inline CSS, embedded figures and data; opens from disk "
@@ -22,25 +25,10 @@ def add_commands(subparsers) -> None:
                         help="html (default), md, csv or parquet; default: from the --output suffix")
     report.set_defaults(handler=cmd_report)
 
-    from ..gate.compare import add_compare_options
 
-    compare = subparsers.add_parser(
-        "compare", help="compare two sets of records; exit 1 on a regression or a failed cell",
-        description="Pair the cells of BASE and NEW by (backend, task, device, dataset, overrides) and judge "
-                    "each metric over the repeats (one value per process): the ratio NEW/BASE with its interval, "
-                    "faster / slower when significant and beyond the threshold, unchanged when the interval lies "
-                    "within it, else inconclusive (with the smallest change it could have detected). A cell ok in BASE "
-                    "and failed or missing in NEW is a regression; a row that cannot be judged or a pair run on "
-                    "other settings fails too (see --allow-no-evidence, --allow-env-change). Holm's correction "
-                    "holds --alpha over every row. Exit 1 on a failing row, else 0. See docs/statistics.md.")
-    compare.add_argument("base", type=Path, metavar="BASE", help="record file or folder of the baseline")
-    compare.add_argument("new", type=Path, metavar="NEW", help="record file or folder to judge")
-    add_compare_options(compare)
-    compare.set_defaults(handler=cmd_compare)
-
-
-def cmd_report(args) -> int:
-    from . import load_for_report, write_report
+def cmd_report(args: argparse.Namespace) -> int:
+    """Load the records (warning about unreadable files), write the report, say where."""
+    from ..report import load_for_report, write_report
 
     fmt = args.format
     if fmt is None:
@@ -61,9 +49,3 @@ def cmd_report(args) -> int:
     extra = f", {len(skipped)} file(s) skipped" if skipped else ""
     print(f"report: {path} ({len(records)} record(s){extra})")
     return 0
-
-
-def cmd_compare(args) -> int:
-    from ..gate.compare import cmd_compare as run
-
-    return run(args)

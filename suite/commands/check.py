@@ -1,0 +1,140 @@
+"""``bench check``: conformance of every backend against the NumPy float64 reference
+(`fwbench.conformance`), on tasks or, with ``--random N``, on random valid specs."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UsageError
+from .common import EXIT_CELL_FAILED, EXIT_OK, console, csv_list
+
+
+def add_parser(subparsers) -> None:
+    """Register ``bench check``."""
+    check = subparsers.add_parser(
+        "check", help="conformance: every backend against the NumPy float64 reference",
+        description="From identical weights and batches, compare logits and loss (float32), "
+                    "every gradient, 3 steps of every optimizer and a 20-step loss curve "
+                    "(float64) with the NumPy backend in float64; update rules against closed "
+                    "forms and the reference's gradients against finite differences (see "
+                    "docs/conformance.md). Each backend runs in its own process.")
+    check.add_argument("--backend", "-b", type=csv_list, default=None, help="backends to check (default: all available)")
+    check.add_argument("--task", "-t", type=csv_list, default=None,
+                       help="tasks or spec files (default: every shipped training task)")
+    check.add_argument("--random", type=int, default=None, metavar="N",
+                       help="instead of tasks, check N random valid specs (hypothesis); a failure prints "
+                            "the smallest failing spec as TOML")
+    check.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    check.add_argument("--coverage", action="store_true",
+                       help="with --random: print which vocabulary items and layer pairs were drawn")
+    check.add_argument("--device", choices=["cpu", "gpu"], default="cpu",
+                       help="where the checked backends run (the float64 reference always runs on the CPU)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="backend.KEY=VALUE",
+                       help="a backend option for the checked backends, e.g. backend.mode=native or "
+                            "backend.engine=jax (default: every installed engine of a frontend); "
+                            "precision=bf16|fp16|tf32: check that policy against the reference's own")
+    check.set_defaults(handler=cmd_check)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run the checks, print the table; exit 1 on a failed check."""
+    from ..conformance.checks import REFERENCE
+    from ..conformance.runner import run_checks, summary_table
+    from ..plugins import get_registry
+    from ..run.matrix import pick_backends
+
+    registry = get_registry()
+    backends = pick_backends(registry, args.backend)
+    pick_backends(registry, [REFERENCE])  # the reference must be available too
+    if args.random is not None:
+        if args.task:
+            raise UsageError("--random draws its own specs; drop --task or --random")
+        if args.random < 1:
+            raise UsageError(f"--random {args.random}: give a number of specs >= 1, e.g. --random 50")
+        from ..conformance.runner import check_variants
+
+        variants = check_variants(registry, backends, getattr(args, "overrides", []))
+        return _check_random(variants, args.random, args.seed, getattr(args, "coverage", False))
+    for task in args.task or []:
+        _validate_check_task(registry, task)
+    skipped = [] if args.backend else [
+        (name, str(backend.availability())) for name, backend in sorted(registry.backends.items())
+        if not backend.availability().ok]
+    from ..conformance.runner import check_precision, check_variants
+
+    overrides = getattr(args, "overrides", [])
+    checks = run_checks(check_variants(registry, backends, overrides), args.task,
+                        device=getattr(args, "device", "cpu"), precision=check_precision(overrides))
+    console().print(summary_table(checks, skipped))
+    failed = [c for c in checks if not c.passed and not c.skipped]
+    not_applicable = [c for c in checks if c.skipped]
+    console().print(f"{len(checks) - len(failed) - len(not_applicable)} passed, {len(failed)} failed, "
+                    f"{len(not_applicable)} skipped (not applicable)"
+                    + (f", {len(skipped)} backend(s) skipped (unavailable)" if skipped else ""))
+    return EXIT_CELL_FAILED if failed else EXIT_OK
+
+
+def _validate_check_task(registry, task: str) -> None:
+    """Refuse a spec that cannot be checked (bad keys, shapes) before any check process starts."""
+    from ..conformance.checks import task_input
+    from ..model import analyze
+    from ..spec import load_task
+
+    spec = load_task(registry.get_task_file(task))
+    if spec.task.family == "train":
+        shape, classes = task_input(spec, registry)
+        analyze(spec.model, shape, classes, spec.source)
+
+
+def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, coverage: bool = False) -> int:
+    """``--random N``: fuzz here with one engine per frontend, each further engine in its own process."""
+    try:
+        from ..conformance.fuzz import fuzz
+    except ImportError as exc:
+        raise UsageError(f"bench check --random needs hypothesis ({exc}); install it: "
+                         "pip install hypothesis") from None
+    out = console()
+
+    def progress(i, raw):
+        if i == 1 or i % 10 == 0:
+            out.print(f"[dim]random spec {i}...[/]")
+
+    here, elsewhere = one_engine_per_frontend(backends)
+    codes = [_check_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
+    result = fuzz(here, examples, seed, progress)
+    if coverage:
+        out.print(result.coverage.report(), markup=False, highlight=False)
+    from rich.markup import escape
+
+    where = escape(f"on {', '.join(result.backends)} (seed {seed}, {result.seconds:.0f} s)")
+    if result.failure is None:
+        out.print(f"{result.examples} random specs, 0 disagreements {where}")
+        return max([EXIT_OK, *codes])
+    out.print(f"[red]disagreement[/] after {result.examples} specs {where}: {result.failure}")
+    out.print("Smallest failing spec (paste into a test or a task file):")
+    out.print(result.toml, markup=False, highlight=False)
+    return EXIT_CELL_FAILED
+
+
+def one_engine_per_frontend(variants: list[tuple[str, dict]]):
+    """Split ``(backend, options)`` variants into those one process can hold (every backend with
+    the first engine of each frontend) and the rest (a frontend on a further engine)."""
+    here, elsewhere, seen = [], [], set()
+    for name, options in variants:
+        if "engine" in options and name in seen:
+            elsewhere.append((name, options))
+        else:
+            here.append((name, options))
+            seen.add(name)
+    return here, elsewhere
+
+
+def _check_random_elsewhere(name: str, options: dict, examples: int, seed: int) -> int:
+    """``bench check --random`` of one frontend on one engine in its own process (same seed, so
+    the same specs); its output goes to this terminal. Returns its exit code."""
+    import subprocess
+
+    cmd = [sys.executable, "-c", "import sys; from fwbench.cli import main; sys.exit(main())", "check",
+           "--random", str(examples), "--seed", str(seed), "-b", name,
+           *[arg for k, v in options.items() for arg in ("--set", f"backend.{k}={v}")]]
+    return subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL).returncode
