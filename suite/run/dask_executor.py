@@ -23,8 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UsageError
+from .cell import Cell
 from .executor import ExecutorOptions
-from .local import Cell, failed_record, run_cell_subprocess
+from .local import failed_record, run_cell_subprocess
 
 ALLOWED_FAILURES = 1
 #: Seconds beyond the longest cell timeout the driver waits for any cell to finish.

@@ -4,7 +4,7 @@ or a plugin's), registered with ``register.executor(name, factory)`` (``fwbench_
 A run (``bench run --executor NAME``, or `fwbench.run.matrix.run_planned` with
 ``RunOptions(executor=NAME)``) calls ``factory(options)`` once, where ``options`` is an
 `ExecutorOptions`: the typed settings that concern executors (``workers``, ``scheduler``). Each
-cell carries its own threads, timeout and memory limit (`fwbench.run.local.Cell`). A factory
+cell carries its own threads, timeout and memory limit (`fwbench.run.cell.Cell`). A factory
 refuses bad options with `fwbench.errors.UsageError` (exit 2). Then, before any cell starts,
 ``prepare(cells)`` if the executor has it (connect, check that some worker can run every cell;
 raise `UsageError` to refuse), and ``run`` once per round of repeats (docs/plugins.md, "Executors").
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from .local import Cell
+    from .cell import Cell
 
 #: ``on_record(cell, record)``: a cell's record (a dict, `fwbench.records.record.new_record`), exactly once per cell.
 OnRecord = Callable[["Cell", dict[str, Any]], None]

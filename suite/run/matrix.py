@@ -13,7 +13,8 @@ from typing import Any
 from ..errors import BackendUnavailable, UsageError
 from ..frontends import bind, runs_on_engine
 from ..options import applicable_overrides, resolve_options
-from .local import Cell, execute, finished_cell_ids, latest_run_dir, new_run_id, runs_to_do
+from .cell import Cell, new_run_id
+from .local import execute, finished_cell_ids, latest_run_dir, runs_to_do
 from .options import RunOptions
 from .placement import available_cores, threads_per_cell
 

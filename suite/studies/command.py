@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..run.local import Cell, LocalExecutor, failed_record
+from ..run.cell import Cell
+from ..run.local import LocalExecutor, failed_record
 from .spec import REFERENCE_KEY, Study, StudyCell
 
 #: Study facts copied into every record's ``study`` (the rest is per cell).
@@ -115,8 +116,9 @@ def cmd_study(args) -> int:
     from ..plugins import get_registry
     from ..records.results import load_records
     from ..report import write_report
+    from ..run.cell import new_run_id
     from ..run.display import RunDisplay, make_console, results_notes
-    from ..run.local import execute, new_run_id
+    from ..run.local import execute
     from ..run.matrix import ensure_dataset, pick_backends
     from ..run.placement import available_cores
     from ..spec import load_task, parse_overrides

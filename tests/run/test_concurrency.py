@@ -43,8 +43,8 @@ def test_gpu_cells_are_refused_when_no_worker_has_a_gpu(toy_site, tmp_path):
     pytest.importorskip("distributed")
     from distributed import Client, LocalCluster
     from fwbench.errors import UsageError
+    from fwbench.run.cell import Cell
     from fwbench.run.dask_executor import gpu_resource_check
-    from fwbench.run.local import Cell
 
     cell = Cell(run_id="r", backend="toy", task="mlp_mnist", task_path="x.toml", device="gpu")
     env = {**os.environ, "PYTHONPATH": str(toy_site)}

@@ -12,7 +12,8 @@ import time
 import pytest
 from fwbench.records import results as results_mod
 from fwbench.records.results import load_records, write_record
-from fwbench.run.local import Cell, execute
+from fwbench.run.cell import Cell
+from fwbench.run.local import execute
 
 QUICK = ["--backend", "toy", "--task", "mlp_mnist", "--dataset", "digits", "--set", "epochs=2", "--no-progress",
          "--repeat", "1"]
