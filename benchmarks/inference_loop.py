@@ -1,8 +1,9 @@
 """Hand-written batch-1 MLP inference loops, one per framework, against the suite's inference cells.
 
-The Keras MNIST MLP (784 -> 128 ReLU -> 10, float32) written the shortest idiomatic way in each
-framework (NumPy, torch ``inference_mode``, a ``tf.function(jit_compile=True)``, a ``jax.jit``, an
-onnxruntime session of a Gemm/Relu/Gemm graph), one thread, one sample per call, the logits back
+The spec's MNIST MLP (flatten of one ``(1, 28, 28)`` image as the suite feeds it -> 128 ReLU ->
+10, float32) written the shortest idiomatic way in each framework (NumPy, torch
+``inference_mode``, a ``tf.function(jit_compile=True)``, a ``jax.jit``, an onnxruntime session of
+a Flatten/Gemm/Relu/Gemm graph), one thread, one sample per call, the logits back
 on the host (``.numpy()`` / ``np.asarray``) inside the timed call, as `fwbench.inference.scenario` times
 `Trainer.predict`. Each framework runs in its own process; the p50 of ``--calls`` timed calls
 (after 50 uncounted) is printed beside the suite's p50 for the same model, batch and threads
@@ -37,17 +38,19 @@ def _weights():
 def _call(framework: str):
     """A zero-argument function answering one sample, the logits as a NumPy array."""
     w1, b1, w2, b2 = _weights()
-    x = np.random.default_rng(1).normal(size=(1, 784)).astype(np.float32)
+    # the spec's model (tasks/mlp_mnist.toml): flatten of one (1, 28, 28) image, dense 128 relu, dense 10
+    x = np.random.default_rng(1).normal(size=(1, 1, 28, 28)).astype(np.float32)
     if framework == "numpy":
-        return lambda: np.maximum(x @ w1 + b1, 0) @ w2 + b2
+        return lambda: np.maximum(x.reshape(len(x), -1) @ w1 + b1, 0) @ w2 + b2
     if framework == "torch":
         import torch
 
         torch.set_num_threads(1)
-        model = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)).eval()
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 128), torch.nn.ReLU(),
+                                    torch.nn.Linear(128, 10)).eval()
         with torch.no_grad():
-            model[0].weight.copy_(torch.from_numpy(w1.T))
-            model[2].weight.copy_(torch.from_numpy(w2.T))
+            model[1].weight.copy_(torch.from_numpy(w1.T))
+            model[3].weight.copy_(torch.from_numpy(w2.T))
         xt = torch.from_numpy(x)
 
         def run():
@@ -60,7 +63,8 @@ def _call(framework: str):
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         v = [tf.constant(a) for a in (w1, b1, w2, b2)]
-        f = tf.function(lambda t: tf.nn.relu(t @ v[0] + v[1]) @ v[2] + v[3], jit_compile=True)
+        f = tf.function(lambda t: tf.nn.relu(tf.reshape(t, (-1, 784)) @ v[0] + v[1]) @ v[2] + v[3],
+                        jit_compile=True)
         xt = tf.constant(x)
         return lambda: f(xt).numpy()
     if framework == "jax":
@@ -68,7 +72,7 @@ def _call(framework: str):
         import jax.numpy as jnp
 
         params = [jnp.asarray(a) for a in (w1, b1, w2, b2)]
-        f = jax.jit(lambda p, t: jnp.maximum(t @ p[0] + p[1], 0) @ p[2] + p[3])
+        f = jax.jit(lambda p, t: jnp.maximum(t.reshape(t.shape[0], -1) @ p[0] + p[1], 0) @ p[2] + p[3])
         xj = jax.device_put(x)
         return lambda: np.asarray(f(params, xj))
     if framework == "onnxruntime":
@@ -76,9 +80,10 @@ def _call(framework: str):
         from onnx import TensorProto, helper, numpy_helper
 
         inits = [numpy_helper.from_array(a, n) for a, n in zip((w1, b1, w2, b2), ("w1", "b1", "w2", "b2"))]
-        nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
-                 helper.make_node("Gemm", ["r", "w2", "b2"], ["y"])]
-        graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 784])],
+        nodes = [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("Gemm", ["f", "w1", "b1"], ["h"]),
+                 helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Gemm", ["r", "w2", "b2"], ["y"])]
+        graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               ["N", 1, 28, 28])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 9

@@ -40,6 +40,8 @@ class Layer:
         self.state: dict[str, np.ndarray] = {}
         self.needs_input_grad = True
         self.ws = Workspace(self.dtype)
+        #: 0 as a 0-d array of the layer's dtype: a Python 0 is converted on every ufunc call (~0.3 µs)
+        self.zero = np.zeros((), self.dtype)
 
     def _add_param(self, name: str, shape: tuple[int, ...]) -> None:
         self.params[name] = np.zeros(shape, self.dtype)
@@ -321,7 +323,7 @@ class Activation(Layer):
         y = self.ws.get("y", x.shape)
         fn = self.fn
         if fn == "relu":
-            np.maximum(x, 0, out=y)
+            np.maximum(x, self.zero, out=y)
         elif fn == "leaky_relu":
             np.multiply(x, self.alpha, out=y)
             if self.alpha <= 1:  # x > alpha*x exactly where x > 0
