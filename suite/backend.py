@@ -124,7 +124,8 @@ class Trainer(ABC):
 
     @abstractmethod
     def predict(self, batch: Any) -> np.ndarray:
-        """Logits ``(N, classes)`` in eval mode (no dropout, BatchNorm running statistics)."""
+        """Logits ``(N, classes)`` in eval mode (no dropout, BatchNorm running statistics), as a host
+        NumPy array: the device work is done when it returns (the inference scenario times it so)."""
 
     @abstractmethod
     def get_weights(self) -> dict[str, np.ndarray]:
