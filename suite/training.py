@@ -177,11 +177,16 @@ class GradNormProbe:
 
 
 def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
-          peak_flops: float | None = None, on_epoch=None) -> TrainResult:
-    """Train ``trainer`` on ``data`` as ``task`` says; return metrics for the record."""
+          peak_flops: float | None = None, on_epoch=None, peak_precision: str | None = "fp32") -> TrainResult:
+    """Train ``trainer`` on ``data`` as ``task`` says; return metrics for the record.
+
+    ``peak_flops`` is the matmul peak in ``peak_precision`` (`fwbench.micro.peak`); a peak of another
+    precision than the task's is not used (no percent of peak, no "too fast" check): a bf16 cell is
+    never judged against the float32 peak.
+    """
     tr = task.training
     bs = tr.batch_size
-    if tr.precision != "fp32":  # the measured peak is a float32 matmul's: no % of peak, no "too fast"
+    if peak_precision != tr.precision:  # tf32 trains on a GPU only, whose tf32 peak is not measured yet
         peak_flops = None
     steps_per_epoch = len(data.x_train) // bs
     schedule = make_schedule(task.schedule, task.optimizer.lr, steps_per_epoch, steps_per_epoch * tr.epochs)
@@ -295,8 +300,7 @@ def train(task: TaskSpec, trainer: Trainer, data: Prepared, info: ModelInfo,
         "achieved_gflops": flops_per_step / median / 1e9 if step_times and median > 0 else None,
         "percent_of_peak": (100 * flops_per_step / median / peak_flops
                             if step_times and peak_flops and median > 0 else None),
-        # the peak it is judged against: float32 only for now (no bf16/fp16/tf32 peak is measured)
-        "peak_precision": "fp32" if peak_flops else None,
+        "peak_precision": peak_precision if peak_flops else None,  # the precision of the peak judged against
         "confusion_matrix": confusion.tolist(),
         "class_names": list(data.class_names),
     }

@@ -186,6 +186,24 @@ def frontend_records() -> list[dict[str, Any]]:
     return out
 
 
+def tune_records() -> list[dict[str, Any]]:
+    """A `bench tune` run (`fwbench.run.tune`): torch, where compiled fp32 wins (bf16 is faster but
+    loses 2 points), and numpy, whose bf16 is not faster beyond both intervals (fp32 stays)."""
+    out = []
+    for backend, precision, execution, step_time, accuracy in (
+            ("torch", "fp32", "eager", 0.002, 0.92), ("torch", "fp32", "compiled", 0.0012, 0.921),
+            ("torch", "bf16", "eager", 0.0008, 0.90), ("numpy", "fp32", None, 0.004, 0.92),
+            ("numpy", "bf16", None, 0.0039, 0.919)):
+        overrides = {"training.precision": precision, "dataset.placement": "host"}
+        if execution:
+            overrides["backend.execution"] = execution
+        record = example_record(backend, "mlp_mnist", dataset="mnist_5k", overrides=overrides, step_time=step_time,
+                                accuracy=accuracy, seed=21, repeats=3, run_id="20260101-140000-7e7e01")
+        record["precision"] = precision
+        out.append(record)
+    return out
+
+
 def inference_sample(backend: str, speed: float = 1.0, task: str = "mlp_mnist", repeats: int = 3,
                      joules: float | None = None) -> dict[str, Any]:
     """An inference record (`bench run --scenario inference`) of ``repeats`` merged processes."""
@@ -228,6 +246,7 @@ def example_records() -> list[dict[str, Any]]:
         records.append(scaling_record(backend, speed))
     records += study_records()
     records += frontend_records()
+    records += tune_records()
     records += [inference_sample("torch", 1.0, joules=0.02), inference_sample("jax", 1.4),
                 inference_sample("onnxruntime", 2.0)]
     records.append(example_record("tensorflow", "mlp_mnist", status="failed",

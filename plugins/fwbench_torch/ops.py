@@ -37,16 +37,19 @@ from fwbench.ops import (
 )
 
 from .optim import make_optimizer
-from .trainer import DTYPES, compile_mode, find_cxx
+from .trainer import AUTOCAST_DTYPES, DTYPES, compile_mode, find_cxx
+
+#: float32 / float64, and the low precisions a peak is measured in (`fwbench.micro.peak.PEAK_DTYPES`)
+OPS_DTYPES = {**DTYPES, **AUTOCAST_DTYPES}
 
 
 class TorchOps(Ops):
-    """Single operations on ``cpu`` or ``cuda`` in float32 / float64."""
+    """Single operations on ``cpu`` or ``cuda`` in float32 / float64 (bfloat16 / float16 for the peak's matmul)."""
 
     def __init__(self, backend_name: str, device: str, dtype: str, options: dict[str, Any]):
         super().__init__(backend_name, device, dtype)
         self.torch_device = torch.device("cuda" if device == "gpu" else "cpu")
-        self.torch_dtype = DTYPES[dtype]
+        self.torch_dtype = OPS_DTYPES[dtype]
         self.options = options
         self.mode = compile_mode(options, "<ops>")
         if self.mode is not None and self.torch_device.type == "cpu" and find_cxx() is None:

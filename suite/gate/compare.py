@@ -190,6 +190,7 @@ class Comparison:
     allow_no_evidence: bool = False
     allow_env_change: bool = False
     threshold_text: str | None = None  # as the user wrote it
+    tuned: list[str] = field(default_factory=list)  # `bench tune` runs: each side as written / at its best
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
@@ -438,8 +439,13 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: f
         def cells(records: list[dict]) -> str:
             labels = sorted({cell_label(cell_key(r)) for r in records})
             return ", ".join(labels[:2]) + (f" and {len(labels) - 2} more" if len(labels) > 2 else "")
+        from ..run.tuning import is_tune_record
+
+        tuned = [name for name, side in (("BASE", base), ("NEW", new)) if any(map(is_tune_record, side))]
+        hint = (f"; {tuned[0]} is a `bench tune` run, whose cells name their precision, execution mode and "
+                "placement: compare it with another `bench tune` run" if len(tuned) == 1 else "")
         raise UsageError(f"BASE and NEW share no cell (BASE: {cells(base)}; NEW: {cells(new)}); compare runs of "
-                         "the same backends, tasks, dataset and --set values")
+                         f"the same backends, tasks, dataset and --set values{hint}")
     for key, b, n in pairs:
         label = cell_label(key)
         for side, records in (("BASE", counts_b), ("NEW", counts_n)):
@@ -463,6 +469,7 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: f
                            strict=True):
         row.verdict, row.reason, row.ci, row.level = judged.verdict, judged.reason, judged.ci, judged.level
         row.needed, row.mde = judged.needed, judged.mde
+    result.tuned = tuned_summary(base, new)
     if any(r.estimate is not None and r.estimate.extra_var for r in family):
         result.notes.append(
             f"BASE and NEW are separate invocations: timing intervals include a between-invocation spread of "
@@ -470,6 +477,20 @@ def compare(base: list[dict], new: list[dict], threshold: float = 0.05, alpha: f
             f"{math.expm1(2.6 * math.sqrt(2) * INVOCATION_CV):.0%} is never called; `bench ab` runs both "
             "sides in one interleaved invocation and sees smaller changes")
     return result
+
+
+def tuned_summary(base: list[dict], new: list[dict]) -> list[str]:
+    """For sides that are `bench tune` runs: each cell as written and at its best, per side
+    (`fwbench.run.tuning.judge`, at the tolerance of each side's ``tune.json``). The table above pairs configurations one by one (the overrides
+    are part of the cell), never the as-written cell of one side with the best of the other."""
+    from ..run.tuning import is_tune_record, judge, run_tolerance, summary_lines
+
+    out = []
+    for name, records in (("BASE", base), ("NEW", new)):
+        tuned = [r for r in records if is_tune_record(r)]
+        if tuned:
+            out += [f"{name} {line}" for line in summary_lines(judge(tuned, tolerance=run_tolerance(tuned)))]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ def markdown(result, fail_on: str = "slower", title: str = "fwbench compare") ->
         verdict = f"{VERDICT_MARK[r.verdict]} {r.verdict}" + (f" ({r.reason})" if r.reason else "")
         lines.append("| " + " | ".join(_md(c) for c in [*_cells(r), verdict]) + " |")
     lines += [f"- {_md(n)}" for n in result.notes]
+    if result.tuned:
+        lines += ["", "**As written / at its best** (`bench tune`):", ""] + [f"- {_md(t)}" for t in result.tuned]
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +120,10 @@ def print_result(result, fmt: str, fail_on: str, title: str = "bench compare: BA
     console.print(rich_table(result, title))
     for note in result.notes:
         console.print(Text(note, style="dim"))
+    if result.tuned:
+        console.print(Text("as written / at its best (bench tune):", style="bold"))
+        for line in result.tuned:
+            console.print(Text(f"  {line}"))
     failing = result.failing(fail_on)
     console.print(Text((headline(result, fail_on).split(" ", 1)[1] + ": ") if failing else "no regression: ",
                        style="bold red" if failing else "green") + Text(result.summary()))

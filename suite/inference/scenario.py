@@ -175,8 +175,8 @@ def run_inference(task, trainer, x: np.ndarray, *, energy_counter=None, progress
             on_first_answer()
             on_first_answer = None
         if not isinstance(logits, np.ndarray):  # a device array may still be computing: untimeable
-            raise RuntimeError(f"predict returned a {type(logits).__name__}, not a host NumPy array "
-                               "(the Trainer.predict contract); return e.g. np.asarray(logits)")
+            raise TypeError(f"predict returned a {type(logits).__name__}, not a host NumPy array "
+                            "(the Trainer.predict contract); return e.g. np.asarray(logits)")
         if np.shape(logits)[0] != batch:
             raise RuntimeError(f"predict returned {np.shape(logits)[0]} rows for a batch of {batch}")
         _, times = time_calls(call, warmup=spec.warmup_calls, min_calls=spec.min_calls,

@@ -1,4 +1,10 @@
-"""Each device's peak: float32 matmul GFLOP/s and memory bandwidth GB/s, measured and cached.
+"""Each device's peak: matmul GFLOP/s per precision and memory bandwidth GB/s, measured and cached.
+
+A cell's percent of peak is judged against the peak of the precision it trains in
+(``training.precision``, `peak_precision`): fp32 against a float32 matmul, bf16 against a bfloat16
+one, fp16 against a float16 one; tf32 on a CPU (which has no TensorFloat-32) against float32. A
+precision no backend multiplies in here has no peak ("not measured for bf16"), never the float32
+one in its place. Each precision is measured and cached on its own; the bandwidth is float32's.
 
 A GPU cell is judged against the GPU's peak, a CPU cell against the CPU's: every number here is
 per device (``device="cpu"`` or ``"gpu"``). On the CPU the facts below hold; on a GPU each
@@ -22,7 +28,7 @@ result is cached (``peak.json`` in ``$FWBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOM
 versions and the backend; a run measures only its own backends that have no number yet, and the
 peak is the best number known. ``bench info --peak`` measures every available backend again.
 
-``python -m fwbench.micro.peak BACKEND THREADS [--device gpu] [--bandwidth]`` is the per-backend
+``python -m fwbench.micro.peak BACKEND THREADS [--device gpu] [--bandwidth] [--precision bf16]`` is the per-backend
 child process (prints one JSON line). ``bench info --peak --device gpu`` measures the GPU.
 """
 from __future__ import annotations
@@ -58,6 +64,15 @@ DEVICES = ("cpu", "gpu")
 CACHE_ENV = "FWBENCH_CACHE_DIR"
 LIBRARIES = ("numpy", "torch", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "optax")
 CHILD_TIMEOUT_S = 240.0
+#: The dtype of each precision's peak matmul (tf32: see `peak_precision`).
+PEAK_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def peak_precision(precision: str | None, device: str) -> str:
+    """The precision of the peak a cell of ``precision`` is judged against on ``device``: its own,
+    except tf32 on a CPU (no TensorFloat-32 there: float32)."""
+    precision = precision or "fp32"
+    return "fp32" if precision == "tf32" and device == "cpu" else precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,11 +151,15 @@ def measure_device_bandwidth(ops, floats: int = GPU_BANDWIDTH_FLOATS,
             "method": "elementwise add on the device (3 arrays moved)"}
 
 
-def child_main(backend_name: str, threads: int, with_bandwidth: bool, device: str = "cpu") -> dict[str, Any]:
-    """One backend's peak on ``device``, in this (fresh) process: configure, make ops, multiply."""
+def child_main(backend_name: str, threads: int, with_bandwidth: bool, device: str = "cpu",
+               precision: str = "fp32") -> dict[str, Any]:
+    """One backend's peak on ``device`` in ``precision``, in this (fresh) process: configure, make
+    ops in the precision's dtype (`PEAK_DTYPES`), multiply."""
     from ..plugins import get_registry
     from ..run.process import pin_threads
 
+    if precision not in PEAK_DTYPES:
+        return {"error": f"no {precision} matmul to measure on the {device}"}
     pin_threads(threads)
     backend = get_registry().get_backend(backend_name)
     if not backend.availability().ok:
@@ -149,9 +168,10 @@ def child_main(backend_name: str, threads: int, with_bandwidth: bool, device: st
     facts = backend_facts(backend.configure(device=device, threads=threads), device)
     if device == "gpu" and not backend.gpu_available():
         return {"error": f"{backend_name} sees no GPU"}
-    ops = backend.ops(device, "float32")
+    ops = backend.ops(device, PEAK_DTYPES[precision])
     setup_s = time.perf_counter() - started
     result = {"backend": backend_name, "version": backend.version(), "threads": threads, "device": device,
+              "precision": precision,
               "device_name": facts.get("device_name") or facts.get("device_kind"),
               "setup_s": setup_s, **measure_matmul(ops, sync_each_call=device == "cpu",
                                                    sizes=SIZES if device == "cpu" else GPU_SIZES)}
@@ -237,7 +257,7 @@ def write_cache(entries: dict[str, Any], path: Path | None = None) -> None:
 
 
 def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float = CHILD_TIMEOUT_S,
-              device: str = "cpu") -> dict:
+              device: str = "cpu", precision: str = "fp32") -> dict:
     """`child_main` in a fresh interpreter with the run's thread variables; errors become data."""
     from ..run.local import THREAD_ENV
     from ..run.process import die_with_parent  # a killed driver takes its peak child with it
@@ -245,6 +265,7 @@ def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float =
     env = {**os.environ, **{name: str(threads) for name in THREAD_ENV}}
     cmd = [sys.executable, "-m", "fwbench.micro.peak", backend, str(threads), "--device", device]
     cmd += ["--bandwidth"] if with_bandwidth else []
+    cmd += ["--precision", precision] if precision != "fp32" else []
     try:
         proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, env=env,
                               stdin=subprocess.DEVNULL, preexec_fn=die_with_parent())
@@ -263,8 +284,9 @@ def run_child(backend: str, threads: int, with_bandwidth: bool, timeout: float =
 def resolve_peak(run_backends: list[str], available: list[str], threads: int, *, refresh: bool = False,
                  progress: Callable[[str], None] = lambda m: None, child: Callable[..., dict] | None = None,
                  path: Path | None = None, device: str = "cpu",
-                 facts: dict[str, Any] | None = None, cache_entries: bool = True) -> dict[str, Any] | None:
-    """The peak of ``device`` for ``threads``: the best cached or newly measured backend matmul.
+                 facts: dict[str, Any] | None = None, cache_entries: bool = True,
+                 precision: str = "fp32") -> dict[str, Any] | None:
+    """The ``precision`` peak of ``device`` for ``threads``: the best cached or newly measured backend matmul.
 
     Each backend's number is cached on its own, under the device's facts (`device_facts`, or
     ``facts`` given). The backends of this run (``run_backends``) that have no cached number are
@@ -273,23 +295,27 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     NumPy-only run launches no other framework but still profits from an earlier
     ``bench info --peak``. Bandwidth: NumPy's on the CPU; on a GPU the best of the backends' own.
     ``cache_entries=False`` neither reads nor writes the cache. Returns None when no backend has a
-    number. Callers go through `machine_peak`.
+    number. Each precision is cached under its own key; only the float32 run measures the bandwidth.
+    Callers go through `machine_peak`.
     """
     child = child or run_child
     facts = facts if facts is not None else device_facts(device, threads)
     cache = read_cache(path) if cache_entries else {}
-    key = {name: cache_key(facts, name) for name in [*available, "_bandwidth"]}
+    key = {name: cache_key(facts, name if precision == "fp32" else f"{name}@{precision}") for name in available}
+    key["_bandwidth"] = cache_key(facts, "_bandwidth")
     todo = list(available) if refresh else [b for b in run_backends if b in available and key[b] not in cache]
     on_gpu = device == "gpu"
-    want_bandwidth = refresh or key["_bandwidth"] not in cache
+    want_bandwidth = precision == "fp32" and (refresh or key["_bandwidth"] not in cache)
+    extra = {"device": device} if on_gpu else {}
+    extra.update({"precision": precision} if precision != "fp32" else {})
     if not on_gpu and want_bandwidth and "numpy" in available and "numpy" not in todo:
         todo.append("numpy")
     new: dict[str, Any] = {}
     measured: dict[str, Any] = {}
     for name in todo:
-        progress(f"measuring the {device} peak with {name} ({threads} thread(s))…")
+        progress(f"measuring the {device} {precision} peak with {name} ({threads} thread(s))…")
         wants = on_gpu or (want_bandwidth and name == "numpy")
-        result = child(name, threads, wants, device=device) if on_gpu else child(name, threads, wants)
+        result = child(name, threads, wants, **extra)
         bandwidth = result.pop("bandwidth", None)
         if isinstance(bandwidth, dict):
             bandwidth = {**bandwidth, "backend": name, "measured_at": _now(), "machine": facts}
@@ -315,18 +341,20 @@ def resolve_peak(run_backends: list[str], available: list[str], threads: int, *,
     best = max(good, key=good.get)
     bandwidth = cache.get(key["_bandwidth"])
     return {"gflops": good[best], "best_backend": best, "per_backend": per_backend, "device": device,
+            "precision": precision,
             "device_name": per_backend[best].get("device_name") or facts.get("gpu") or facts.get("cpu"),
             "not_measured": [n for n in available if n not in per_backend],
             "bandwidth_gbps": bandwidth.get("gbps") if isinstance(bandwidth, dict) else None,
             "bandwidth": bandwidth, "threads": threads,
             "source": "measured" if any(v["source"] == "measured" for v in per_backend.values()) else "cache",
             "measured_at": max(str(v.get("measured_at")) for v in per_backend.values()),
-            "method": f"best of each backend's own float32 square matmul on the {device}, one process per backend"}
+            "method": f"best of each backend's own {PEAK_DTYPES.get(precision, precision)} square matmul on the "
+                      f"{device}, one process per backend"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class Peak:
-    """A device's float32 matmul peak and where the number comes from.
+    """A device's matmul peak in one precision and where the number comes from.
 
     ``source``: "measured" (now), "cache", or the words of a given number ("command line");
     ``details``: `resolve_peak`'s dict (``per_backend``, ``bandwidth``, ``not_measured``...), or a
@@ -338,6 +366,7 @@ class Peak:
     device: str = "cpu"
     best_backend: str | None = None
     bandwidth_gbps: float | None = None
+    precision: str = "fp32"
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -351,7 +380,8 @@ class Peak:
         per_backend = d.get("per_backend_gflops") or {n: v.get("gflops") for n, v in (d.get("per_backend") or {}).items()}
         return {"gflops": self.gflops, "best_backend": self.best_backend, "bandwidth_gbps": self.bandwidth_gbps,
                 "source": self.source, "measured_at": d.get("measured_at"), "threads": d.get("threads"),
-                "device": self.device, "device_name": d.get("device_name"), "per_backend_gflops": per_backend}
+                "device": self.device, "device_name": d.get("device_name"), "per_backend_gflops": per_backend,
+                "precision": self.precision}
 
     @classmethod
     def from_summary(cls, info: dict[str, Any] | None, device: str | None = None) -> Peak | None:
@@ -360,7 +390,8 @@ class Peak:
             return None
         return cls(gflops=float(info["gflops"]), source=str(info.get("source") or "given"),
                    device=device or info.get("device") or "cpu", best_backend=info.get("best_backend"),
-                   bandwidth_gbps=info.get("bandwidth_gbps"), details=dict(info))
+                   bandwidth_gbps=info.get("bandwidth_gbps"), precision=str(info.get("precision") or "fp32"),
+                   details=dict(info))
 
 
 def peak_backends(registry=None) -> list[str]:
@@ -376,33 +407,39 @@ def peak_backends(registry=None) -> list[str]:
 def machine_peak(device: str, threads: int, backends: list[str] | None = None, *, refresh: bool = False,
                  given: float | None = None, given_as: str = "command line", among: list[str] | None = None,
                  progress: Callable[[str], None] = lambda m: None, measure: Callable[..., dict] | None = None,
-                 cache: bool = True) -> Peak | None:
-    """The float32 matmul peak of ``device`` with ``threads`` threads: the one way to it.
+                 cache: bool = True, precision: str = "fp32") -> Peak | None:
+    """The ``precision`` (fp32, bf16, fp16; `peak_precision`) matmul peak of ``device`` with
+    ``threads`` threads: the one way to it.
 
-    ``given`` (GFLOP/s, e.g. ``--peak 150``): that number, nothing measured (``given_as`` says
-    where it came from). Otherwise the best number of the backends ``among`` (default:
+    ``given`` (GFLOP/s, e.g. ``--peak 150``): that number as the fp32 peak, nothing measured
+    (``given_as`` says where it came from); other precisions then have none. Otherwise the best number of the backends ``among`` (default:
     `peak_backends`): cached ones, and those of ``backends`` (the run's; default: all of
     ``among``) not cached yet measured now, each by ``measure`` (default `run_child`, a process
     per backend); ``refresh`` measures all of ``among`` again; ``cache=False`` neither reads nor
     writes the cache (the kit measures under its own load). None when no backend has a number.
     """
     if given is not None:
-        return Peak(gflops=float(given), source=given_as, device=device)
+        return Peak(gflops=float(given), source=given_as, device=device) if precision == "fp32" else None
     among = peak_backends() if among is None else among
     run = [n for n in (among if backends is None else backends) if n in among]
     found = resolve_peak(run, among, threads, refresh=refresh, progress=progress, child=measure, device=device,
-                         cache_entries=cache)
+                         cache_entries=cache, precision=precision)
     if found is None:
         return None
     return Peak(gflops=found["gflops"], source=found["source"], device=device, best_backend=found["best_backend"],
-                bandwidth_gbps=found.get("bandwidth_gbps"), details=found)
+                bandwidth_gbps=found.get("bandwidth_gbps"), precision=precision, details=found)
 
 
-def peak_for_cell(cell: dict[str, Any], device: str) -> Peak | None:
-    """The peak a cell is judged against on ``device``: the planner passes one per device
-    (``peak_info["by_device"]``: an ``auto`` cell learns its device only in its process); a
-    given ``--peak`` number or an older plan has one for all devices."""
+def peak_for_cell(cell: dict[str, Any], device: str, precision: str = "fp32") -> Peak | None:
+    """The peak a cell training in ``precision`` is judged against on ``device``: the planner passes
+    one per device (``peak_info["by_device"]``: an ``auto`` cell learns its device only in its
+    process) and one per device and other precision (``peak_info["by_precision"]``); a given
+    ``--peak`` number or an older plan has one fp32 peak for all devices. None when the precision's
+    peak was not measured."""
     info = cell.get("peak_info") or {}
+    wanted = peak_precision(precision, device)
+    if wanted != "fp32":
+        return Peak.from_summary(((info.get("by_precision") or {}).get(device) or {}).get(wanted), device)
     if "by_device" in info:
         return Peak.from_summary((info.get("by_device") or {}).get(device), device)
     info = dict(info)
@@ -419,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     backend, threads = argv[0], int(argv[1])
     device = argv[argv.index("--device") + 1] if "--device" in argv else "cpu"
+    precision = argv[argv.index("--precision") + 1] if "--precision" in argv else "fp32"
     try:
-        result = child_main(backend, threads, "--bandwidth" in argv, device)
+        result = child_main(backend, threads, "--bandwidth" in argv, device, precision)
     except Exception as exc:  # noqa: BLE001 - reported to the driver as data
         result = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
     print(json.dumps(result), flush=True)

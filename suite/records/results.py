@@ -18,6 +18,8 @@ from .record import SCHEMA_VERSION, STATUSES, STEP_TIME, Record, schema_version 
 
 log = logging.getLogger(__name__)
 
+#: JSON files of a run folder that are not records: the run's manifest, `bench tune`'s judgement.
+NOT_RECORDS = ("run.json", "tune.json")
 #: Columns of `load_results` besides the flattened metrics.
 INDEX_COLUMNS = ("run_id", "cell_id", "backend", "task", "device", "dataset", "status")
 
@@ -113,12 +115,12 @@ def read_record(path: str | Path, skipped: list[str] | None = None) -> dict[str,
 
 
 def record_paths(paths: Iterable[str | Path], skipped: list[str] | None = None) -> list[Path]:
-    """Expand folders (recursively) into their ``*.json`` records, skipping run manifests."""
+    """Expand folders (recursively) into their ``*.json`` records, skipping `NOT_RECORDS`."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             found += sorted(q for q in p.rglob("*.json")
-                            if q.name != "run.json" and not q.name.startswith(".tmp-")
+                            if q.name not in NOT_RECORDS and not q.name.startswith(".tmp-")
                             and "asv" not in q.relative_to(p).parts[:1]
                             and "repeats" not in q.relative_to(p).parts[:-1])  # single repeats of a cell
         elif p.exists():

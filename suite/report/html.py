@@ -25,12 +25,14 @@ from .cells import (
 )
 from .frontends import frontend_grids
 from .studies import study_blocks
+from .tuned import tuned_rows
 
 #: (id, heading) of every section, in order. Every report has all of them.
 SECTIONS = (
     ("summary", "Summary"),
     ("studies", "Studies"),
     ("performance", "Throughput, accuracy and memory"),
+    ("tuned", "As written and at its best"),
     ("inference", "Inference latency and energy"),
     ("frontends", "Frontend × engine"),
     ("learning-curves", "Learning curves"),
@@ -50,6 +52,9 @@ INTROS = {
     "studies": "Named experiments run with `bench study`: what each one shows, its cells per backend "
                "(test accuracy, and what matters for the study underneath), and the plot that makes its point.",
     "performance": "Each bar is one cell; cells with the same settings sit side by side.",
+    "tuned": "`bench tune`: each cell as written (fp32, the backend's default execution mode, data on the host) "
+             "beside the fastest configuration tried whose test accuracy stays within the run's tolerance; it "
+             "wins only when its 95% interval lies above the as-written one's, else the cell as written stays.",
     "inference": "`bench run --scenario inference`: the model in eval mode answering one call at a time, "
                  "per batch size (docs/inference.md). Intervals are over repeats (processes); the p99 interval "
                  "bounds a process's 99th-percentile call, not any single call.",
@@ -73,6 +78,8 @@ EMPTY = {
                "(`bench list studies` shows them all).",
     "performance": "No successful training cell; `bench run --task mlp_mnist` measures throughput, "
                    "accuracy and memory.",
+    "tuned": "No `bench tune` cell in these results; `bench tune -b torch -t mlp_mnist --dataset digits --repeat 3` "
+             "runs each cell as written and in every precision, execution mode and placement it has.",
     "inference": "No inference cell; `bench run --scenario inference -t mlp_mnist --dataset mnist_5k` measures "
                  "latency per batch size.",
     "frontends": "No frontend cell (Keras or Flax) in these results; `bench run -b jax,keras,flax -t mlp_mnist "
@@ -195,7 +202,9 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
     conv2d_rows = _conv2d_table(records)
     studies = study_blocks(records)
     grids = frontend_grids(records)
+    tuned = tuned_rows(records)
     has_data = {
+        "tuned": bool(tuned),
         "frontends": bool(grids),
         "summary": bool(summary), "environment": bool(environment["rows"]), "warnings": bool(warnings),
         "studies": bool(studies),
@@ -205,7 +214,8 @@ def build_context(records: list[dict], load_warnings: list[str] = ()) -> dict[st
                  "empty": None if has_data[sid] else EMPTY[sid]} for sid, title in SECTIONS]
     return {"header": _header(records), "sections": sections, "summary": summary, "columns": tables.COLUMNS,
             "environment": environment, "warnings": warnings, "sweep_tables": sweep_tables,
-            "conv2d_rows": conv2d_rows, "latency": latency.latency_rows(records), "studies": studies, "frontend_grids": grids, "data": _embedded(records), "version": __version__,
+            "conv2d_rows": conv2d_rows, "latency": latency.latency_rows(records), "studies": studies, "frontend_grids": grids,
+            "tuned_rows": tuned, "data": _embedded(records), "version": __version__,
             "section_titles": dict(SECTIONS),
             "warning_kinds": sorted(Counter(w["kind"] for w in warnings).items())}
 

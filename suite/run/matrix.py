@@ -203,10 +203,35 @@ def _with_peaks(cells: list[Cell], registry, mode, threads: int, backends: list[
         peak = _machine_peak(registry, mode, threads, backends, device, required=device in devices)
         if peak:
             by_device[device] = peak.summary()
+    by_precision = _precision_peaks(cells, registry, mode, threads, backends, [d for d in wanted if d in by_device])
     if not by_device:
         return cells
     return [replace(c, peak_flops=(by_device.get(c.device) or {}).get("gflops", 0) * 1e9 or None,
-                    peak_info={"by_device": by_device}) for c in cells]
+                    peak_info={"by_device": by_device, "by_precision": by_precision}) for c in cells]
+
+
+def _precision_peaks(cells: list[Cell], registry, mode, threads: int, backends: list[str],
+                     devices: list[str]) -> dict[str, dict[str, Any]]:
+    """``{device: {precision: peak summary}}`` for the cells' ``--set training.precision`` other
+    than fp32 (`fwbench.micro.peak.peak_precision`); one not measured is said, never replaced by fp32's."""
+    from ..micro.peak import machine_peak, peak_backends, peak_precision
+    from .display import make_console
+
+    out: dict[str, dict[str, Any]] = {}
+    asked = {str(c.overrides.get("training.precision") or "fp32") for c in cells}
+    for device in devices:
+        for precision in sorted({peak_precision(p, device) for p in asked} - {"fp32"}):
+            peak = None if mode != "auto" else machine_peak(device, threads, backends, among=peak_backends(registry),
+                                                            precision=precision)
+            if peak is not None:
+                out.setdefault(device, {})[precision] = peak.summary()
+            make_console(stderr=True).print(
+                f"machine peak ({device}, {precision}): " + (
+                    f"{peak.gflops:,.1f} GFLOP/s ({peak.best_backend}); {peak.source}" if peak else
+                    f"not measured for {precision} ("
+                    + ("no backend of this run multiplies in it" if mode == "auto" else "--peak gives fp32's")
+                    + f"); {precision} cells carry no percent_of_peak"), style="dim")
+    return out
 
 
 def _machine_peak(registry, mode, threads: int, run_backends: list[str], device: str = "cpu",

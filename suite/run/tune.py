@@ -10,8 +10,9 @@ and full on a GPU (tf32 and fp16 too, device placement).
 A configuration is *eligible* when its test accuracy is within ``--tolerance`` points of the
 as-written cell's; the fastest eligible one wins only if it is faster beyond both intervals (the
 suite's repeat statistics: its 95% interval lies above the as-written one's), else the cell as
-written stays the best. ``tune.json`` in the run folder keeps what was tried, what won and by how
-much; the table shows both columns.
+written stays the best (`fwbench.run.tuning`, which the HTML report and ``bench compare`` call too).
+``tune.json`` in the run folder keeps what was tried, what won and by how much; the table shows
+both columns.
 """
 from __future__ import annotations
 
@@ -20,37 +21,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..execution import KEY as EXECUTION
 from .options import RunOptions
-
-#: accuracy a configuration may lose against the as-written cell, in percentage points
-DEFAULT_TOLERANCE = 0.5
-
-
-def search_space(backend, device: str) -> list[dict[str, Any]]:
-    """The override tables tried for ``backend`` on ``device``; the first is the cell as written."""
-    options = {o.name: o for o in getattr(backend, "declared_options", ())}
-    gpu = device == "gpu"
-    precisions = [p for p in (("fp32", "tf32", "bf16", "fp16") if gpu else ("fp32", "bf16"))
-                  if p in backend.precisions]
-    execution = options.get(EXECUTION)
-    default_mode = execution.default if execution else None
-    modes = [default_mode] + [m for m in (execution.choices if execution else ())
-                              if m != default_mode and (gpu or m != "compiled+cudagraphs")]
-    steps = [None] if "step" not in options else list(options["step"].choices)
-    placements = ["host", "device"] if gpu else ["host"]
-    out = []
-    for precision in precisions:
-        for mode in modes:
-            for step in steps:
-                for placement in placements:
-                    table = {"training.precision": precision, "dataset.placement": placement}
-                    if mode is not None:
-                        table[f"backend.{EXECUTION}"] = mode
-                    if step is not None:
-                        table["backend.step"] = step
-                    out.append(table)
-    return out
+from .tuning import DEFAULT_TOLERANCE, config_label, judge, search_space
 
 
 def _quote(table: dict[str, Any]) -> list[str]:
@@ -102,64 +74,6 @@ def _usage(message: str):
     return UsageError(message)
 
 
-def _config(record: dict[str, Any]) -> dict[str, Any]:
-    over = record.get("overrides") or {}
-    return {"precision": record.get("precision") or over.get("training.precision", "fp32"),
-            "execution": over.get(f"backend.{EXECUTION}"), "step": over.get("backend.step"),
-            "placement": over.get("dataset.placement", "host")}
-
-
-def judge(records: list[dict], registry, device: str, tolerance: float) -> list[dict[str, Any]]:
-    """Per (backend, task): what was tried, the cell as written, the winner and the speed-up."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["backend"], r["task"]), []).append(r)
-    out = []
-    for (backend, task), items in sorted(groups.items()):
-        written_table = search_space(registry.get_backend(backend), device)[0]
-        tried = []
-        for r in items:
-            m = r.get("metrics") or {}
-            tried.append({"config": _config(r), "status": r.get("status"), "error": r.get("error"),
-                          "samples_per_s": m.get("throughput_samples_per_s"),
-                          "ci95": m.get("throughput_ci95"), "test_accuracy": m.get("test_accuracy"),
-                          "cell_id": r.get("cell_id"),
-                          "as_written": all((r.get("overrides") or {}).get(k) == v
-                                            for k, v in written_table.items())})
-        written = next((t for t in tried if t["as_written"] and t["status"] == "ok"), None)
-        entry = {"backend": backend, "task": task, "tolerance_points": tolerance, "tried": tried,
-                 "as_written": written, "best": written, "speedup": 1.0 if written else None,
-                 "why": "the cell as written" if written else "the cell as written did not run"}
-        if written is None:
-            out.append(entry)
-            continue
-        floor = written["test_accuracy"] - tolerance / 100
-        eligible = [t for t in tried if t["status"] == "ok" and t["samples_per_s"]
-                    and t["test_accuracy"] is not None and t["test_accuracy"] >= floor]
-        for t in tried:
-            t["eligible"] = t in eligible
-        fastest = max(eligible, key=lambda t: t["samples_per_s"])
-        if fastest is not written and _beyond(fastest["ci95"], written["ci95"]):
-            entry.update(best=fastest, speedup=fastest["samples_per_s"] / written["samples_per_s"],
-                         why="faster beyond both 95% intervals, accuracy within the tolerance")
-        elif fastest is not written:
-            entry["why"] = (f"the fastest ({_label(fastest['config'])}) is not faster beyond both "
-                            "intervals: the cell as written stays")
-        out.append(entry)
-    return out
-
-
-def _beyond(candidate, base) -> bool:
-    """Whether interval ``candidate`` lies entirely above ``base`` (missing intervals: no)."""
-    if not candidate or not base or None in candidate or None in base:
-        return False
-    return candidate[0] > base[1]
-
-
-def _label(config: dict[str, Any]) -> str:
-    return " · ".join(str(v) for v in config.values() if v is not None)
-
-
 def tune_table(summary: list[dict[str, Any]]):
     """The terminal table: each cell as written and at its best."""
     from rich.table import Table
@@ -175,8 +89,8 @@ def tune_table(summary: list[dict[str, Any]]):
         def fmt(t, key, spec):
             return format(t[key], spec) if t.get(key) is not None else "—"
 
-        table.add_row(e["backend"], e["task"], _label(w.get("config", {})), fmt(w, "samples_per_s", ",.0f"),
-                      fmt(w, "test_accuracy", ".2%"), _label(b.get("config", {})),
+        table.add_row(e["backend"], e["task"], config_label(w.get("config", {})), fmt(w, "samples_per_s", ",.0f"),
+                      fmt(w, "test_accuracy", ".2%"), config_label(b.get("config", {})),
                       fmt(b, "samples_per_s", ",.0f"), fmt(b, "test_accuracy", ".2%"),
                       f"{e['speedup']:.2f}×" if e["speedup"] else "—", str(len(e["tried"])))
     return table

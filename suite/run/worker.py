@@ -162,7 +162,7 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         raise UsageError(f"{task.source} [training.batch_size]: {task.training.batch_size} is larger than "
                          f"the {len(data.x_train)} training samples; lower it or use more data")
 
-    device, baseline = _configure(backend, cell, record, threads)
+    device, baseline = _configure(backend, cell, record, threads, task.training.precision)
 
     weights = initial_weights(task.model, info, task.training.seed, task.training.dtype)
     if task.model.init_from:  # a checkpoint: matching arrays replace the canonical init
@@ -190,7 +190,8 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
         progress(f"epoch {row['epoch']}/{epochs} loss {row['train_loss']:.4f} val_acc {row['val_accuracy']:.4f}")
 
     peak = _peak_of(record)
-    result = train(task, trainer, data, info, peak_flops=peak.flops if peak else None, on_epoch=on_epoch)
+    result = train(task, trainer, data, info, peak_flops=peak.flops if peak else None,
+                   peak_precision=peak.precision if peak else None, on_epoch=on_epoch)
     result.metrics[ENERGY] = training_energy(meter, result.metrics)
     memory = memory_status()
     result.metrics.update({
@@ -220,13 +221,16 @@ def _train_cell(cell, record, backend, registry, threads) -> None:
             cell_id=cell["cell_id"], run_id=cell["run_id"], test_accuracy=result.metrics.get(TEST_ACCURACY)))
 
 
-def _add_peak(cell: dict[str, Any], record: dict[str, Any], device: str) -> None:
-    """The peak of the cell's device (`fwbench.micro.peak.peak_for_cell`), for every record."""
-    from ..micro.peak import peak_for_cell
+def _add_peak(cell: dict[str, Any], record: dict[str, Any], device: str, precision: str = "fp32") -> None:
+    """The peak of the cell's device in its precision (`fwbench.micro.peak.peak_for_cell`), for
+    every record; ``env.peak_note`` says when the run has peaks but none in this precision."""
+    from ..micro.peak import peak_for_cell, peak_precision
 
-    peak = peak_for_cell(cell, device)
+    peak = peak_for_cell(cell, device, precision)
     record["env"]["peak"] = peak.summary() if peak else None
     record["env"]["peak_gflops"] = peak.gflops if peak else None
+    if peak is None and peak_for_cell(cell, device) is not None:
+        record["env"]["peak_note"] = f"peak not measured for {peak_precision(precision, device)}"
 
 
 def _peak_of(record: dict[str, Any]):
@@ -254,14 +258,15 @@ def _complete_environment(record: dict[str, Any]) -> None:
     env["summary"] = summarize(record)
 
 
-def _configure(backend, cell, record, threads) -> tuple[str, int]:
-    """Resolve the device and configure the backend (its import happens here, timed apart).
+def _configure(backend, cell, record, threads, precision: str = "fp32") -> tuple[str, int]:
+    """Resolve the device and configure the backend (its import happens here, timed apart);
+    the record gets the device's peak in ``precision``.
 
     Returns the device and the resident memory afterwards: the baseline for the cell's peak.
     """
     device = resolve_device(backend, cell["device"])
     record["device"] = device
-    _add_peak(cell, record, device)
+    _add_peak(cell, record, device, precision)
     progress(f"configuring {backend.name} on {device}")
     t_configure = time.perf_counter()
     from ..records.environment import backend_facts
