@@ -25,11 +25,10 @@ VOCABULARY: tuple[str, ...] = (
     "dataset:digits", "dataset:mnist_5k", "dataset:synthetic", "input:non-square", "classes:subset",
     "head:dense", "head:residual", "head:softmax", "residual:projected", "residual:identity",
     "residual:flat", "padding:same", "padding:valid", "padding:int", "pool:overlapping",
-    "model:frozen", "weight_decay",
+    "model:frozen", "weight_decay", "batch:1", "batch:>1", "batch:partial-last", "curve:multi-epoch",
 )
 #: Asked for by issue 21 and not drawn yet: they need changes to the checks themselves.
-NOT_DRAWN = ("batch sizes other than 8 (the checks use 8-sample batches)",
-             "dropout > 0 with shared masks (checks run dropout at rate 0)",
+NOT_DRAWN = ("dropout > 0 with shared masks (checks run dropout at rate 0)",
              "model.init_from (needs a checkpoint file per spec)",
              "[backend] options other than the engine (e.g. mode = native, compile)")
 
@@ -88,6 +87,14 @@ def items(raw: dict) -> set[str]:
         out.add("input:non-square")
     if dataset.get("classes"):
         out.add("classes:subset")
+    batch = raw["training"].get("batch_size", 1)
+    out.add("batch:1" if batch == 1 else "batch:>1")
+    limit = dataset.get("train_limit")
+    if limit and not dataset.get("validation_split"):  # the fuzzer's train split (see CheckData.of)
+        if limit % batch:
+            out.add("batch:partial-last")
+        if raw["training"].get("epochs", 1) > 1:
+            out.add("curve:multi-epoch")
     return out
 
 
