@@ -181,6 +181,55 @@ def test_curve_catches_a_learning_rate_held_across_epochs(monkeypatch):
     assert bad == {"curve", "logits after curve"}
 
 
+def dropout_task():
+    layers = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same"}, {"type": "dropout", "rate": 0.3},
+              {"type": "batchnorm"}, {"type": "activation", "fn": "relu"},
+              {"type": "residual", "layers": [{"type": "conv2d", "filters": 3, "kernel": 3, "stride": 2,
+                                               "padding": "same"}, {"type": "dropout", "rate": 0.5}]},
+              {"type": "flatten"}, {"type": "dropout", "rate": 0.2}, {"type": "dense", "units": 10}]
+    return small_task(model={"layers": layers}, optimizer={"name": "adam", "lr": 0.05})
+
+
+@pytest.mark.parametrize("name", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow),
+                                  pytest.param("jax", marks=pytest.mark.slow)])
+def test_dropout_masks_reach_every_raw_backend(name):
+    checks = C.check_task("drop", dropout_task(), backend(name), backend("numpy"), full=False, curve_steps=3)
+    assert not failed(checks)
+    assert {c.quantity for c in checks if c.passed} >= {"dropout:grad", "dropout:step"}
+
+
+def test_dropout_checks_share_masks_and_catch_a_wrong_scale(monkeypatch):
+    """With the same keep masks handed to both sides (``use_dropout_masks``) a correct backend
+    agrees to rounding; one that scales kept values by ``1 / rate`` (a keep probability taken for
+    a drop rate) fails only the dropout checks. A backend without the seam is skipped."""
+    torch_backend, numpy = backend("torch"), backend("numpy")
+    import torch
+    from fwbench_torch.model import MaskableDropout
+
+    task = dropout_task()
+    checks = C.check_task("drop", task, torch_backend, numpy, full=False, curve_steps=3)
+    assert not failed(checks)
+    assert {c.quantity for c in checks if c.passed} >= {"dropout:grad", "dropout:step"}
+
+    original = MaskableDropout.forward
+
+    def keep_probability(self, x):
+        if self.keep is None or not self.training:
+            return original(self, x)
+        return torch.where(self.keep, x / self.p, torch.zeros((), dtype=x.dtype))
+
+    monkeypatch.setattr(MaskableDropout, "forward", keep_probability)
+    bad = {q for _, q, *_ in failed(C.check_task("drop", task, torch_backend, numpy, full=False, curve_steps=3))}
+    assert bad == {"dropout:grad", "dropout:step"}
+
+    monkeypatch.delattr("fwbench_torch.trainer.TorchTrainer.use_dropout_masks")
+    checks = C.check_task("drop", task, torch_backend, numpy, full=False, curve_steps=3)
+    skipped = [c for c in checks if c.skipped]
+    assert [c.quantity for c in skipped] == ["dropout:grad", "dropout:step"]
+    assert not failed(c for c in checks if not c.skipped)
+    assert "use_dropout_masks" in skipped[0].note
+
+
 def test_float32_forward_tolerance_follows_the_reference_rounding():
     """sigmoid -> global mean -> BN of a feature with a spread of ~1e-3: float32 rounding of the
     pooled mean is amplified ~100x; a correct float32 forward must pass, a wrong one must not."""

@@ -19,7 +19,10 @@ behind every tolerance is in ``docs/conformance.md``):
   parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
   cannot be turned into a full step; the exact eps is what ``rule:`` checks.
 * ``curve`` and ``logits after curve``: 20 steps with the task's own optimizer (eps conditioned
-  likewise), schedule and clipping, float64 on both sides; the eval logits after them.
+  likewise), schedule and clipping, float64 on both sides; the eval logits after them. With a
+  train split (`CheckData`, the fuzzer) every step of the task's epochs on it.
+* ``dropout:grad``, ``dropout:step`` (a model with dropout above 0): the same, with the dropout
+  layers in place and both sides given the same masks (`fwbench.conformance.dropout`).
 
 Multi-step checks drop the bias of a conv/dense layer that feeds a BatchNorm (`without_gauge_biases`):
 its exact gradient is 0, so every backend's value is rounding noise that adaptive rules and weight
@@ -376,6 +379,11 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
         rw, cw = r.get_weights(), c.get_weights()
         add(f"step:{label}", worst([compare_updates(w0[k], rw[k], cw.get(k, np.full(1, np.nan)),
                                                     STEP_RTOL, STEP_ATOL) for k in rw]))
+
+    from .dropout import dropout_checks
+
+    checks += dropout_checks(name, task, candidate_backend, reference_backend, shape, classes, data[:STEPS],
+                             step_lrs or _task_lrs(task, STEPS), device, (GRAD_RTOL, GRAD_ATOL, STEP_RTOL, STEP_ATOL))
 
     changes = {"optimizer": conditioned(task.optimizer)}
     r, c = ref.build(True, **changes), cand64.build(True, **changes)
