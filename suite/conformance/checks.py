@@ -16,7 +16,7 @@ behind every tolerance is in ``docs/conformance.md``):
   dense``) whose gradients are well conditioned and identical everywhere, against the closed-form
   trajectory of `fwbench.conformance.reference` (every backend, the reference included).
 * ``step:<variant>`` (`STEP_VARIANTS`): the same rules end to end on the task's model (every
-  parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
+  parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `fwbench.conformance.variants.CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
   cannot be turned into a full step; the exact eps is what ``rule:`` checks.
 * ``curve`` and ``logits after curve``: 20 steps with the task's own optimizer (eps conditioned
   likewise), schedule and clipping, float64 on both sides; the eval logits after them. With a
@@ -44,22 +44,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import BuildRequest, Unsupported
-from ..layers import (
-    AvgPool,
-    BatchNorm,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool,
-    Layer,
-    MaxPool,
-    Residual,
-)
+from ..layers import Dense, Flatten
 from ..model import analyze, initial_weights
 from ..spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
+from .compare import ATOL, RTOL, Check, compare, compare_updates, skipped_check, worst
+from .variants import (
+    BATCH,
+    _put,
+    conditioned,
+    deterministic,
+    without_gauge_biases,  # noqa: F401 - re-exported (tests, callers)
+)
 
-RTOL, ATOL = 1e-4, 1e-5  # forward: float32 against the float64 reference
 ROUNDING_FACTOR = 10  # ... plus 10x the reference's own float32 spread (see check_task)
 SELF_RTOL, SELF_ATOL = 1e-2, 1e-3  # the reference's float32 path against its float64 path
 GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-10  # float64 against float64 (atol relative to the largest gradient)
@@ -69,31 +65,12 @@ RULE_RTOL = 1e-8  # closed form against float64: relative to the largest update 
 STEP_RTOL, STEP_ATOL = 1e-6, 1e-12  # float64 end to end: relative to the largest update
 CURVE_RTOL = 1e-6  # float64 losses over CURVE_STEPS
 AFTER_RTOL, AFTER_ATOL = 1e-5, 1e-7  # float64 eval logits after the curve
-CONDITIONED_EPS = 1e-3
-ADAPTIVE = ("rmsprop", "adagrad", "adam", "adamw")
 #: End-to-end ``step:`` variants: each rule's formula is checked exactly by ``rule:``; these check
 #: that every parameter and its state get it (buffers, L2 and decoupled decay, clipping, lr).
 STEP_VARIANTS = ("task", "momentum", "adam", "adamw", "clip-norm", "clip-value", "lr-per-step")
-BATCH = 8
 STEPS = 3
 CURVE_STEPS = 20
 REFERENCE = "numpy"
-
-
-@dataclass
-class Check:
-    backend: str
-    task: str
-    quantity: str
-    max_abs: float
-    max_rel: float
-    passed: bool
-    note: str = ""
-    skipped: bool = False  # not applicable: the backend declined the task (or this variant of it)
-
-
-def skipped_check(backend: str, task: str, quantity: str, reason: str) -> Check:
-    return Check(backend, task, quantity, np.nan, np.nan, False, f"not applicable: {reason}", skipped=True)
 
 
 def task_input(task: TaskSpec, registry=None) -> tuple[tuple[int, ...], int]:
@@ -106,49 +83,6 @@ def task_input(task: TaskSpec, registry=None) -> tuple[tuple[int, ...], int]:
     shape = tuple(task.dataset.shape) if task.dataset.name == "synthetic" and task.dataset.shape else dataset.input_shape
     classes = len(task.dataset.classes) or dataset.num_classes  # `dataset.classes`: a subset, relabelled
     return tuple(shape), classes
-
-
-def _no_dropout(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
-    out = []
-    for layer in layers:
-        if isinstance(layer, Dropout):
-            layer = dataclasses.replace(layer, rate=0.0)
-        elif isinstance(layer, Residual):
-            layer = dataclasses.replace(layer, layers=_no_dropout(layer.layers))
-        out.append(layer)
-    return tuple(out)
-
-
-#: Layers that add a per-channel constant to their output when one is added to their input.
-_SHIFT_EQUIVARIANT = (Dropout, MaxPool, AvgPool, GlobalAvgPool, Flatten)
-
-
-def without_gauge_biases(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
-    """``layers`` with ``use_bias = False`` on every conv/dense whose output reaches a BatchNorm
-    through shift-equivariant layers only (dropout, pooling, flatten, linear activation): BN
-    subtracts the batch mean, so that bias has an exact gradient of 0 and stays at its initial 0."""
-    out = list(layers)
-    for i, layer in enumerate(out):
-        if isinstance(layer, Residual):
-            out[i] = dataclasses.replace(layer, layers=without_gauge_biases(layer.layers))
-        elif isinstance(layer, Conv2D | Dense) and layer.use_bias and layer.activation == "linear":
-            j = i + 1
-            while j < len(out) and (isinstance(out[j], _SHIFT_EQUIVARIANT)
-                                    or getattr(out[j], "fn", None) == "linear"):
-                j += 1
-            if j < len(out) and isinstance(out[j], BatchNorm):
-                out[i] = dataclasses.replace(layer, use_bias=False)
-    return tuple(out)
-
-
-def deterministic(task: TaskSpec, dtype: str, gauge_free: bool = False, batch_size: int = BATCH,
-                  **changes) -> TaskSpec:
-    layers = _no_dropout(task.model.layers)
-    if gauge_free:
-        layers = without_gauge_biases(layers)
-    model = dataclasses.replace(task.model, layers=changes.pop("layers", layers))
-    training = dataclasses.replace(task.training, dtype=dtype, batch_size=batch_size)
-    return dataclasses.replace(task, model=model, training=training, **changes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,35 +119,6 @@ class CheckData:
         return self.steps_per_epoch * task.training.epochs if self.train_samples else default
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, atol: float = ATOL):
-    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        return np.inf, np.inf, False
-    diff = np.abs(reference - candidate)
-    max_abs = float(diff.max(initial=0.0))
-    max_rel = float((diff / np.maximum(np.abs(reference), 1e-12)).max(initial=0.0))
-    ok = bool(np.all(diff <= atol + rtol * np.abs(reference))) and not np.isnan(diff).any()
-    return max_abs, max_rel, ok
-
-
-def compare_updates(before, reference, candidate, rtol: float, atol: float):
-    """Compare two arrays after an update, relative to the largest element of the reference update
-    ``reference - before`` (an element-wise relative error means nothing where the update is ~0)."""
-    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        return np.inf, np.inf, False
-    scale = float(np.abs(reference - np.asarray(before, np.float64)).max(initial=0.0))
-    diff = np.abs(reference - candidate)
-    max_abs = float(diff.max(initial=0.0))
-    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else np.inf)
-    return max_abs, max_rel, bool(max_abs <= atol + rtol * scale)
-
-
-def worst(results):
-    """The failing (or else largest) of several ``(max_abs, max_rel, ok)`` triples."""
-    return max(results, key=lambda t: (not t[2], t[0])) if results else (0.0, 0.0, True)
-
-
 class Side:
     """One backend at one dtype, able to build fresh trainers for variants of a task."""
 
@@ -248,24 +153,6 @@ def split_batches(data: CheckData, shape, num_classes: int, steps: int, seed: in
     order = [idx for epoch in range(-(-steps // data.steps_per_epoch))
              for idx in epoch_indices(data.train_samples, data.batch_size, seed, epoch)]
     return [(x[idx], y[idx]) for idx in order[:steps]], (x, y)
-
-
-def _put(trainer, batch, dtype):
-    x, y = batch
-    return trainer.to_device(x.astype(dtype), y.astype(np.int64))
-
-
-def conditioned(opt: OptimizerSpec) -> OptimizerSpec:
-    """``opt`` with an adaptive rule's eps raised to at least `CONDITIONED_EPS` and ``10 * lr * wd``.
-
-    ``g / (sqrt(v) + eps)`` turns any error in a (near-)zero gradient into a step of up to
-    ``lr * error / eps``, and L2 decay feeds a parameter's own noise back into its gradient with a
-    gain of ``lr * wd / eps`` per step; with this eps both stay far below the tolerances. The exact
-    eps is checked on the well-conditioned probe (``rule:``).
-    """
-    if opt.name in ADAPTIVE:
-        return dataclasses.replace(opt, eps=max(opt.eps, CONDITIONED_EPS, 10 * opt.lr * opt.weight_decay))
-    return opt
 
 
 def _task_lrs(task: TaskSpec, n: int, steps_per_epoch: int = STEPS, total: int | None = None) -> list[float]:

@@ -21,6 +21,8 @@ import numpy as np
 
 from ..layers import Dropout, Layer, Residual
 from ..model import analyze, initial_weights
+from .compare import Check, compare, compare_updates, skipped_check, worst
+from .variants import _put, conditioned, deterministic, without_gauge_biases
 
 QUANTITIES = ("dropout:grad", "dropout:step")
 SEAM = "use_dropout_masks"
@@ -43,17 +45,6 @@ def dropout_checks(name, task, candidate, reference, shape, classes, data, lrs, 
     with the learning rates ``lrs``; ``tolerances``: ``(grad rtol, grad atol, step rtol, step atol)``
     as for ``grad:`` and ``step:``."""
     from ..backend import BuildRequest, Unsupported
-    from .checks import (
-        Check,
-        _put,
-        compare,
-        compare_updates,
-        conditioned,
-        deterministic,
-        skipped_check,
-        without_gauge_biases,
-        worst,
-    )
 
     if not has_dropout(task.model.layers):
         return []

@@ -111,9 +111,9 @@ def training_tables(draw, layers: list[dict], shape) -> tuple[dict, dict]:
     value per channel, which `bench run` refuses), 1-3 epochs and a train split
     (``dataset.train_limit``, no validation split) of 2-3 full batches plus a partial one of 0 to
     ``batch_size - 1`` samples: the curve crosses epoch boundaries and ends on that partial batch."""
-    from ..run.preflight import _one_value_batchnorm
+    from ..run.preflight import one_value_batchnorm
 
-    low = 2 if _one_value_batchnorm(_analyze(layers, shape)) else 1
+    low = 2 if one_value_batchnorm(_analyze(layers, shape)) else 1
     batch = draw(st.integers(low, 16))
     split = batch * draw(st.integers(2, 3)) + draw(st.integers(0, batch - 1))
     training = {"batch_size": batch, "epochs": draw(st.integers(1, 3))}
