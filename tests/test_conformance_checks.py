@@ -106,8 +106,128 @@ def test_outside_specs_pass_on_every_backend(name):
     fuzzer found since (leaky ReLU at exactly 0)."""
     candidate, reference = backend(name), backend("numpy")
     for spec in sorted(FIXTURES.glob("*.toml")):
-        checks = C.check_task(spec.stem, load_task(spec), candidate, reference, full=False, curve_steps=8)
+        task = load_task(spec)
+        checks = C.check_task(spec.stem, task, candidate, reference, full=False, curve_steps=8,
+                              data=C.CheckData.of(task))
         assert not failed(checks), spec.name
+
+
+def split_task(**changes):
+    """``small_task`` at the spec's batch size 3 on a train split of 8 samples (2 full batches and
+    a partial one), 3 epochs: `CheckData.of` makes a 6-step curve crossing two epoch boundaries."""
+    raw = {"dataset": {"name": "digits", "train_limit": 8, "validation_split": 0.0},
+           "training": {"batch_size": 3, "epochs": 3},
+           "schedule": {"name": "step", "gamma": 0.1, "step_epochs": 1}}
+    raw.update(changes)
+    return small_task(**raw)
+
+
+def test_spec_batch_size_and_train_split_shape_the_checks():
+    from fwbench.schedules import make_schedule
+
+    task = split_task()
+    data = C.CheckData.of(task)
+    assert (data.batch_size, data.train_samples, data.steps_per_epoch) == (3, 8, 2)
+    assert data.curve_steps(task, 20) == 6 and C.CheckData().curve_steps(task, 20) == 20
+    # the curve's learning rates are those `fwbench.training.train` hands out for 2 steps per epoch
+    lr = make_schedule(task.schedule, 0.05, 2, 6)
+    assert C._task_lrs(task, 6, data.steps_per_epoch) == [lr(i) for i in range(6)]
+    assert C._task_lrs(task, 6, 2) == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005])
+    curve, (x, _) = C.split_batches(data, (1, 8, 8), 10, 6, task.training.seed)
+    assert [len(b[1]) for b in curve] == [3] * 6 and x.shape == (8, 1, 8, 8)
+    checks = C.check_task("split", task, backend("numpy"), backend("numpy"), full=False, data=data)
+    assert not failed(checks)
+
+
+def test_logits_after_curve_cover_the_last_partial_batch(monkeypatch):
+    """A backend whose eval pass goes wrong on a batch smaller than the training batch (here: it
+    normalises with the batch statistics) passes 8-sample checks and fails at the spec's batch
+    size, where the split's last eval batch is partial."""
+    torch_backend, numpy = backend("torch"), backend("numpy")
+    from fwbench_torch.trainer import TorchTrainer
+
+    original = TorchTrainer.predict
+
+    def partial_in_train_mode(self, batch):
+        if len(batch[0]) < 3:
+            self.model.train()
+            return self.model(batch[0]).detach().numpy()
+        return original(self, batch)
+
+    monkeypatch.setattr(TorchTrainer, "predict", partial_in_train_mode)
+    task = split_task()
+    assert not failed(C.check_task("split", task, torch_backend, numpy, full=False, curve_steps=6))
+    bad = {q for _, q, *_ in failed(C.check_task("split", task, torch_backend, numpy, full=False,
+                                                 data=C.CheckData.of(task)))}
+    assert bad == {"logits after curve"}
+
+
+def test_curve_catches_a_learning_rate_held_across_epochs(monkeypatch):
+    """A backend that keeps the first learning rate it was handed (a compiled step with the lr
+    baked in) fails the curve once a step schedule changes the lr at an epoch boundary."""
+    torch_backend, numpy = backend("torch"), backend("numpy")
+    from fwbench_torch.trainer import TorchTrainer
+
+    original = TorchTrainer.train_step
+
+    def first_lr(self, batch, lr):
+        self.__dict__.setdefault("_held_lr", lr)
+        return original(self, batch, self._held_lr)
+
+    monkeypatch.setattr(TorchTrainer, "train_step", first_lr)
+    task = split_task(schedule={"name": "step", "gamma": 0.1, "step_epochs": 2})  # lr drops after step 4
+    bad = {q for _, q, *_ in failed(C.check_task("split", task, torch_backend, numpy, full=False,
+                                                 data=C.CheckData.of(task)))}
+    assert bad == {"curve", "logits after curve"}
+
+
+def dropout_task():
+    layers = [{"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same"}, {"type": "dropout", "rate": 0.3},
+              {"type": "batchnorm"}, {"type": "activation", "fn": "relu"},
+              {"type": "residual", "layers": [{"type": "conv2d", "filters": 3, "kernel": 3, "stride": 2,
+                                               "padding": "same"}, {"type": "dropout", "rate": 0.5}]},
+              {"type": "flatten"}, {"type": "dropout", "rate": 0.2}, {"type": "dense", "units": 10}]
+    return small_task(model={"layers": layers}, optimizer={"name": "adam", "lr": 0.05})
+
+
+@pytest.mark.parametrize("name", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow),
+                                  pytest.param("jax", marks=pytest.mark.slow)])
+def test_dropout_masks_reach_every_raw_backend(name):
+    checks = C.check_task("drop", dropout_task(), backend(name), backend("numpy"), full=False, curve_steps=3)
+    assert not failed(checks)
+    assert {c.quantity for c in checks if c.passed} >= {"dropout:grad", "dropout:step"}
+
+
+def test_dropout_checks_share_masks_and_catch_a_wrong_scale(monkeypatch):
+    """With the same keep masks handed to both sides (``use_dropout_masks``) a correct backend
+    agrees to rounding; one that scales kept values by ``1 / rate`` (a keep probability taken for
+    a drop rate) fails only the dropout checks. A backend without the seam is skipped."""
+    torch_backend, numpy = backend("torch"), backend("numpy")
+    import torch
+    from fwbench_torch.model import MaskableDropout
+
+    task = dropout_task()
+    checks = C.check_task("drop", task, torch_backend, numpy, full=False, curve_steps=3)
+    assert not failed(checks)
+    assert {c.quantity for c in checks if c.passed} >= {"dropout:grad", "dropout:step"}
+
+    original = MaskableDropout.forward
+
+    def keep_probability(self, x):
+        if self.keep is None or not self.training:
+            return original(self, x)
+        return torch.where(self.keep, x / self.p, torch.zeros((), dtype=x.dtype))
+
+    monkeypatch.setattr(MaskableDropout, "forward", keep_probability)
+    bad = {q for _, q, *_ in failed(C.check_task("drop", task, torch_backend, numpy, full=False, curve_steps=3))}
+    assert bad == {"dropout:grad", "dropout:step"}
+
+    monkeypatch.delattr("fwbench_torch.trainer.TorchTrainer.use_dropout_masks")
+    checks = C.check_task("drop", task, torch_backend, numpy, full=False, curve_steps=3)
+    skipped = [c for c in checks if c.skipped]
+    assert [c.quantity for c in skipped] == ["dropout:grad", "dropout:step"]
+    assert not failed(c for c in checks if not c.skipped)
+    assert "use_dropout_masks" in skipped[0].note
 
 
 def test_float32_forward_tolerance_follows_the_reference_rounding():

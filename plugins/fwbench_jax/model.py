@@ -107,7 +107,9 @@ class Model:
             state: BatchNorm running statistics and frozen parameters by canonical name.
             x: a batch in ``self.layout`` (images ``(N, H, W, C)`` for NHWC) or ``(N, features)``.
             train: batch statistics, running-stat updates and dropout when True.
-            key: a PRNG key, needed when training a model with dropout.
+            key: a PRNG key, needed when training a model with dropout; or the keep masks
+                themselves, bool ``{path: (N, *sample in self.layout)}`` (the conformance checks'
+                seam, `fwbench_jax.trainer.JaxTrainer.use_dropout_masks`).
         """
         if train and self.has_dropout and key is None:
             raise ValueError("training a model with dropout needs a PRNG key; pass key=...")
@@ -159,8 +161,11 @@ class Model:
             if not ctx.train or layer.rate == 0.0:
                 return x
             keep = 1.0 - layer.rate
-            mask = jax.random.bernoulli(jax.random.fold_in(ctx.key, self._dropout_index[path]),
-                                        keep, x.shape)
+            if isinstance(ctx.key, dict):  # masks handed in
+                mask = ctx.key[path]
+            else:
+                mask = jax.random.bernoulli(jax.random.fold_in(ctx.key, self._dropout_index[path]),
+                                            keep, x.shape)
             return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
         if isinstance(layer, Activation):
             return _activate(layer.fn, x, self._channel_axis(x), layer.alpha)
@@ -219,7 +224,7 @@ class _Context:
     state: Params
     updates: dict[str, Any]
     train: bool
-    key: jax.Array | None
+    key: jax.Array | dict[str, jax.Array] | None
 
 
 def count_params(params: Params | Sequence[jax.Array]) -> int:

@@ -77,6 +77,7 @@ class JaxTrainer(Trainer):
 
         #: How often the train step was traced (a changing learning rate must not add any).
         self.traces = 0
+        self._keep: dict[str, Any] | None = None  # dropout masks handed in (use_dropout_masks)
         self._compiled: dict[tuple, Any] = {}
         if self.jit:
             self._step = jax.jit(self._train_step, donate_argnums=0)
@@ -114,9 +115,11 @@ class JaxTrainer(Trainer):
         scaled = loss if scale is None else loss * scale
         return scaled, (loss, logits, new_bn)
 
-    def _train_step(self, state: TrainState, x, y, lr):
+    def _train_step(self, state: TrainState, x, y, lr, keep=None):
         self.traces += 1  # runs at trace time only under jit
         key, dropout_key = self._split(state.key)
+        if keep is not None:  # masks handed in (use_dropout_masks)
+            dropout_key = keep
         scale = None if state.loss_scale is None else state.loss_scale[0]
         (_, (loss, logits, bn)), grads = jax.value_and_grad(self._loss, has_aux=True)(
             state.params, state.bn, x, y, dropout_key, scale)
@@ -186,9 +189,19 @@ class JaxTrainer(Trainer):
 
     def train_step(self, batch, lr: float):
         x, y = batch
+        if self._keep is not None:  # a check's masks: jit's own cache, not the timed executables
+            self._state, handle = self._step(self._state, x, y, float(lr), self._keep)
+            return handle
         step = self._executable(x, y) if self.jit else self._step
         self._state, handle = step(self._state, x, y, float(lr))
         return handle
+
+    def use_dropout_masks(self, keep: dict[str, np.ndarray]) -> None:
+        """Check-only seam (`fwbench.conformance.dropout`): every following train-mode forward
+        uses these keep masks (bool, canonical layout ``(N, *sample)``, by dropout layer path)
+        instead of drawing its own; the layer still scales by ``1 / (1 - rate)``."""
+        self._keep = {path: jax.device_put(np.ascontiguousarray(self.layout.images_in(np.asarray(m, bool))),
+                                           self.device) for path, m in keep.items()} or None
 
     def sync(self, handle: Any = None) -> None:
         jax.block_until_ready(self._state if handle is None else handle)
@@ -207,6 +220,8 @@ class JaxTrainer(Trainer):
     def loss_and_grads(self, batch):
         x, y = batch
         dropout_key = self._split(self._state.key)[1]  # the key the next step would use
+        if self._keep is not None:
+            dropout_key = self._keep
         scale = None if self._state.loss_scale is None else self._state.loss_scale[0]
         logits, loss, grads = self._grads(self._state.params, self._state.bn, x, y, dropout_key, scale)
         logits, loss, grads = jax.device_get((logits, loss, grads))

@@ -266,11 +266,14 @@ class BatchNorm(Layer):
 
 class Dropout(Layer):
     """Inverted dropout: training ``y = x * mask / (1 - rate)``, mask ~ Bernoulli(1 - rate);
-    identity at eval. ``rng`` (a `numpy.random.Generator`) draws the masks and may be replaced."""
+    identity at eval. ``rng`` (a `numpy.random.Generator`) draws the masks and may be replaced;
+    ``keep`` (bool, canonical layout ``(N, *sample)``), when set, is the mask instead (the
+    conformance checks' seam, `fwbench_numpy.trainer.NumpyTrainer.use_dropout_masks`)."""
 
     def __init__(self, path: str, rate: float, rng: np.random.Generator, dtype):
         super().__init__(path, dtype)
         self.rate, self.rng = rate, rng
+        self.keep: np.ndarray | None = None
         self._mask: np.ndarray | None = None
 
     def forward(self, x, training):
@@ -279,8 +282,11 @@ class Dropout(Layer):
             return x
         mask = self.ws.get("mask", x.shape)
         keep = self.ws.get("keep", x.shape, dtype=bool)
-        self.rng.random(out=mask, dtype=self.dtype)
-        np.greater_equal(mask, self.rate, out=keep)
+        if self.keep is not None:  # images here are (C, H, W, N)
+            keep[...] = self.keep.transpose(1, 2, 3, 0) if x.ndim == 4 else self.keep
+        else:
+            self.rng.random(out=mask, dtype=self.dtype)
+            np.greater_equal(mask, self.rate, out=keep)
         np.multiply(keep, 1.0 / (1.0 - self.rate), out=mask)  # the scaled mask
         y = self.ws.get("y", x.shape)
         np.multiply(x, mask, out=y)

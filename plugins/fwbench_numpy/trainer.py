@@ -8,6 +8,7 @@ import numpy as np
 from fwbench import precision
 from fwbench.backend import BuildRequest, Trainer
 
+from . import layers as L
 from .losses import SoftmaxCrossEntropy
 from .model import NumpyModel
 from .optim import clip_by_global_norm, clip_by_value, make_optimizer
@@ -54,6 +55,14 @@ class NumpyTrainer(Trainer):
                              "precision": precision.in_force(
                                  self.policy, how="rounded with ml_dtypes where the policy rounds"
                                  if self.policy.mixed else "float32")}
+
+    def use_dropout_masks(self, keep: dict[str, np.ndarray]) -> None:
+        """Check-only seam (`fwbench.conformance.dropout`): every following train-mode forward
+        uses these keep masks (bool, canonical layout ``(N, *sample)``, by dropout layer path)
+        instead of drawing its own; the layer still scales by ``1 / (1 - rate)``."""
+        for layer in L.walk(self.model.layers):
+            if isinstance(layer, L.Dropout):
+                layer.keep = None if keep.get(layer.path) is None else np.asarray(keep[layer.path], bool)
 
     # -- data ------------------------------------------------------------------------------------
     def to_device(self, x: np.ndarray, y: np.ndarray) -> NumpyBatch:

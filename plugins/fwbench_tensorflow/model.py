@@ -71,6 +71,8 @@ class Context:
     updates: list[tuple[tf.Variable, Tensor]] = field(default_factory=list)
     #: bf16/fp16 policy: dense and conv2d weights are read in this dtype (the variables stay float32).
     compute_dtype: tf.DType | None = None
+    #: dropout keep masks by layer path, bool NHWC (the conformance checks' seam), else drawn
+    keep: dict[str, Tensor] | None = None
 
     def read(self, variable: tf.Variable | None) -> Tensor | None:
         """A weight as the layer computes with it: the variable, or its cast to ``compute_dtype``."""
@@ -253,15 +255,19 @@ class Dropout:
 
     The Philox generator is named explicitly: under XLA:CPU the default ("auto_select") picks
     ThreeFry, which took 70 ms against 2 ms for Philox to mask a (64, 3136) batch here.
-    XLA and TF kernels draw different masks from the same seed.
+    XLA and TF kernels draw different masks from the same seed. ``ctx.keep`` (the conformance
+    checks' seam, `fwbench_tensorflow.trainer.TensorFlowTrainer.use_dropout_masks`) replaces the
+    drawn mask by a given one (bool, NHWC), found by this layer's ``path``.
     """
 
-    def __init__(self, rate: float, index: int):
-        self.rate, self.index = rate, index
+    def __init__(self, rate: float, index: int, path: str = ""):
+        self.rate, self.index, self.path = rate, index, path
 
     def __call__(self, x: Tensor, ctx: Context) -> Tensor:
         if not ctx.training or self.rate == 0.0:
             return x
+        if ctx.keep is not None:
+            return tf.where(ctx.keep[self.path], x / tf.constant(1.0 - self.rate, x.dtype), tf.zeros_like(x))
         if ctx.seed is None:
             raise ValueError("a training-mode forward with dropout needs a seed tensor")
         seed = tf.random.experimental.stateless_fold_in(ctx.seed, self.index)
@@ -358,7 +364,7 @@ class Network:
             return BatchNorm(layer, *variables)
         if isinstance(layer, L.Dropout):
             self._dropouts += 1
-            return Dropout(layer.rate, self._dropouts)
+            return Dropout(layer.rate, self._dropouts, li.path)
         if isinstance(layer, L.Activation):
             fn = "linear" if fold_softmax and layer.fn == "softmax" else layer.fn
             return Activation(activation_fn(fn, layer.alpha))
@@ -374,12 +380,13 @@ class Network:
 
     # -- running --------------------------------------------------------------------------------
     def forward(self, x: Tensor, *, training: bool, seed: Tensor | None = None,
-                compute_dtype: tf.DType | None = None) -> tuple[Tensor, list[tuple[tf.Variable, Tensor]]]:
+                compute_dtype: tf.DType | None = None,
+                keep: dict[str, Tensor] | None = None) -> tuple[Tensor, list[tuple[tf.Variable, Tensor]]]:
         """Logits ``(N, classes)`` of NHWC ``x`` and the BN state updates (train mode only).
 
         ``compute_dtype`` (bf16/fp16 policy): ``x`` and the dense/conv2d weights are cast to it;
-        the logits come back in float32."""
-        ctx = Context(training, seed, compute_dtype=compute_dtype)
+        the logits come back in float32. ``keep``: dropout masks by layer path (see `Dropout`)."""
+        ctx = Context(training, seed, compute_dtype=compute_dtype, keep=keep)
         if compute_dtype is not None:
             x = tf.cast(x, compute_dtype)
         for layer in self.layers:

@@ -96,6 +96,7 @@ class TensorflowTrainer(Trainer):
             self.model = Network(request.info, request.weights, self.dtype, xla=self.mode == "xla")
             self.optimizer = Optimizer(task.optimizer, self.model.trainable_variables)
         self._lr: tuple[float, tf.Tensor] | None = None  # last learning rate and its tensor
+        self._keep: dict[str, tf.Tensor] | None = None  # dropout masks handed in (use_dropout_masks)
 
         sample = tuple(request.info.input_shape)
         if len(sample) == 3:  # (C, H, W) -> NHWC
@@ -145,7 +146,7 @@ class TensorflowTrainer(Trainer):
         """Loss, logits, BatchNorm updates and the (unscaled) gradients of one training batch."""
         with tf.GradientTape() as tape:
             logits, updates = self.model.forward(x, training=True, seed=self._step_seed(),
-                                                 compute_dtype=self.compute)
+                                                 compute_dtype=self.compute, keep=self._keep)
             loss = cross_entropy(logits, y)
             scaled = loss if self.loss_scale is None else loss * self.loss_scale[0]
         grads = tape.gradient(scaled, self.model.trainable_variables)
@@ -201,7 +202,18 @@ class TensorflowTrainer(Trainer):
             return Batch(tf.gather(resident.x, idx), tf.gather(resident.y, idx))
 
     def train_step(self, batch: Batch, lr: float) -> tf.Tensor:
+        if self._keep is not None:  # a check's masks: eagerly, the traced functions never see them
+            return self._train_step(batch.x, batch.y, self._lr_tensor(lr))
         return self._train(batch.x, batch.y, self._lr_tensor(lr))
+
+    def use_dropout_masks(self, keep: dict[str, np.ndarray]) -> None:
+        """Check-only seam (`fwbench.conformance.dropout`): every following train-mode forward
+        uses these keep masks (bool, canonical layout ``(N, *sample)``, by dropout layer path)
+        instead of drawing its own; the layer still scales by ``1 / (1 - rate)``. Such steps run
+        eagerly (the same ops as the traced functions, which are not retraced)."""
+        with tf.device(self.device):
+            self._keep = {path: tf.constant(np.asarray(m, bool).transpose(0, 2, 3, 1) if np.ndim(m) == 4
+                                            else np.asarray(m, bool)) for path, m in keep.items()} or None
 
     def _lr_tensor(self, lr: float) -> tf.Tensor:
         if self._lr is None or self._lr[0] != lr:  # reuse it while the schedule is constant
@@ -226,7 +238,8 @@ class TensorflowTrainer(Trainer):
         return self._predict(x).numpy()
 
     def loss_and_grads(self, batch: Batch) -> tuple[np.ndarray, float, dict[str, np.ndarray]]:
-        logits, loss, grads = self._grads(batch.x, batch.y)
+        grads_fn = self._grads if self._keep is None else self._loss_and_grads  # masks: eagerly
+        logits, loss, grads = grads_fn(batch.x, batch.y)
         names = self.model.trainable_names
         return logits.numpy(), float(loss), {
             name: self.model.to_canonical(name, g.numpy()) for name, g in zip(names, grads, strict=True)}

@@ -122,6 +122,18 @@ class ResidualBlock(nn.Module):
         return y if self.act is None else self.act(y)
 
 
+class MaskableDropout(nn.Dropout):
+    """``nn.Dropout``; with ``keep`` set (a bool tensor ``(N, *sample)``: the conformance checks'
+    seam, `fwbench_torch.trainer.TorchTrainer.use_dropout_masks`) that mask instead of a drawn one."""
+
+    keep: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.keep is None or not self.training or self.p == 0.0:
+            return super().forward(x)
+        return torch.where(self.keep, x / (1.0 - self.p), torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def _build_layer(info: LayerInfo, fold_softmax: bool) -> nn.Module:
     layer: Layer = info.layer
     if isinstance(layer, Dense | Conv2D):
@@ -150,7 +162,7 @@ def _build_layer(info: LayerInfo, fold_softmax: bool) -> nn.Module:
         cls = nn.BatchNorm2d if len(info.in_shape) == 3 else nn.BatchNorm1d
         return cls(info.in_shape[0], eps=layer.eps, momentum=layer.momentum)
     if isinstance(layer, Dropout):
-        return nn.Dropout(layer.rate)
+        return MaskableDropout(layer.rate)
     if isinstance(layer, Activation):
         name = "linear" if fold_softmax and layer.fn == "softmax" else layer.fn
         return ActivationLayer(activation_fn(name, layer.alpha), name)

@@ -33,7 +33,7 @@ from fwbench import precision
 from fwbench.backend import BuildRequest, Trainer, Unsupported
 from fwbench.errors import FwbenchError
 
-from .model import CanonicalMap, build_module
+from .model import CanonicalMap, MaskableDropout, build_module
 from .optim import make_optimizer
 from .options import torch_options
 
@@ -255,6 +255,15 @@ class TorchTrainer(Trainer):
         with torch.inference_mode(), self._autocast():
             logits = self.model(x)
         return logits.float().cpu().numpy() if self.policy.mixed else logits.cpu().numpy()
+
+    def use_dropout_masks(self, keep: dict[str, np.ndarray]) -> None:
+        """Check-only seam (`fwbench.conformance.dropout`): every following train-mode forward
+        uses these keep masks (bool, canonical layout ``(N, *sample)``, by dropout layer path)
+        instead of drawing its own; the layer still scales by ``1 / (1 - p)``."""
+        for path, module in self.model.named_modules():
+            if isinstance(module, MaskableDropout):
+                mask = keep.get(path)
+                module.keep = None if mask is None else torch.from_numpy(np.asarray(mask, bool)).to(self.device)
 
     def _train_mode(self) -> None:
         """Back to train mode after `predict` (switching walks every module: once, not per call)."""

@@ -16,10 +16,13 @@ behind every tolerance is in ``docs/conformance.md``):
   dense``) whose gradients are well conditioned and identical everywhere, against the closed-form
   trajectory of `fwbench.conformance.reference` (every backend, the reference included).
 * ``step:<variant>`` (`STEP_VARIANTS`): the same rules end to end on the task's model (every
-  parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
+  parameter, BatchNorm state), both sides in float64, with adaptive rules' eps raised to `fwbench.conformance.variants.CONDITIONED_EPS` so that rounding noise in a (near-)zero gradient
   cannot be turned into a full step; the exact eps is what ``rule:`` checks.
 * ``curve`` and ``logits after curve``: 20 steps with the task's own optimizer (eps conditioned
-  likewise), schedule and clipping, float64 on both sides; the eval logits after them.
+  likewise), schedule and clipping, float64 on both sides; the eval logits after them. With a
+  train split (`CheckData`, the fuzzer) every step of the task's epochs on it.
+* ``dropout:grad``, ``dropout:step`` (a model with dropout above 0): the same, with the dropout
+  layers in place and both sides given the same masks (`fwbench.conformance.dropout`).
 
 Multi-step checks drop the bias of a conv/dense layer that feeds a BatchNorm (`without_gauge_biases`):
 its exact gradient is 0, so every backend's value is rounding noise that adaptive rules and weight
@@ -42,22 +45,18 @@ import numpy as np
 
 from ..backend import BuildRequest, Unsupported
 from ..frontends import bind, label_of, native_differences_of
-from ..layers import (
-    AvgPool,
-    BatchNorm,
-    Conv2D,
-    Dense,
-    Dropout,
-    Flatten,
-    GlobalAvgPool,
-    Layer,
-    MaxPool,
-    Residual,
-)
+from ..layers import Dense, Flatten
 from ..model import analyze, initial_weights
 from ..spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
+from .compare import ATOL, RTOL, Check, compare, compare_updates, skipped_check, worst
+from .variants import (
+    BATCH,
+    _put,
+    conditioned,
+    deterministic,
+    without_gauge_biases,  # noqa: F401 - re-exported (tests, callers)
+)
 
-RTOL, ATOL = 1e-4, 1e-5  # forward: float32 against the float64 reference
 ROUNDING_FACTOR = 10  # ... plus 10x the reference's own float32 spread (see check_task)
 SELF_RTOL, SELF_ATOL = 1e-2, 1e-3  # the reference's float32 path against its float64 path
 GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-10  # float64 against float64 (atol relative to the largest gradient)
@@ -67,31 +66,12 @@ RULE_RTOL = 1e-8  # closed form against float64: relative to the largest update 
 STEP_RTOL, STEP_ATOL = 1e-6, 1e-12  # float64 end to end: relative to the largest update
 CURVE_RTOL = 1e-6  # float64 losses over CURVE_STEPS
 AFTER_RTOL, AFTER_ATOL = 1e-5, 1e-7  # float64 eval logits after the curve
-CONDITIONED_EPS = 1e-3
-ADAPTIVE = ("rmsprop", "adagrad", "adam", "adamw")
 #: End-to-end ``step:`` variants: each rule's formula is checked exactly by ``rule:``; these check
 #: that every parameter and its state get it (buffers, L2 and decoupled decay, clipping, lr).
 STEP_VARIANTS = ("task", "momentum", "adam", "adamw", "clip-norm", "clip-value", "lr-per-step")
-BATCH = 8
 STEPS = 3
 CURVE_STEPS = 20
 REFERENCE = "numpy"
-
-
-@dataclass
-class Check:
-    backend: str
-    task: str
-    quantity: str
-    max_abs: float
-    max_rel: float
-    passed: bool
-    note: str = ""
-    skipped: bool = False  # not applicable: the backend declined the task (or this variant of it)
-
-
-def skipped_check(backend: str, task: str, quantity: str, reason: str) -> Check:
-    return Check(backend, task, quantity, np.nan, np.nan, False, f"not applicable: {reason}", skipped=True)
 
 
 def task_input(task: TaskSpec, registry=None) -> tuple[tuple[int, ...], int]:
@@ -106,129 +86,90 @@ def task_input(task: TaskSpec, registry=None) -> tuple[tuple[int, ...], int]:
     return tuple(shape), classes
 
 
-def _no_dropout(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
-    out = []
-    for layer in layers:
-        if isinstance(layer, Dropout):
-            layer = dataclasses.replace(layer, rate=0.0)
-        elif isinstance(layer, Residual):
-            layer = dataclasses.replace(layer, layers=_no_dropout(layer.layers))
-        out.append(layer)
-    return tuple(out)
+@dataclass(frozen=True, kw_only=True)
+class CheckData:
+    """The noise the checks feed (standard normal inputs, random labels).
 
+    The default, for shipped tasks: batches of `BATCH` samples, a fresh batch for every step, and
+    epochs of `STEPS` steps for the schedule. `of` (the spec fuzzer) takes the spec's own batch
+    size and, when ``dataset.train_limit`` is set, a train split of that many samples less the
+    validation split: the curve walks it epoch after epoch in the input pipeline's order (full
+    batches, the last partial batch dropped as training drops it,
+    `fwbench.datasets.pipeline.epoch_indices`), the schedule counts its steps per epoch as
+    `fwbench.training.train` does, and the logits after the curve are evaluated over the whole
+    split in batches of the batch size, the last one partial (`~fwbench.datasets.pipeline.eval_batches`).
+    """
 
-#: Layers that add a per-channel constant to their output when one is added to their input.
-_SHIFT_EQUIVARIANT = (Dropout, MaxPool, AvgPool, GlobalAvgPool, Flatten)
+    batch_size: int = BATCH
+    train_samples: int | None = None
 
+    @classmethod
+    def of(cls, task: TaskSpec) -> CheckData:
+        limit, split = task.dataset.train_limit, task.dataset.validation_split
+        samples = None if limit is None else limit - round(limit * split)
+        if samples is not None and samples < task.training.batch_size:
+            samples = None  # no full batch: the spec could not train (refused at plan time)
+        return cls(batch_size=task.training.batch_size, train_samples=samples)
 
-def without_gauge_biases(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
-    """``layers`` with ``use_bias = False`` on every conv/dense whose output reaches a BatchNorm
-    through shift-equivariant layers only (dropout, pooling, flatten, linear activation): BN
-    subtracts the batch mean, so that bias has an exact gradient of 0 and stays at its initial 0."""
-    out = list(layers)
-    for i, layer in enumerate(out):
-        if isinstance(layer, Residual):
-            out[i] = dataclasses.replace(layer, layers=without_gauge_biases(layer.layers))
-        elif isinstance(layer, Conv2D | Dense) and layer.use_bias and layer.activation == "linear":
-            j = i + 1
-            while j < len(out) and (isinstance(out[j], _SHIFT_EQUIVARIANT)
-                                    or getattr(out[j], "fn", None) == "linear"):
-                j += 1
-            if j < len(out) and isinstance(out[j], BatchNorm):
-                out[i] = dataclasses.replace(layer, use_bias=False)
-    return tuple(out)
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_samples // self.batch_size if self.train_samples else STEPS
 
-
-def deterministic(task: TaskSpec, dtype: str, gauge_free: bool = False, **changes) -> TaskSpec:
-    layers = _no_dropout(task.model.layers)
-    if gauge_free:
-        layers = without_gauge_biases(layers)
-    model = dataclasses.replace(task.model, layers=changes.pop("layers", layers))
-    training = dataclasses.replace(task.training, dtype=dtype, batch_size=BATCH)
-    return dataclasses.replace(task, model=model, training=training, **changes)
-
-
-def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, atol: float = ATOL):
-    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        return np.inf, np.inf, False
-    diff = np.abs(reference - candidate)
-    max_abs = float(diff.max(initial=0.0))
-    max_rel = float((diff / np.maximum(np.abs(reference), 1e-12)).max(initial=0.0))
-    ok = bool(np.all(diff <= atol + rtol * np.abs(reference))) and not np.isnan(diff).any()
-    return max_abs, max_rel, ok
-
-
-def compare_updates(before, reference, candidate, rtol: float, atol: float):
-    """Compare two arrays after an update, relative to the largest element of the reference update
-    ``reference - before`` (an element-wise relative error means nothing where the update is ~0)."""
-    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        return np.inf, np.inf, False
-    scale = float(np.abs(reference - np.asarray(before, np.float64)).max(initial=0.0))
-    diff = np.abs(reference - candidate)
-    max_abs = float(diff.max(initial=0.0))
-    max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else np.inf)
-    return max_abs, max_rel, bool(max_abs <= atol + rtol * scale)
-
-
-def worst(results):
-    """The failing (or else largest) of several ``(max_abs, max_rel, ok)`` triples."""
-    return max(results, key=lambda t: (not t[2], t[0])) if results else (0.0, 0.0, True)
+    def curve_steps(self, task: TaskSpec, default: int) -> int:
+        """Every step of ``task``'s training on the split, or ``default`` without one."""
+        return self.steps_per_epoch * task.training.epochs if self.train_samples else default
 
 
 class Side:
     """One backend at one dtype, able to build fresh trainers for variants of a task."""
 
-    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str, device: str = "cpu"):
+    def __init__(self, backend, task: TaskSpec, shape, num_classes: int, dtype: str, device: str = "cpu",
+                 batch_size: int = BATCH):
         self.backend, self.task, self.shape, self.num_classes, self.dtype = backend, task, shape, num_classes, dtype
-        self.device = device
+        self.device, self.batch_size = device, batch_size
 
     def build(self, gauge_free: bool = False, **changes):
         trainer, _ = self.build_with_weights(gauge_free, **changes)
         return trainer
 
     def build_with_weights(self, gauge_free: bool = False, **changes):
-        task = deterministic(self.task, self.dtype, gauge_free, **changes)
+        task = deterministic(self.task, self.dtype, gauge_free, self.batch_size, **changes)
         info = analyze(task.model, self.shape, self.num_classes, task.source)
         weights = initial_weights(task.model, info, task.training.seed, self.dtype)
         return self.backend.build(BuildRequest(task, info, weights, self.device, self.num_classes)), weights
 
 
-def batches(shape, num_classes: int, n: int, seed: int = 0):
+def batches(shape, num_classes: int, n: int, seed: int = 0, batch_size: int = BATCH):
     rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(BATCH, *shape)), rng.integers(0, num_classes, BATCH)) for _ in range(n)]
+    return [(rng.normal(size=(batch_size, *shape)), rng.integers(0, num_classes, batch_size)) for _ in range(n)]
 
 
-def _put(trainer, batch, dtype):
-    x, y = batch
-    return trainer.to_device(x.astype(dtype), y.astype(np.int64))
+def split_batches(data: CheckData, shape, num_classes: int, steps: int, seed: int):
+    """A train split of ``data.train_samples`` noise samples ``(x, y)`` and the first ``steps``
+    batches of its epochs, in the input pipeline's order (``seed``: the task's): ``(batches, split)``."""
+    from ..datasets.pipeline import epoch_indices
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(data.train_samples, *shape)), rng.integers(0, num_classes, data.train_samples)
+    order = [idx for epoch in range(-(-steps // data.steps_per_epoch))
+             for idx in epoch_indices(data.train_samples, data.batch_size, seed, epoch)]
+    return [(x[idx], y[idx]) for idx in order[:steps]], (x, y)
 
 
-def conditioned(opt: OptimizerSpec) -> OptimizerSpec:
-    """``opt`` with an adaptive rule's eps raised to at least `CONDITIONED_EPS` and ``10 * lr * wd``.
-
-    ``g / (sqrt(v) + eps)`` turns any error in a (near-)zero gradient into a step of up to
-    ``lr * error / eps``, and L2 decay feeds a parameter's own noise back into its gradient with a
-    gain of ``lr * wd / eps`` per step; with this eps both stay far below the tolerances. The exact
-    eps is checked on the well-conditioned probe (``rule:``).
-    """
-    if opt.name in ADAPTIVE:
-        return dataclasses.replace(opt, eps=max(opt.eps, CONDITIONED_EPS, 10 * opt.lr * opt.weight_decay))
-    return opt
-
-
-def _task_lrs(task: TaskSpec, n: int) -> list[float]:
+def _task_lrs(task: TaskSpec, n: int, steps_per_epoch: int = STEPS, total: int | None = None) -> list[float]:
+    """The learning rates of the first ``n`` steps of ``task``'s schedule, as `fwbench.training.train`
+    computes them for ``steps_per_epoch`` and ``total`` steps (default ``n``). By default epochs are
+    `STEPS` steps long, so a curve crosses epoch boundaries, where step/exponential schedules act."""
     from ..schedules import make_schedule
 
-    # epochs of STEPS steps: a curve crosses epoch boundaries, where step/exponential schedules act
-    lr = make_schedule(task.schedule, task.optimizer.lr, STEPS, n)
+    lr = make_schedule(task.schedule, task.optimizer.lr, steps_per_epoch, n if total is None else total)
     return [float(lr(i)) for i in range(n)]
 
 
-def _rule_variants(task: TaskSpec, full: bool) -> dict[str, dict]:
-    """Optimizer/clip/learning-rate variants: ``{name: {"optimizer", "clip", "lrs"}}``."""
-    variants = {"task": {"optimizer": task.optimizer, "clip": task.clip, "lrs": _task_lrs(task, STEPS)}}
+def _rule_variants(task: TaskSpec, full: bool, lrs: list[float] | None = None) -> dict[str, dict]:
+    """Optimizer/clip/learning-rate variants: ``{name: {"optimizer", "clip", "lrs"}}`` (``lrs``:
+    the task's first `STEPS`, `_task_lrs` by default)."""
+    variants = {"task": {"optimizer": task.optimizer, "clip": task.clip, "lrs": lrs or _task_lrs(task, STEPS)}}
     if not full:
         return variants
     none = ClipSpec()
@@ -245,28 +186,41 @@ def _rule_variants(task: TaskSpec, full: bool) -> dict[str, dict]:
 
 def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, full: bool = True,
                curve_steps: int = CURVE_STEPS, rule_cache: dict | None = None,
-               device: str = "cpu") -> list[Check]:
+               device: str = "cpu", data: CheckData | None = None) -> list[Check]:
     """Every check of one task for one backend, the candidate on ``device`` (the reference always
     on the CPU, float64). ``full=False`` (the spec fuzzer) checks only the task's own
     optimizer/clipping in ``rule:``/``step:``, not every optimizer. ``rule_cache`` (a dict kept
-    across the tasks of one run) reuses ``rule:`` results of identical probes."""
+    across the tasks of one run) reuses ``rule:`` results of identical probes. ``data``: the
+    batch size and train split (`CheckData`; default: `BATCH`-sample batches, ``curve_steps``
+    steps); with a train split the curve is every step of the task's epochs on it."""
+    plan = data or CheckData()
+    bs = plan.batch_size
     shape, classes = task_input(task)
     is_reference = candidate_backend.name == reference_backend.name
-    ref = Side(reference_backend, task, shape, classes, "float64")
-    cand = Side(candidate_backend, task, shape, classes, "float32", device)
-    cand64 = Side(candidate_backend, task, shape, classes, "float64", device)
-    data = batches(shape, classes, max(STEPS, curve_steps))
+    ref = Side(reference_backend, task, shape, classes, "float64", batch_size=bs)
+    cand = Side(candidate_backend, task, shape, classes, "float32", device, bs)
+    cand64 = Side(candidate_backend, task, shape, classes, "float64", device, bs)
+    curve_steps = plan.curve_steps(task, curve_steps)
+    lrs = _task_lrs(task, curve_steps, plan.steps_per_epoch)
+    step_lrs = None  # rule:task and step:task: the schedule's first STEPS steps
+    if plan.train_samples:
+        curve, split = split_batches(plan, shape, classes, curve_steps, task.training.seed)
+        data = batches(shape, classes, STEPS, batch_size=bs)  # the forward, gradient and step checks'
+        step_lrs = _task_lrs(task, STEPS, plan.steps_per_epoch, curve_steps)
+    else:
+        data = batches(shape, classes, max(STEPS, curve_steps), batch_size=bs)
+        curve, split = data[:curve_steps], None
     checks: list[Check] = []
 
     def add(quantity, result, note=""):
         checks.append(Check(candidate_backend.name, name, quantity, *result, note))
 
     exact = _forward(ref, data[0], "float64")
-    rounded = _forward(Side(reference_backend, task, shape, classes, "float32"), data[0], "float32")
+    rounded = _forward(Side(reference_backend, task, shape, classes, "float32", batch_size=bs), data[0], "float32")
     x, y = data[0]
     nudged = (x * (1 + np.float32(2.0 ** -23) * np.random.default_rng(1).choice([-1, 1], x.shape)), y)
-    reordered = _forward(Side(reference_backend, task, shape, classes, "float32"), nudged, "float32",
-                         order=np.arange(BATCH)[::-1])
+    reordered = _forward(Side(reference_backend, task, shape, classes, "float32", batch_size=bs), nudged,
+                         "float32", order=np.arange(bs)[::-1])
     got = rounded if is_reference else _forward(cand, data[0], "float32")
     for i, quantity in enumerate(("logits", "train logits", "loss")):
         # float32 rounding of an ill-conditioned forward (BN of a feature with a tiny spread)
@@ -293,11 +247,11 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
             add(f"grad:{key}", compare(r_grads[key], c_grads.get(key, np.full(1, np.nan)),
                                        GRAD_RTOL, GRAD_ATOL * max(scale, 1.0)))
 
-    checks += _rule_checks(name, task, candidate_backend, shape, classes, data, full, rule_cache)
+    checks += _rule_checks(name, task, candidate_backend, shape, classes, data, full, rule_cache, step_lrs)
     if is_reference:  # float64 against the same float64 code could not fail: not counted
         return checks
 
-    for label, v in _rule_variants(task, full).items():
+    for label, v in _rule_variants(task, full, step_lrs).items():
         if label not in STEP_VARIANTS:
             continue
         changes = {"optimizer": conditioned(v["optimizer"]), "clip": v["clip"]}
@@ -314,16 +268,29 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
         add(f"step:{label}", worst([compare_updates(w0[k], rw[k], cw.get(k, np.full(1, np.nan)),
                                                     STEP_RTOL, STEP_ATOL) for k in rw]))
 
+    from .dropout import dropout_checks
+
+    checks += dropout_checks(name, task, candidate_backend, reference_backend, shape, classes, data[:STEPS],
+                             step_lrs or _task_lrs(task, STEPS), device, (GRAD_RTOL, GRAD_ATOL, STEP_RTOL, STEP_ATOL))
+
     changes = {"optimizer": conditioned(task.optimizer)}
     r, c = ref.build(True, **changes), cand64.build(True, **changes)
-    lrs = _task_lrs(task, curve_steps)
-    r_handles = [r.train_step(_put(r, b, "float64"), lr) for b, lr in zip(data, lrs)]
-    c_handles = [c.train_step(_put(c, b, "float64"), lr) for b, lr in zip(data, lrs)]
+    r_handles = [r.train_step(_put(r, b, "float64"), lr) for b, lr in zip(curve, lrs)]
+    c_handles = [c.train_step(_put(c, b, "float64"), lr) for b, lr in zip(curve, lrs)]
     c.sync()
     add("curve", compare(r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], CURVE_RTOL, 0.0))
-    add("logits after curve", compare(r.predict(_put(r, data[0], "float64")),
-                                      c.predict(_put(c, data[0], "float64")), AFTER_RTOL, AFTER_ATOL))
+    add("logits after curve", compare(_eval_logits(r, curve[0], split, bs), _eval_logits(c, curve[0], split, bs),
+                                      AFTER_RTOL, AFTER_ATOL))
     return checks
+
+
+def _eval_logits(trainer, batch, split, batch_size: int) -> np.ndarray:
+    """Eval logits of ``batch``, or with a train ``split``, of all of it in batches of
+    ``batch_size``, the last one partial (as `fwbench.training.evaluate` feeds them)."""
+    from ..datasets.pipeline import eval_batches
+
+    parts = eval_batches(*split, batch_size) if split else [batch]
+    return np.concatenate([np.asarray(trainer.predict(_put(trainer, b, "float64")), np.float64) for b in parts])
 
 
 def _forward(side: Side, batch, dtype: str, order=None):
@@ -388,16 +355,17 @@ def probe_task(task: TaskSpec, classes: int) -> TaskSpec:
     return dataclasses.replace(task, model=model)
 
 
-def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | None = None) -> list[Check]:
+def _rule_checks(name, task, backend, shape, classes, data, full, cache: dict | None = None,
+                 lrs: list[float] | None = None) -> list[Check]:
     """``rule:<variant>``: the backend's update rule on a softmax-regression probe, float64,
     against the closed-form trajectory (`fwbench.conformance.reference.probe_steps`)."""
     from .reference import probe_steps
 
     probe = probe_task(task, classes)
-    side = Side(backend, probe, shape, classes, "float64")
+    side = Side(backend, probe, shape, classes, "float64", batch_size=len(data[0][1]))
     checks = []
-    for label, v in _rule_variants(task, full).items():
-        key = (backend.name, shape, classes, probe.model.init, probe.training.seed, repr(v))
+    for label, v in _rule_variants(task, full, lrs).items():
+        key = (backend.name, shape, classes, len(data[0][1]), probe.model.init, probe.training.seed, repr(v))
         if cache is not None and key in cache:  # the same probe and variant as an earlier task's
             checks.append(Check(backend.name, name, f"rule:{label}", *cache[key]))
             continue

@@ -25,12 +25,11 @@ VOCABULARY: tuple[str, ...] = (
     "dataset:digits", "dataset:mnist_5k", "dataset:synthetic", "input:non-square", "classes:subset",
     "head:dense", "head:residual", "head:softmax", "residual:projected", "residual:identity",
     "residual:flat", "padding:same", "padding:valid", "padding:int", "pool:overlapping",
-    "model:frozen", "weight_decay",
+    "model:frozen", "weight_decay", "batch:1", "batch:>1", "batch:partial-last", "curve:multi-epoch",
+    "dropout:>0",
 )
 #: Asked for by issue 21 and not drawn yet: they need changes to the checks themselves.
-NOT_DRAWN = ("batch sizes other than 8 (the checks use 8-sample batches)",
-             "dropout > 0 with shared masks (checks run dropout at rate 0)",
-             "model.init_from (needs a checkpoint file per spec)",
+NOT_DRAWN = ("model.init_from (needs a checkpoint file per spec)",
              "[backend] options other than the engine (e.g. mode = native, compile)")
 
 
@@ -56,6 +55,8 @@ def items(raw: dict) -> set[str]:
         if kind == "conv2d":
             padding = layer.get("padding", "valid")
             out.add(f"padding:{padding}" if isinstance(padding, str) else "padding:int")
+        if kind == "dropout" and layer.get("rate", 0.5) > 0:
+            out.add("dropout:>0")
         if kind in ("maxpool", "avgpool") and layer.get("stride") not in (None, layer.get("size", 2)):
             out.add("pool:overlapping")
     for i, layer in enumerate(layers):
@@ -88,6 +89,14 @@ def items(raw: dict) -> set[str]:
         out.add("input:non-square")
     if dataset.get("classes"):
         out.add("classes:subset")
+    batch = raw["training"].get("batch_size", 1)
+    out.add("batch:1" if batch == 1 else "batch:>1")
+    limit = dataset.get("train_limit")
+    if limit and not dataset.get("validation_split"):  # the fuzzer's train split (see CheckData.of)
+        if limit % batch:
+            out.add("batch:partial-last")
+        if raw["training"].get("epochs", 1) > 1:
+            out.add("curve:multi-epoch")
     return out
 
 

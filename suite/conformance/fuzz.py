@@ -31,7 +31,7 @@ from .coverage import Coverage
 
 #: Datasets that ship inside installed packages (no download): their input shapes.
 DATASETS = ("digits", "mnist_5k", "synthetic")
-CURVE_STEPS = 6  # enough steps for momentum, schedules and warm-up to act; quick per example
+CURVE_STEPS = 6  # a spec without a train split (dataset.train_limit): enough steps for momentum, schedules, warm-up
 
 
 def _floats(lo: float, hi: float, log: bool = False):
@@ -93,13 +93,32 @@ def dropout_layer():
     return st.fixed_dictionaries({"type": st.just("dropout"), "rate": _floats(0.0, 0.9)})
 
 
-def _shape_after(layers: list[dict], shape) -> tuple[int, ...]:
-    """The output shape of ``layers`` on ``shape`` (raises `SpecError` when they do not fit)."""
+def _analyze(layers: list[dict], shape):
     from ..model import analyze
     from ..spec import ModelSpec, build_layer
 
     model = ModelSpec(layers=tuple(build_layer(l, "<random>", f"l[{i}]") for i, l in enumerate(layers)))
-    return analyze(model, shape).output_shape if layers else tuple(shape)
+    return analyze(model, shape)
+
+
+def _shape_after(layers: list[dict], shape) -> tuple[int, ...]:
+    """The output shape of ``layers`` on ``shape`` (raises `SpecError` when they do not fit)."""
+    return _analyze(layers, shape).output_shape if layers else tuple(shape)
+
+
+@st.composite
+def training_tables(draw, layers: list[dict], shape) -> tuple[dict, dict]:
+    """``([training], [dataset] additions)``: a batch size of 1-16 (not 1 with a BatchNorm over one
+    value per channel, which `bench run` refuses), 1-3 epochs and a train split
+    (``dataset.train_limit``, no validation split) of 2-3 full batches plus a partial one of 0 to
+    ``batch_size - 1`` samples: the curve crosses epoch boundaries and ends on that partial batch."""
+    from ..run.preflight import one_value_batchnorm
+
+    low = 2 if one_value_batchnorm(_analyze(layers, shape)) else 1
+    batch = draw(st.integers(low, 16))
+    split = batch * draw(st.integers(2, 3)) + draw(st.integers(0, batch - 1))
+    training = {"batch_size": batch, "epochs": draw(st.integers(1, 3))}
+    return training, {"train_limit": split, "validation_split": 0.0}
 
 
 @st.composite
@@ -241,7 +260,9 @@ def task_specs(draw) -> dict:
     kind = draw(st.sampled_from(["none", "norm", "value"]))
     if kind != "none":
         raw["clip"] = {"kind": kind, "max": draw(_floats(1e-3, 10.0, log=True))}
-    raw["training"] = {"batch_size": 8, "epochs": 1, "seed": draw(st.integers(0, 1000)),
+    training, split = draw(training_tables(model["layers"], shape))
+    raw["dataset"].update(split)
+    raw["training"] = {**training, "seed": draw(st.integers(0, 1000)),
                        "dtype": draw(st.sampled_from(["float32", "float64"]))}
     return raw
 
@@ -308,13 +329,15 @@ class FuzzResult:
 def check_spec(raw: dict, backends: dict, reference) -> list:
     """Every check of every backend on one raw spec; the failed ones (a crash is one failed check)."""
     from ..backend import Unsupported
-    from .checks import Check, check_task
+    from .checks import Check, CheckData, check_task
 
     task = task_from_dict(raw, "<random>")
+    data = CheckData.of(task)
     failed = []
     for name, backend in backends.items():
         try:
-            checks = check_task("random", task, backend, reference, full=False, curve_steps=CURVE_STEPS)
+            checks = check_task("random", task, backend, reference, full=False, curve_steps=CURVE_STEPS,
+                                data=data)
         except Unsupported:  # the backend declines what it cannot build: skipped, not a failure
             continue
         except Exception as exc:  # noqa: BLE001 - a crash on a valid spec is a failure to report

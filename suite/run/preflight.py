@@ -61,7 +61,7 @@ def training_samples(task, dataset) -> int | None:
     return n - round(n * task.dataset.validation_split)
 
 
-def _one_value_batchnorm(info: ModelInfo) -> str | None:
+def one_value_batchnorm(info: ModelInfo) -> str | None:
     """The path of a BatchNorm that sees one value per channel per sample (flat features, 1x1)."""
     for li in info.walk():
         if isinstance(li.layer, BatchNorm) and math.prod(li.in_shape[1:]) == 1:
@@ -76,7 +76,7 @@ def _check_batches(task, dataset, info: ModelInfo) -> None:
         raise SpecError(source, "training.batch_size", f"{batch} is larger than the {left} training samples "
                         f"left of {dataset.name!r} after train_limit and validation_split; lower it or "
                         "use more data")
-    bn = _one_value_batchnorm(info)
+    bn = one_value_batchnorm(info)
     if batch == 1 and bn is not None:
         raise SpecError(source, "training.batch_size", f"1 with a batchnorm over features (layer {bn}): the "
                         "batch variance of one value is undefined; use batch_size >= 2 or remove the "
