@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fwbench.conformance.checks import compare
+from fwbench.conformance.dropout import QUANTITIES as DROPOUT_CHECKS
 from fwbench.conformance.runner import run_checks
 
 BACKENDS = {"numpy": "numpy", "torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}
@@ -64,7 +65,7 @@ def test_frontend_conforms_on_convolutions_batchnorm_and_residuals(backend, opti
     # frontends draw their own dropout masks (no use_dropout_masks seam): those two checks, and only
     # those, are listed as skipped with the reason, never passed silently
     skipped = {(c.task, c.quantity) for c in checks if c.skipped}
-    assert skipped == {(t, q) for t in ("cnn_mnist", "resnet_cifar") for q in ("dropout:grad", "dropout:step")}
+    assert skipped == {(t, q) for t in ("cnn_mnist", "resnet_cifar") for q in DROPOUT_CHECKS}
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "conformance"

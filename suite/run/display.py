@@ -64,11 +64,11 @@ class RunDisplay:
         text = Text.assemble((f"{status:>7} ", STATUS_STYLE.get(status, "")), cell.label)
         if record.get("error"):
             text.append(f" — {record['error']}", style="dim")
-        if record.get("warnings") and getattr(cell, "repeats", 1) == 1:
-            text.append(f" ({len(record['warnings'])} warning(s), listed below the table)", style="yellow")
-        elif record.get("warnings"):  # judged again over all repeats: the table lists what still holds
-            text.append(f" ({len(record['warnings'])} note(s) on this repeat, in its record under repeats/)",
-                        style="dim")
+        warnings = len(record.get("warnings") or ())
+        if warnings and cell.repeats == 1:
+            text.append(f" ({warnings} warning(s), listed below the table)", style="yellow")
+        elif warnings:  # judged again over all repeats: the table lists what still holds
+            text.append(f" ({warnings} note(s) on this repeat, in its record under repeats/)", style="dim")
         self.console.print(text)
 
 
