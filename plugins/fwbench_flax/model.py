@@ -152,6 +152,18 @@ class Network(nnx.Module):
         return x
 
 
+def _unset(key, shape, dtype=np.float32):
+    """A dense or conv2d parameter before the canonical weights are set (`FlaxTrainer` sets every
+    bound parameter right after the build): zeros put on the device. Flax's own initializers draw
+    with a jitted random op, one XLA compile per new shape, for values that are thrown away."""
+    del key
+    return jax.device_put(np.zeros(shape, dtype))
+
+
+#: the initializers of every dense and conv2d module the builder makes
+_PLACEHOLDER_INIT = {"kernel_init": _unset, "bias_init": _unset}
+
+
 class _Builder:
     def __init__(self, dtype, exact: bool, seed: int, compute_dtype=None):
         self.dtype, self.exact = dtype, exact
@@ -186,7 +198,7 @@ class _Builder:
             act = "linear"
         if isinstance(layer, Dense):
             m = nnx.Linear(li.in_shape[0], layer.units, use_bias=layer.use_bias, dtype=self.compute,
-                           param_dtype=self.dtype, rngs=self.rngs)
+                           param_dtype=self.dtype, rngs=self.rngs, **_PLACEHOLDER_INIT)
             to_f = to_c = _identity
             if self.pending_perm is not None:
                 perm, inverse = self.pending_perm, np.argsort(self.pending_perm)
@@ -200,7 +212,7 @@ class _Builder:
             p = layer.pad
             m = nnx.Conv(li.in_shape[0], layer.filters, (layer.kernel, layer.kernel), layer.stride,
                          padding=[(p, p), (p, p)], use_bias=layer.use_bias, dtype=self.compute,
-                         param_dtype=self.dtype, rngs=self.rngs)
+                         param_dtype=self.dtype, rngs=self.rngs, **_PLACEHOLDER_INIT)
             self._bind(m, li, {"weight": "kernel", "bias": "bias"}, _conv_in, _conv_out)
             return Block("conv2d", m, act)
         if isinstance(layer, AvgPool):
@@ -233,7 +245,8 @@ class _Builder:
             shortcut = None
             if any(p.name == f"{li.path}.shortcut.weight" for p in li.params):
                 shortcut = nnx.Conv(li.in_shape[0], li.out_shape[0], (1, 1), shortcut_stride(li),
-                                    padding="VALID", dtype=self.compute, param_dtype=self.dtype, rngs=self.rngs)
+                                    padding="VALID", dtype=self.compute, param_dtype=self.dtype, rngs=self.rngs,
+                                    **_PLACEHOLDER_INIT)
                 frozen = any(p.frozen for p in li.params)
                 if frozen:
                     shortcut.kernel = Frozen(shortcut.kernel.get_value())

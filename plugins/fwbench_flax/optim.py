@@ -7,6 +7,7 @@ a schedule never recompiles the ``nnx.jit`` step. Exact mode reuses the raw jax 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import optax
@@ -62,6 +63,12 @@ def with_learning_rate_argument(make: Callable[[float], optax.GradientTransforma
     return optax.GradientTransformationExtraArgs(init, update)
 
 
+@functools.lru_cache(maxsize=32)
 def make_transform(spec: OptimizerSpec, clip: ClipSpec, exact: bool) -> optax.GradientTransformationExtraArgs:
+    """The optax transform of the spec (the learning rate an argument of ``update``).
+
+    Cached: equal specs get the same (stateless) transform object, so two trainers of one spec have
+    equal NNX graph definitions and share the compiled steps instead of compiling their own.
+    """
     make = exact_chain(spec, clip) if exact else native_chain(spec, clip)
     return with_learning_rate_argument(make, float(spec.lr))

@@ -34,6 +34,15 @@ from fwbench.layers import (
 from fwbench.model import LayerInfo, ModelInfo, ends_in_softmax, shortcut_stride
 
 
+class _Unset(keras.initializers.Initializer):
+    """A dense or conv2d kernel before the canonical weights are set (`KerasTrainer` sets every bound
+    variable right after the build): host zeros. Keras' default draw (Glorot) runs random ops that
+    the JAX engine compiles one by one for every new shape, for values that are thrown away."""
+
+    def __call__(self, shape, dtype=None):
+        return np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype or "float32"))
+
+
 def _identity(a: np.ndarray) -> np.ndarray:
     return a
 
@@ -129,7 +138,8 @@ class _Builder:
         else:
             act = getattr(layer, "activation", "linear")
         if isinstance(layer, Dense):
-            k = keras.layers.Dense(layer.units, use_bias=layer.use_bias, dtype=self.dtype, name=_name("dense", li.path))
+            k = keras.layers.Dense(layer.units, use_bias=layer.use_bias, dtype=self.dtype, name=_name("dense", li.path),
+                                   kernel_initializer=_Unset(), bias_initializer=_Unset())
             x = k(x)
             to_k = to_c = _identity
             if self.pending_perm is not None:
@@ -146,7 +156,8 @@ class _Builder:
                 x = keras.layers.ZeroPadding2D(pad, dtype=self.dtype)(x)
             k = keras.layers.Conv2D(layer.filters, layer.kernel, strides=layer.stride,
                                     padding="same" if symmetric_same else "valid",
-                                    use_bias=layer.use_bias, dtype=self.dtype, name=_name("conv", li.path))
+                                    use_bias=layer.use_bias, dtype=self.dtype, name=_name("conv", li.path),
+                                    kernel_initializer=_Unset(), bias_initializer=_Unset())
             x = k(x)
             self.bind(k, li, {"weight": "kernel", "bias": "bias"}, _conv_in, _conv_out)
             return self.activation(act, x)
@@ -183,7 +194,8 @@ class _Builder:
             names = {p.name for p in li.params}
             if f"{li.path}.shortcut.weight" in names:
                 k = keras.layers.Conv2D(li.out_shape[0], 1, strides=shortcut_stride(li), dtype=self.dtype,
-                                        name=_name("shortcut", li.path))
+                                        name=_name("shortcut", li.path), kernel_initializer=_Unset(),
+                                        bias_initializer=_Unset())
                 shortcut = k(x)
                 frozen = any(p.frozen for p in li.params)
                 self.bindings += [Binding(f"{li.path}.shortcut.weight", k.kernel, _conv_in, _conv_out),

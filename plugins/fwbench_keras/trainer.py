@@ -218,11 +218,12 @@ def _engine_loss_and_grads(engine: str, model, loss_fn, x, y):
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
 
-        def f(tv):
-            logits, _ = model.stateless_call(tv, non_trainable, x, training=True)
+        def f(tv, ntv, x, y):
+            logits, _ = model.stateless_call(tv, ntv, x, training=True)
             return loss_fn(y, logits), logits
 
-        (loss, logits), grads = jax.value_and_grad(f, has_aux=True)(trainable)
+        # one jitted function, not the primitives one by one (each an XLA compile per new shape)
+        (loss, logits), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(trainable, non_trainable, x, y)
         return logits, loss, grads
     if engine == "tensorflow":
         import tensorflow as tf

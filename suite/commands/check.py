@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from ..errors import UsageError
@@ -54,6 +55,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         from ..conformance.runner import check_variants
 
         variants = check_variants(registry, backends, getattr(args, "overrides", []))
+        # every random spec is a new model, so Keras' tf.function traces again by design: its
+        # "excessive retracing" warnings would say nothing about the checks
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
         return _check_random(variants, args.random, args.seed, getattr(args, "coverage", False))
     for task in args.task or []:
         _validate_check_task(registry, task)
@@ -100,8 +104,9 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
             out.print(f"[dim]random spec {i}...[/]")
 
     here, elsewhere = one_engine_per_frontend(backends)
-    codes = [_check_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
+    others = [_start_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
     result = fuzz(here, examples, seed, progress)
+    codes = [_finish_random_elsewhere(proc, log) for proc, log in others]
     if coverage:
         out.print(result.coverage.report(), markup=False, highlight=False)
     from rich.markup import escape
@@ -129,12 +134,25 @@ def one_engine_per_frontend(variants: list[tuple[str, dict]]):
     return here, elsewhere
 
 
-def _check_random_elsewhere(name: str, options: dict, examples: int, seed: int) -> int:
-    """``bench check --random`` of one frontend on one engine in its own process (same seed, so
-    the same specs); its output goes to this terminal. Returns its exit code."""
+def _start_random_elsewhere(name: str, options: dict, examples: int, seed: int):
+    """Start ``bench check --random`` of one frontend on one engine in its own process (same seed,
+    so the same specs), beside this one's; its output goes to a temporary file until it ends.
+    Returns ``(process, log file)``."""
     import subprocess
+    import tempfile
 
     cmd = [sys.executable, "-c", "import sys; from fwbench.cli import main; sys.exit(main())", "check",
            "--random", str(examples), "--seed", str(seed), "-b", name,
            *[arg for k, v in options.items() for arg in ("--set", f"backend.{k}={v}")]]
-    return subprocess.run(cmd, check=False, stdin=subprocess.DEVNULL).returncode
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by _finish_random_elsewhere
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, text=True), log
+
+
+def _finish_random_elsewhere(proc, log) -> int:
+    """Wait for a process of `_start_random_elsewhere`, print its output here; its exit code."""
+    code = proc.wait()
+    log.seek(0)
+    sys.stdout.write(log.read())
+    sys.stdout.flush()
+    log.close()
+    return code
