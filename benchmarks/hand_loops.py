@@ -3,24 +3,26 @@
 Each loop is what a user who knows the framework writes for mlp_mnist (Flatten -> Dense 128 ReLU
 -> Dense 10, softmax cross-entropy, Adam lr 1e-3) at batch 128, at its best on a CPU: the whole
 training split on the device once, batches sliced there, no host sync per step (one at the end of
-a timed window), float32 and the framework's fastest mode:
+a timed window), in each of the framework's precisions (float32; bfloat16 compute over float32
+weights) and modes:
 
-* torch: eager (``torch.compile`` is tried too: ``--torch-compile``), fused Adam;
+* torch: eager and ``torch.compile`` of forward + loss, autocast for bf16, fused Adam;
 * tensorflow: a ``tf.function(jit_compile=True)`` step over ``tf.Variable`` weights, Keras-free,
-  the batch sliced inside the compiled step from its start index (no eager op per step);
+  the batch gathered inside the compiled step (no eager op per step);
 * jax: one ``jax.jit`` step with the state donated (optax Adam).
 
-Each framework runs in its own process (the thread count pinned, ``--threads``, default 1), rounds
+Every loop runs in its own process (the thread count pinned, ``--threads``, default 1), rounds
 interleaved (A B C A B C ...: a busy neighbour hurts them alike); each round times ``--steps``
-steps after a warm-up and the report is the median and best samples/s over rounds.
+steps after a warm-up; the report is each loop's median over rounds.
 
-``--suite`` puts the suite's own cell in the same rounds (hand loop, then one ``bench run`` process
-of ``mlp_mnist`` on ``mnist_5k`` at batch 128, per framework per round) and prints the ratio of
-medians, suite / hand loop, for the suite's headline (median step) and its whole-run rate (mean step): the figure issue "each framework at its best" asks to be at least
-0.95. ``--suite-set torch:backend.execution=compiled`` (repeatable) runs the suite cell in another
-configuration, e.g. the one ``bench tune`` picked.
+``--suite`` puts the suite's own cell in the same rounds (one ``bench run`` process of
+``mlp_mnist`` on ``mnist_5k`` at batch 128 per framework per round) and prints suite / the best
+hand loop, for the suite's headline (median step) and its whole-run rate (mean step): issue "each
+framework at its best" asks the tuned cell for at least 0.95. ``--suite-set
+torch:backend.execution=compiled`` (repeatable) runs the suite's cell in another configuration, e.g.
+the one ``bench tune`` picked.
 
-Run: ``.venv/bin/python benchmarks/hand_loops.py [--rounds 3] [--steps 300] [--threads 1] [--suite]``.
+Run: ``.venv/bin/python benchmarks/hand_loops.py [--rounds 3] [--steps 300] [--suite] [--fp32-only]``.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def data():
     return rng.standard_normal((N, FEATURES)).astype(np.float32), rng.integers(0, CLASSES, N)
 
 
-def torch_loop(steps: int, threads: int, compile_: bool = False) -> float:
+def torch_loop(steps: int, threads: int, bf16: bool, compile_: bool = False) -> float:
     import torch
     import torch.nn.functional as F
 
@@ -55,6 +57,10 @@ def torch_loop(steps: int, threads: int, compile_: bool = False) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True)
 
     def forward(xb, yb):
+        if bf16:  # autocast: the matmuls in bfloat16, the loss and the weights in float32
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(xb)
+            return F.cross_entropy(logits.float(), yb)
         return F.cross_entropy(model(xb), yb)
 
     loss_fn = torch.compile(forward) if compile_ else forward
@@ -76,7 +82,7 @@ def torch_loop(steps: int, threads: int, compile_: bool = False) -> float:
     return BATCH * steps / (time.perf_counter() - start)
 
 
-def tensorflow_loop(steps: int, threads: int) -> float:
+def tensorflow_loop(steps: int, threads: int, bf16: bool) -> float:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -100,8 +106,9 @@ def tensorflow_loop(steps: int, threads: int) -> float:
         xb, yb = tf.gather(split_x, rows), tf.gather(split_y, rows)
         cursor.assign_add(1)
         with tf.GradientTape() as tape:
-            h = tf.nn.relu(xb @ weights[0] + weights[1])
-            logits = h @ weights[2] + weights[3]
+            low = [tf.cast(w, tf.bfloat16) for w in weights] if bf16 else weights  # float32 masters
+            h = tf.nn.relu((tf.cast(xb, tf.bfloat16) if bf16 else xb) @ low[0] + low[1])
+            logits = tf.cast(h @ low[2] + low[3], tf.float32)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(yb, logits))
         grads = tape.gradient(loss, weights)
         t.assign_add(1.0)
@@ -120,7 +127,7 @@ def tensorflow_loop(steps: int, threads: int) -> float:
     return BATCH * steps / (time.perf_counter() - begin)
 
 
-def jax_loop(steps: int, threads: int) -> float:
+def jax_loop(steps: int, threads: int, bf16: bool) -> float:
     os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
                           if threads == 1 else "")
     import jax
@@ -136,7 +143,9 @@ def jax_loop(steps: int, threads: int) -> float:
     state = (params, tx.init(params))
 
     def loss_fn(p, xb, yb):
-        logits = jax.nn.relu(xb @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]
+        if bf16:  # compute in bfloat16 over float32 parameters
+            p, xb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p), xb.astype(jnp.bfloat16)
+        logits = (jax.nn.relu(xb @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"]).astype(jnp.float32)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
 
     @jax.jit
@@ -162,11 +171,11 @@ def jax_loop(steps: int, threads: int) -> float:
 LOOPS = {"torch": torch_loop, "tensorflow": tensorflow_loop, "jax": jax_loop}
 
 
-def child(name: str, steps: int, threads: int, torch_compile: bool) -> None:
+def child(name: str, steps: int, threads: int, torch_compile: bool, bf16: bool) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     kwargs = {"compile_": True} if name == "torch" and torch_compile else {}
-    print(json.dumps({"name": name, "samples_per_s": LOOPS[name](steps, threads, **kwargs)}))
+    print(json.dumps({"name": name, "samples_per_s": LOOPS[name](steps, threads, bf16, **kwargs)}))
 
 
 def suite_cell(name: str, threads: int, overrides: list[str]) -> tuple[float, float] | None:
@@ -188,33 +197,55 @@ def suite_cell(name: str, threads: int, overrides: list[str]) -> tuple[float, fl
     return values[0] if values else None
 
 
+#: the loops each framework's user may write on a CPU: (precision, torch.compile or not)
+VARIANTS = {"torch": [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)],
+            "tensorflow": [("fp32", False), ("bf16", False)],
+            "jax": [("fp32", False), ("bf16", False)]}
+
+
+def variant_label(precision: str, compiled: bool) -> str:
+    return precision + (" compile" if compiled else "")
+
+
+def hand_loop(name: str, precision: str, compiled: bool, steps: int, threads: int) -> float | None:
+    """One hand loop in its own process: its samples/s, or None (the reason on stderr)."""
+    cmd = [sys.executable, __file__, "--child", name, "--steps", str(steps), "--threads", str(threads),
+           "--precision", precision] + (["--torch-compile"] if compiled else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not line:
+        print(f"{name} {variant_label(precision, compiled)}: failed: {proc.stderr.strip().splitlines()[-1:]}",
+              file=sys.stderr)
+        return None
+    return json.loads(line[-1])["samples_per_s"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frameworks", default="torch,tensorflow,jax")
-    parser.add_argument("--torch-compile", action="store_true")
+    parser.add_argument("--fp32-only", action="store_true", help="only the float32 loops without torch.compile")
     parser.add_argument("--suite", action="store_true", help="also run the suite's cell in each round; print the ratio")
     parser.add_argument("--suite-set", action="append", default=[], metavar="FRAMEWORK:KEY=VALUE",
                         help="an override for the suite's cell of one framework (repeatable)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
+    parser.add_argument("--torch-compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.steps, args.threads, args.torch_compile)
+        child(args.child, args.steps, args.threads, args.torch_compile, args.precision == "bf16")
         return 0
-    results: dict[str, list[float]] = {}
-    suite: dict[str, list[float]] = {}
-    for _ in range(args.rounds):
-        for name in args.frameworks.split(","):
-            cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps),
-                   "--threads", str(args.threads)] + (["--torch-compile"] if args.torch_compile else [])
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if not line:
-                print(f"{name}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
-                continue
-            results.setdefault(name, []).append(json.loads(line[-1])["samples_per_s"])
+    frameworks = args.frameworks.split(",")
+    loops: dict[tuple[str, str], list[float]] = {}
+    suite: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(args.rounds):  # A B C A B C ...: every loop and the suite's cell in every round
+        for name in frameworks:
+            for precision, compiled in VARIANTS[name][:1] if args.fp32_only else VARIANTS[name]:
+                value = hand_loop(name, precision, compiled, args.steps, args.threads)
+                if value is not None:
+                    loops.setdefault((name, variant_label(precision, compiled)), []).append(value)
             if args.suite:
                 overrides = [o.split(":", 1)[1] for o in args.suite_set if o.split(":", 1)[0] == name]
                 value = suite_cell(name, args.threads, overrides)
@@ -222,16 +253,17 @@ def main() -> int:
                     print(f"{name}: the suite's cell failed", file=sys.stderr)
                 else:
                     suite.setdefault(name, []).append(value)
-    for name, values in results.items():
-        line = (f"{name:10s} hand loop, batch {BATCH}: median {statistics.median(values):>10,.0f} samples/s, "
-                f"best {max(values):>10,.0f} ({len(values)} rounds)")
-        if suite.get(name):
-            loop = statistics.median(values)
+    for name in frameworks:
+        medians = {label: statistics.median(v) for (n, label), v in loops.items() if n == name}
+        for label, median in medians.items():
+            print(f"{name:10s} hand loop {label:<13s} batch {BATCH}: median {median:>10,.0f} samples/s "
+                  f"({len(loops[(name, label)])} rounds)")
+        if suite.get(name) and medians:
+            best_label, best = max(medians.items(), key=lambda kv: kv[1])
             headline = statistics.median(h for h, _ in suite[name])
             total = statistics.median(t for _, t in suite[name])
-            line += (f"; suite {headline:,.0f} (median step) = {headline / loop:.2f}x, "
-                     f"{total:,.0f} (mean step) = {total / loop:.2f}x the hand loop")
-        print(line)
+            print(f"{name:10s} suite {headline:,.0f} samples/s (median step) = {headline / best:.2f}x, "
+                  f"{total:,.0f} (mean step) = {total / best:.2f}x the best hand loop ({best_label})")
     return 0
 
 

@@ -2,6 +2,9 @@
 tolerance, faster beyond both intervals, else the cell as written stays)."""
 from __future__ import annotations
 
+import json
+
+import pytest
 from fwbench.plugins import get_registry
 from fwbench.run.tune import judge, search_space, tune_table
 
@@ -43,3 +46,23 @@ def test_the_fastest_configuration_wins_only_beyond_both_intervals_and_within_th
     assert entry["best"]["config"]["execution"] == "eager" and entry["speedup"] == 1.0
     assert "not faster beyond both intervals" in entry["why"]
     tune_table([entry])  # renders
+
+
+@pytest.mark.cli
+def test_bench_tune_runs_each_configuration_judges_them_and_says_the_peak_once(bench, tmp_path):
+    """End to end on the NumPy backend (fp32 and its bf16 policy): one run folder with a record per
+    configuration, ``tune.json`` with the judgement, the side-by-side table, one line per peak."""
+    out = tmp_path / "results"
+    proc = bench("tune", "-b", "numpy", "-t", "mlp_mnist", "--dataset", "digits", "--profile", "quick",
+                 "--repeat", "2", "--no-progress", "--peak", "auto", "-o", str(out),
+                 env={"FWBENCH_CACHE_DIR": str(tmp_path / "cache")}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    (entry,) = json.loads((run_dir / "tune.json").read_text())
+    assert entry["backend"] == "numpy" and len(entry["tried"]) == 2
+    assert {t["config"]["precision"] for t in entry["tried"]} == {"fp32", "bf16"}
+    assert all(t["status"] == "ok" and t["ci95"] for t in entry["tried"])
+    assert entry["as_written"]["config"]["precision"] == "fp32" and entry["best"] and entry["why"]
+    assert "as written vs at its best" in proc.stdout
+    peak_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("machine peak (cpu)")]
+    assert len(peak_lines) == 1, proc.stderr  # planned once per configuration, said once

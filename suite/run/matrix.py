@@ -215,7 +215,6 @@ def _precision_peaks(cells: list[Cell], registry, mode, threads: int, backends: 
     """``{device: {precision: peak summary}}`` for the cells' ``--set training.precision`` other
     than fp32 (`fwbench.micro.peak.peak_precision`); one not measured is said, never replaced by fp32's."""
     from ..micro.peak import machine_peak, peak_backends, peak_precision
-    from .display import make_console
 
     out: dict[str, dict[str, Any]] = {}
     asked = {str(c.overrides.get("training.precision") or "fp32") for c in cells}
@@ -225,13 +224,26 @@ def _precision_peaks(cells: list[Cell], registry, mode, threads: int, backends: 
                                                             precision=precision)
             if peak is not None:
                 out.setdefault(device, {})[precision] = peak.summary()
-            make_console(stderr=True).print(
-                f"machine peak ({device}, {precision}): " + (
+            _say_once(
+                (device, precision), f"machine peak ({device}, {precision}): " + (
                     f"{peak.gflops:,.1f} GFLOP/s ({peak.best_backend}); {peak.source}" if peak else
                     f"not measured for {precision} ("
                     + ("no backend of this run multiplies in it" if mode == "auto" else "--peak gives fp32's")
-                    + f"); {precision} cells carry no percent_of_peak"), style="dim")
+                    + f"); {precision} cells carry no percent_of_peak"))
     return out
+
+
+_said: set[tuple[str, str]] = set()
+
+
+def _say_once(peak: tuple[str, str], message: str, style: str = "dim") -> None:
+    """Print the line about one ``(device, precision)`` peak on stderr once per process (`bench
+    tune` plans the cells once per configuration: the first plan measures, the others read the cache)."""
+    from .display import make_console
+
+    if peak not in _said:
+        _said.add(peak)
+        make_console(stderr=True).print(message, style=style)
 
 
 def _machine_peak(registry, mode, threads: int, run_backends: list[str], device: str = "cpu",
@@ -272,10 +284,10 @@ def _machine_peak(registry, mode, threads: int, run_backends: list[str], device:
                       f"{device} records carry no percent_of_peak", style="yellow")
         return None
     not_measured = peak.details.get("not_measured")
-    console.print(f"machine peak ({device}): {peak.gflops:,.1f} GFLOP/s float32 matmul ({peak.best_backend}), "
-                  f"{peak.bandwidth_gbps or float('nan'):,.1f} GB/s; {peak.source}"
-                  + (f"; not measured yet: {', '.join(not_measured)}" if not_measured else "")
-                  + " (measure all again: bench info --peak)", style="dim")
+    _say_once((device, "fp32"), f"machine peak ({device}): {peak.gflops:,.1f} GFLOP/s float32 matmul ({peak.best_backend}), "
+              f"{peak.bandwidth_gbps or float('nan'):,.1f} GB/s; {peak.source}"
+              + (f"; not measured yet: {', '.join(not_measured)}" if not_measured else "")
+              + " (measure all again: bench info --peak)")
     return peak
 
 
