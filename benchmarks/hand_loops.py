@@ -7,8 +7,8 @@ a timed window), in each of the framework's precisions (float32; bfloat16 comput
 weights) and modes:
 
 * torch: eager and ``torch.compile`` of forward + loss, autocast for bf16, fused Adam;
-* tensorflow: a ``tf.function(jit_compile=True)`` step over ``tf.Variable`` weights, Keras-free,
-  the batch gathered inside the compiled step (no eager op per step);
+* tensorflow: a ``tf.function`` step, with XLA (``jit_compile=True``) and without (graph), over
+  ``tf.Variable`` weights, Keras-free, the batch gathered inside the step (no eager op per step);
 * jax: one ``jax.jit`` step with the state donated (optax Adam).
 
 Every loop runs in its own process (the thread count pinned, ``--threads``, default 1), rounds
@@ -82,7 +82,7 @@ def torch_loop(steps: int, threads: int, bf16: bool, compile_: bool = False) -> 
     return BATCH * steps / (time.perf_counter() - start)
 
 
-def tensorflow_loop(steps: int, threads: int, bf16: bool) -> float:
+def tensorflow_loop(steps: int, threads: int, bf16: bool, graph: bool = False) -> float:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -100,7 +100,7 @@ def tensorflow_loop(steps: int, threads: int, bf16: bool) -> float:
 
     # The split is an argument, not a captured constant, and the batch a gather: XLA takes a slice's
     # start as a compile-time constant and would compile the step again for every batch.
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=not graph)
     def step(split_x, split_y):
         rows = (cursor * BATCH) % (N - BATCH) + tf.range(BATCH)
         xb, yb = tf.gather(split_x, rows), tf.gather(split_y, rows)
@@ -171,10 +171,10 @@ def jax_loop(steps: int, threads: int, bf16: bool) -> float:
 LOOPS = {"torch": torch_loop, "tensorflow": tensorflow_loop, "jax": jax_loop}
 
 
-def child(name: str, steps: int, threads: int, torch_compile: bool, bf16: bool) -> None:
+def child(name: str, steps: int, threads: int, mode: str, bf16: bool) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
-    kwargs = {"compile_": True} if name == "torch" and torch_compile else {}
+    kwargs = {"compile_": True} if mode == "compile" else {"graph": True} if mode == "graph" else {}
     print(json.dumps({"name": name, "samples_per_s": LOOPS[name](steps, threads, bf16, **kwargs)}))
 
 
@@ -197,24 +197,26 @@ def suite_cell(name: str, threads: int, overrides: list[str]) -> tuple[float, fl
     return values[0] if values else None
 
 
-#: the loops each framework's user may write on a CPU: (precision, torch.compile or not)
-VARIANTS = {"torch": [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)],
-            "tensorflow": [("fp32", False), ("bf16", False)],
-            "jax": [("fp32", False), ("bf16", False)]}
+#: the loops each framework's user may write on a CPU: (precision, mode); mode "" is the
+#: framework's usual one (torch eager, TensorFlow with XLA, jax.jit), "compile" torch.compile and
+#: "graph" a tf.function without XLA
+VARIANTS = {"torch": [("fp32", ""), ("bf16", ""), ("fp32", "compile"), ("bf16", "compile")],
+            "tensorflow": [("fp32", ""), ("bf16", ""), ("fp32", "graph"), ("bf16", "graph")],
+            "jax": [("fp32", ""), ("bf16", "")]}
 
 
-def variant_label(precision: str, compiled: bool) -> str:
-    return precision + (" compile" if compiled else "")
+def variant_label(precision: str, mode: str) -> str:
+    return f"{precision} {mode}".strip()
 
 
-def hand_loop(name: str, precision: str, compiled: bool, steps: int, threads: int) -> float | None:
+def hand_loop(name: str, precision: str, mode: str, steps: int, threads: int) -> float | None:
     """One hand loop in its own process: its samples/s, or None (the reason on stderr)."""
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(steps), "--threads", str(threads),
-           "--precision", precision] + (["--torch-compile"] if compiled else [])
+           "--precision", precision, "--mode", mode]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not line:
-        print(f"{name} {variant_label(precision, compiled)}: failed: {proc.stderr.strip().splitlines()[-1:]}",
+        print(f"{name} {variant_label(precision, mode)}: failed: {proc.stderr.strip().splitlines()[-1:]}",
               file=sys.stderr)
         return None
     return json.loads(line[-1])["samples_per_s"]
@@ -226,26 +228,26 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frameworks", default="torch,tensorflow,jax")
-    parser.add_argument("--fp32-only", action="store_true", help="only the float32 loops without torch.compile")
+    parser.add_argument("--fp32-only", action="store_true", help="only each framework's usual float32 loop")
     parser.add_argument("--suite", action="store_true", help="also run the suite's cell in each round; print the ratio")
     parser.add_argument("--suite-set", action="append", default=[], metavar="FRAMEWORK:KEY=VALUE",
                         help="an override for the suite's cell of one framework (repeatable)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
-    parser.add_argument("--torch-compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="", choices=["", "compile", "graph"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.steps, args.threads, args.torch_compile, args.precision == "bf16")
+        child(args.child, args.steps, args.threads, args.mode, args.precision == "bf16")
         return 0
     frameworks = args.frameworks.split(",")
     loops: dict[tuple[str, str], list[float]] = {}
     suite: dict[str, list[tuple[float, float]]] = {}
     for _ in range(args.rounds):  # A B C A B C ...: every loop and the suite's cell in every round
         for name in frameworks:
-            for precision, compiled in VARIANTS[name][:1] if args.fp32_only else VARIANTS[name]:
-                value = hand_loop(name, precision, compiled, args.steps, args.threads)
+            for precision, mode in VARIANTS[name][:1] if args.fp32_only else VARIANTS[name]:
+                value = hand_loop(name, precision, mode, args.steps, args.threads)
                 if value is not None:
-                    loops.setdefault((name, variant_label(precision, compiled)), []).append(value)
+                    loops.setdefault((name, variant_label(precision, mode)), []).append(value)
             if args.suite:
                 overrides = [o.split(":", 1)[1] for o in args.suite_set if o.split(":", 1)[0] == name]
                 value = suite_cell(name, args.threads, overrides)

@@ -353,3 +353,59 @@ def test_coverage_items_name_what_a_spec_uses():
             "activation:softmax", "optimizer:adam", "dtype:float64", "clip:none"} <= got
     assert "classes:subset" not in got and "head:dense" not in got
     assert pairs(raw) == {"conv2d>flatten", "flatten>dense", "dense>residual"}
+
+
+def test_bench_check_hands_the_backend_options_to_the_checked_task():
+    """``bench check -b B --set backend.K=V`` checks the task with K=V in its ``[backend]`` table,
+    where the trainer reads it (it used to check the default mode and say nothing)."""
+    from fwbench.conformance.checks import iter_checks
+
+    seen = []
+
+    def check(name, task, candidate, reference, device, rule_cache):
+        seen.append(dict(task.backend))
+        return []
+
+    list(iter_checks("numpy", ["mlp_mnist"], options={"execution": "eager"}, check=check))
+    assert seen == [{"execution": "eager"}]
+
+
+def test_fuzzer_draws_declared_options_but_not_engines_conventions_or_compile_aliases():
+    from fwbench.conformance.fuzz import drawable_options
+    from fwbench.options import Option
+
+    class Declares:
+        name = "declares"
+        declared_options = (Option("engine", default="a", choices=("a", "b"), help=""),
+                            Option("mode", default="exact", choices=("exact", "native"), help=""),
+                            Option("compile", default=True, choices=(True, False), help=""),
+                            Option("layout", default="NHWC", choices=("NHWC", "NCHW"), help=""),
+                            Option("only", default="x", choices=("x",), help=""),
+                            Option("free", default=1.0, kind=float, help=""))
+
+    assert drawable_options(Declares()) == {"layout": ("NHWC", "NCHW")}
+    assert drawable_options(backend("numpy")) == {}
+
+
+def test_fuzzer_checks_each_backend_with_its_drawn_options_and_names_them_in_a_failure():
+    from fwbench.conformance.fuzz import Disagreement, FuzzResult, check_spec
+
+    built = []
+
+    class Records:
+        name = label = "records"
+
+        def build(self, request):
+            built.append(dict(request.task.backend))
+            raise NotImplementedError("oops")
+
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits"},
+           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
+    failed = check_spec(raw, {"records": Records()}, backend("numpy"), {"records": {"layout": "NCHW"}})
+    assert built and all(b == {"layout": "NCHW"} for b in built)
+    assert [c.backend for c in failed] == ["records"]
+    result = FuzzResult(failure=Disagreement(raw, failed, {"records": {"layout": "NCHW"}}))
+    assert "[with backend.layout=NCHW]" in str(result.failure)
+    assert result.toml.startswith("# records ran with --set backend.layout=NCHW\n")
+    assert tomllib.loads(result.toml) == raw

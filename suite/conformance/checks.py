@@ -415,11 +415,19 @@ def iter_checks(backend_name: str, task_names: list[str] | None = None, device: 
     rule_cache: dict = {}  # identical rule probes across tasks are checked once
     for name in task_names or training_tasks(registry):
         overrides = {"training.precision": precision} if precision != "fp32" else None
-        task = load_task(registry.get_task_file(name), overrides)
+        task = with_backend_options(load_task(registry.get_task_file(name), overrides), options)
         found = (check or check_one)(name, task, candidate, reference, device, rule_cache)
         for row in found:
             row.backend = label_of(candidate)
         yield name, _native_differences(candidate, task, found)
+
+
+def with_backend_options(task: TaskSpec, options: dict | None) -> TaskSpec:
+    """``task`` with ``options`` in its ``[backend]`` table, where the candidate's trainer reads them
+    (as in a `bench run` cell); the reference takes no options and ignores the table."""
+    if not options:
+        return task
+    return dataclasses.replace(task, backend={**task.backend, **options})
 
 
 def _native_differences(backend, task: TaskSpec, checks: list[Check]) -> list[Check]:

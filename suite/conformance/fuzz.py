@@ -32,6 +32,11 @@ from .coverage import Coverage
 #: Datasets that ship inside installed packages (no download): their input shapes.
 DATASETS = ("digits", "mnist_5k", "synthetic")
 CURVE_STEPS = 6  # a spec without a train split (dataset.train_limit): enough steps for momentum, schedules, warm-up
+#: declared ``[backend]`` options never drawn: a frontend's engine and conventions (one variant per
+#: process, fixed), the ``compile`` aliases of ``execution``, and torch's execution (inductor
+#: compiles for half a minute per trainer, and the checks build about ten per spec)
+NOT_DRAWN = frozenset({"engine", "mode", "compile"})
+NOT_DRAWN_FOR = frozenset({("torch", "execution")})
 
 
 def _floats(lo: float, hi: float, log: bool = False):
@@ -304,13 +309,27 @@ def spec_to_toml(raw: dict) -> str:
 # Running
 # ----------------------------------------------------------------------------------------------
 
-class Disagreement(AssertionError):
-    """A drawn spec on which some backend failed a check (or crashed)."""
+def drawable_options(backend) -> dict[str, tuple]:
+    """``{key: choices}``: the declared ``[backend]`` options of ``backend`` the fuzzer draws."""
+    from ..options import declared
 
-    def __init__(self, raw: dict, failed: list):
-        self.raw, self.failed = raw, failed
+    return {key: tuple(option.choices) for key, option in sorted(declared(backend).items())
+            if key not in NOT_DRAWN and (backend.name, key) not in NOT_DRAWN_FOR and len(option.choices) > 1}
+
+
+class Disagreement(AssertionError):
+    """A drawn spec on which some backend failed a check (or crashed), with the ``[backend]``
+    options drawn for each backend."""
+
+    def __init__(self, raw: dict, failed: list, options: dict | None = None):
+        self.raw, self.failed, self.options = raw, failed, options or {}
         super().__init__("; ".join(f"{c.backend} {c.quantity} (abs {c.max_abs:.2e}, rel {c.max_rel:.2e})"
-                                   f"{' ' + c.note if c.note else ''}" for c in failed[:6]))
+                                   f"{' ' + c.note if c.note else ''}{_with(self.options.get(c.backend))}"
+                                   for c in failed[:6]))
+
+
+def _with(options: dict | None) -> str:
+    return f" [with {' '.join(f'backend.{k}={v}' for k, v in options.items())}]" if options else ""
 
 
 @dataclass
@@ -323,26 +342,36 @@ class FuzzResult:
 
     @property
     def toml(self) -> str:
-        return spec_to_toml(self.failure.raw) if self.failure else ""
+        """The failing spec as TOML, after one comment line per failing backend that had options drawn
+        (how to check it again: ``bench check -t FILE -b NAME --set backend.KEY=VALUE``)."""
+        if not self.failure:
+            return ""
+        failing = sorted({c.backend for c in self.failure.failed})
+        notes = [f"# {name} ran with --set {' --set '.join(f'backend.{k}={v}' for k, v in opts.items())}"
+                 for name in failing if (opts := self.failure.options.get(name))]
+        return "\n".join([*notes, spec_to_toml(self.failure.raw)])
 
 
-def check_spec(raw: dict, backends: dict, reference) -> list:
-    """Every check of every backend on one raw spec; the failed ones (a crash is one failed check)."""
+def check_spec(raw: dict, backends: dict, reference, options: dict[str, dict] | None = None) -> list:
+    """Every check of every backend on one raw spec, each backend with its ``[backend]`` options
+    (``options[label]``); the failed checks (a crash is one failed check)."""
     from ..backend import Unsupported
-    from .checks import Check, CheckData, check_task
+    from .checks import Check, CheckData, check_task, with_backend_options
 
     task = task_from_dict(raw, "<random>")
     data = CheckData.of(task)
     failed = []
     for name, backend in backends.items():
         try:
-            checks = check_task("random", task, backend, reference, full=False, curve_steps=CURVE_STEPS,
-                                data=data)
+            checks = check_task("random", with_backend_options(task, (options or {}).get(name)), backend,
+                                reference, full=False, curve_steps=CURVE_STEPS, data=data)
         except Unsupported:  # the backend declines what it cannot build: skipped, not a failure
             continue
         except Exception as exc:  # noqa: BLE001 - a crash on a valid spec is a failure to report
             checks = [Check(name, "random", "run", math.nan, math.nan, False,
                             f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")]
+        for check in checks:
+            check.backend = name  # the label (a frontend with its engine), as the options are keyed
         failed += [c for c in checks if not c.passed and not c.skipped]
     return failed
 
@@ -353,6 +382,9 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     A backend is a name or ``(name, [backend] options)`` (a frontend on one engine: Keras can hold
     only one engine per process, so `fwbench.cli` runs each further engine in its own process).
 
+    Each backend also gets its ``[backend]`` options drawn per spec (`drawable_options`: execution
+    modes, layouts, step styles, optimizer implementations), on top of its fixed ones.
+
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
     ``progress(i, raw)`` is called before each example.
     """
@@ -362,7 +394,7 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     registry = get_registry()
     reference = registry.get_backend(REFERENCE)
     reference.configure(device="cpu", threads=1)
-    backends = {}
+    backends, fixed = {}, {}
     for entry in backend_names:
         name, options = (entry, {}) if isinstance(entry, str) else entry
         backend = registry.get_backend(name)
@@ -370,7 +402,9 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
             backend = bind(backend, options, "--set")
         if backend is not reference:
             backend.configure(device="cpu", threads=1)
-        backends[label_of(backend)] = backend
+        backends[label_of(backend)], fixed[label_of(backend)] = backend, dict(options)
+    drawable = {label: {k: c for k, c in drawable_options(b).items() if k not in fixed[label]}
+                for label, b in backends.items()}
     result = FuzzResult(backends=list(backends))
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
@@ -378,15 +412,18 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
               suppress_health_check=list(HealthCheck),
               phases=(Phase.generate, Phase.target, Phase.shrink))
     @hypothesis_seed(seed)
-    @given(raw=task_specs())
-    def prop(raw):
+    @given(raw=task_specs(), data=st.data())
+    def prop(raw, data):
+        drawn = {label: {k: data.draw(st.sampled_from(choices), label=f"{label} backend.{k}")
+                         for k, choices in drawable[label].items()} for label in backends}
         result.examples += 1
         result.coverage.add(raw)
+        result.coverage.add_options(drawn)
         if progress:
             progress(result.examples, raw)
-        failed = check_spec(raw, backends, reference)
+        failed = check_spec(raw, backends, reference, {k: {**fixed[k], **v} for k, v in drawn.items()})
         if failed:
-            raise Disagreement(raw, failed)
+            raise Disagreement(raw, failed, drawn)
 
     start = time.perf_counter()
     try:
