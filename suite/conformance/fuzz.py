@@ -8,7 +8,7 @@ on the input shapes of the datasets that ship offline. Layers are drawn against 
 (`fwbench.model.analyze`), so every drawn spec is valid.
 
 `fuzz` runs `fwbench.conformance.checks.check_task` (``full=False``: the spec's own optimizer) for every
-backend on each drawn spec; on a disagreement hypothesis shrinks the spec to a smallest failing
+backend on each drawn spec, each with its declared ``[backend]`` options drawn too (`drawable_options`); on a disagreement hypothesis shrinks the spec to a smallest failing
 one, returned with its failed checks and as TOML (`spec_to_toml`) to paste into a test.
 ``bench check --random N --seed S`` is the command line; ``benchmarks/conformance_fuzz.py`` runs
 a large number.
