@@ -409,3 +409,19 @@ def test_fuzzer_checks_each_backend_with_its_drawn_options_and_names_them_in_a_f
     assert "[with backend.layout=NCHW]" in str(result.failure)
     assert result.toml.startswith("# records ran with --set backend.layout=NCHW\n")
     assert tomllib.loads(result.toml) == raw
+
+
+def test_one_seed_draws_the_same_specs_whatever_options_the_backends_take():
+    """A frontend's further engines run the same ``--seed`` in their own processes: the options
+    drawn for a process's backends must not change which specs it draws."""
+    from fwbench.conformance.fuzz import fuzz, options_for
+
+    def specs(names):
+        seen = []
+        fuzz(names, 4, seed=7, progress=lambda i, raw: seen.append(raw))
+        return seen
+
+    alone = specs(["numpy"])
+    assert alone and specs(["numpy", "torch"] if importlib.util.find_spec("torch") else ["numpy"]) == alone
+    choices = {"layout": ("NHWC", "NCHW"), "execution": ("eager", "compiled")}
+    assert options_for(alone[0], "jax", choices) == options_for(alone[0], "jax", choices)

@@ -16,7 +16,9 @@ a large number.
 from __future__ import annotations
 
 import math
+import random
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
@@ -317,6 +319,14 @@ def drawable_options(backend) -> dict[str, tuple]:
             if key not in NOT_DRAWN and (backend.name, key) not in NOT_DRAWN_FOR and len(option.choices) > 1}
 
 
+def options_for(raw: dict, label: str, drawable: dict[str, tuple]) -> dict:
+    """The ``[backend]`` options backend ``label`` gets on spec ``raw``: drawn from a generator seeded
+    by the spec itself, not from hypothesis, so that every process of one ``--seed`` (a frontend's
+    further engines run in their own) draws the same specs whatever options its backends take."""
+    rng = random.Random(zlib.crc32(f"{label}\n{spec_to_toml(raw)}".encode()))
+    return {key: rng.choice(choices) for key, choices in drawable.items()}
+
+
 class Disagreement(AssertionError):
     """A drawn spec on which some backend failed a check (or crashed), with the ``[backend]``
     options drawn for each backend."""
@@ -412,10 +422,9 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
               suppress_health_check=list(HealthCheck),
               phases=(Phase.generate, Phase.target, Phase.shrink))
     @hypothesis_seed(seed)
-    @given(raw=task_specs(), data=st.data())
-    def prop(raw, data):
-        drawn = {label: {k: data.draw(st.sampled_from(choices), label=f"{label} backend.{k}")
-                         for k, choices in drawable[label].items()} for label in backends}
+    @given(raw=task_specs())
+    def prop(raw):
+        drawn = {label: options_for(raw, label, drawable[label]) for label in backends}
         result.examples += 1
         result.coverage.add(raw)
         result.coverage.add_options(drawn)
