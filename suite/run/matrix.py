@@ -224,8 +224,8 @@ def _precision_peaks(cells: list[Cell], registry, mode, threads: int, backends: 
                                                             precision=precision)
             if peak is not None:
                 out.setdefault(device, {})[precision] = peak.summary()
-            _say_once(
-                (device, precision), f"machine peak ({device}, {precision}): " + (
+            _say_once(  # "not measured" (a backend without such ops planned first) is said apart
+                (device, precision, peak is not None), f"machine peak ({device}, {precision}): " + (
                     f"{peak.gflops:,.1f} GFLOP/s ({peak.best_backend}); {peak.source}" if peak else
                     f"not measured for {precision} ("
                     + ("no backend of this run multiplies in it" if mode == "auto" else "--peak gives fp32's")
@@ -233,12 +233,13 @@ def _precision_peaks(cells: list[Cell], registry, mode, threads: int, backends: 
     return out
 
 
-_said: set[tuple[str, str]] = set()
+_said: set[tuple] = set()
 
 
-def _say_once(peak: tuple[str, str], message: str, style: str = "dim") -> None:
-    """Print the line about one ``(device, precision)`` peak on stderr once per process (`bench
-    tune` plans the cells once per configuration: the first plan measures, the others read the cache)."""
+def _say_once(peak: tuple, message: str, style: str = "dim") -> None:
+    """Print the line about one ``(device, precision[, found])`` peak on stderr once per process
+    (`bench tune` plans the cells once per configuration: the first plan measures, the others read
+    the cache)."""
     from .display import make_console
 
     if peak not in _said:
