@@ -211,7 +211,7 @@ class _Builder:
         if isinstance(layer, Conv2D):
             p = layer.pad
             m = nnx.Conv(li.in_shape[0], layer.filters, (layer.kernel, layer.kernel), layer.stride,
-                         padding=[(p, p), (p, p)], use_bias=layer.use_bias, dtype=self.compute,
+                         padding=((p, p), (p, p)), use_bias=layer.use_bias, dtype=self.compute,
                          param_dtype=self.dtype, rngs=self.rngs, **_PLACEHOLDER_INIT)
             self._bind(m, li, {"weight": "kernel", "bias": "bias"}, _conv_in, _conv_out)
             return Block("conv2d", m, act)
