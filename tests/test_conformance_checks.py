@@ -425,3 +425,22 @@ def test_one_seed_draws_the_same_specs_whatever_options_the_backends_take():
     assert alone and specs(["numpy", "torch"] if importlib.util.find_spec("torch") else ["numpy"]) == alone
     choices = {"layout": ("NHWC", "NCHW"), "execution": ("eager", "compiled")}
     assert options_for(alone[0], "jax", choices) == options_for(alone[0], "jax", choices)
+
+
+def test_a_disagreement_prints_backend_labels_and_options_as_text(monkeypatch, capsys):
+    """Labels (``flax[jax]``) and options (``[with backend.step=...]``) hold brackets that the
+    terminal's markup must not eat."""
+    from fwbench.commands import check as check_command
+    from fwbench.conformance import fuzz as fuzz_module
+    from fwbench.conformance.checks import Check
+
+    failed = [Check("flax[jax]", "random", "run", float("nan"), float("nan"), False, "crashed: ValueError")]
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits"},
+           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
+    result = fuzz_module.FuzzResult(examples=1, backends=["flax[jax]"], failure=fuzz_module.Disagreement(
+        raw, failed, {"flax[jax]": {"step": "functional"}}))
+    monkeypatch.setattr(fuzz_module, "fuzz", lambda *args, **kwargs: result)
+    assert check_command._check_random([("numpy", {})], 1, 0) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "flax[jax] run" in out and "[with backend.step=functional]" in out

@@ -115,7 +115,7 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
     if result.failure is None:
         out.print(f"{result.examples} random specs, 0 disagreements {where}")
         return max([EXIT_OK, *codes])
-    out.print(f"[red]disagreement[/] after {result.examples} specs {where}: {result.failure}")
+    out.print(f"[red]disagreement[/] after {result.examples} specs {where}: {escape(str(result.failure))}")
     out.print("Smallest failing spec (paste into a test or a task file):")
     out.print(result.toml, markup=False, highlight=False)
     return EXIT_CELL_FAILED
