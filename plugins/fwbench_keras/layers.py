@@ -23,7 +23,10 @@ class ExactBatchNorm(keras.layers.BatchNormalization):
         x = ops.cast(inputs, self.compute_dtype)
         if training:
             axes = [a for a in range(len(x.shape)) if a != self.axis % len(x.shape)]
-            mean, var = ops.moments(x, axes=axes)
+            # two passes, as the reference: Keras' torch moments take E[x^2] - E[x]^2, which cancels
+            # in float32 when a feature's spread is small against its mean
+            mean = ops.mean(x, axis=axes)
+            var = ops.mean(ops.square(x - ops.mean(x, axis=axes, keepdims=True)), axis=axes)
             n = 1
             for a in axes:
                 n *= x.shape[a]
