@@ -233,18 +233,19 @@ def _precision_peaks(cells: list[Cell], registry, mode, threads: int, backends: 
     return out
 
 
+#: the peak lines said since the last run started (`run_planned` clears it)
 _said: set[tuple] = set()
 
 
-def _say_once(peak: tuple, message: str, style: str = "dim") -> None:
-    """Print the line about one ``(device, precision[, found])`` peak on stderr once per process
+def _say_once(peak: tuple, message: str) -> None:
+    """Print the line about one ``(device, precision[, found])`` peak on stderr once per run
     (`bench tune` plans the cells once per configuration: the first plan measures, the others read
     the cache)."""
     from .display import make_console
 
     if peak not in _said:
         _said.add(peak)
-        make_console(stderr=True).print(message, style=style)
+        make_console(stderr=True).print(message, style="dim")
 
 
 def _machine_peak(registry, mode, threads: int, run_backends: list[str], device: str = "cpu",
@@ -296,6 +297,7 @@ def run_planned(plan: Plan, options: RunOptions) -> int:
     """Run ``plan`` with ``options``' executor, print the tables; 1 if a cell failed or timed out, else 0."""
     import sys
 
+    _said.clear()  # the next run's plans say their peaks again
     from ..plugins import get_registry
     from .display import RunDisplay, make_console, results_notes, results_table
 
