@@ -198,6 +198,16 @@ class BatchNorm(Layer):
         self._invstd: np.ndarray | None = None
         self._xhat: np.ndarray | None = None
         self._training = False
+        #: Conformance's rounding probe: batch statistics summed one value after another (as a
+        #: framework's reduction may) instead of NumPy's pairwise sums.
+        self.sequential_sums = False
+
+    def _mean(self, a: np.ndarray, axis: int) -> np.ndarray:
+        """``a.mean(axis, keepdims=True)``, summed sequentially under the rounding probe."""
+        if not self.sequential_sums:
+            return a.mean(axis=axis, keepdims=True)
+        total = np.add.accumulate(a, axis=axis, dtype=a.dtype).take([-1], axis=axis)
+        return total / a.dtype.type(a.shape[axis])
 
     @staticmethod
     def _channels_first(x: np.ndarray) -> tuple[np.ndarray, int, tuple[int, ...]]:
@@ -215,10 +225,10 @@ class BatchNorm(Layer):
         y = self.ws.get("y", x.shape)
         y2 = y.reshape(x2.shape)
         if training:
-            mu = x2.mean(axis=axis, keepdims=True)
+            mu = self._mean(x2, axis)
             np.subtract(x2, mu, out=xhat)
             np.multiply(xhat, xhat, out=y2)  # y2 as scratch for the squares
-            var = y2.mean(axis=axis, keepdims=True)
+            var = self._mean(y2, axis)
             rm, rv = self.state["running_mean"], self.state["running_var"]
             mom = self.momentum
             rm *= 1 - mom

@@ -112,6 +112,9 @@ class NumpyModel:
         self.info = info
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
+        #: Conformance's rounding probe: when set, every top-level layer's output moves by one ulp
+        #: (a random sign per element), as another framework's rounding of the same op may.
+        self.rounding_probe: np.random.Generator | None = None
         built = [layer for li in info.layers for layer in build_layer(li, self.dtype, self.rng)]
         self.layers = _fold_final_softmax(built)
         _mark_input_grads(self.layers, False, frozenset(p.name for p in info.params if p.frozen))
@@ -197,6 +200,9 @@ class NumpyModel:
         """Logits ``(N, classes)`` from an internal-layout batch (a reused buffer: copy to keep)."""
         for layer in self.layers:
             x = layer.forward(x, training)
+            if self.rounding_probe is not None:
+                ulp = np.finfo(x.dtype).eps * self.rounding_probe.choice(np.array([-1, 1], x.dtype), x.shape)
+                x = x * (1 + ulp)
         return x
 
     def backward(self, dlogits: np.ndarray) -> None:

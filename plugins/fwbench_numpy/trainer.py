@@ -136,6 +136,15 @@ class NumpyTrainer(Trainer):
         return logits, loss, grads
 
     # -- evaluation ------------------------------------------------------------------------------
+    def probe_rounding(self, seed: int) -> None:
+        """From now on every layer's output moves by one ulp (random signs from ``seed``) and batch
+        statistics are summed sequentially: the conformance checks' model of another framework
+        rounding the same ops differently."""
+        self.model.rounding_probe = np.random.default_rng(seed)
+        for layer in L.walk(self.model.layers):
+            if isinstance(layer, L.BatchNorm):
+                layer.sequential_sums = True
+
     def predict(self, batch: Any) -> np.ndarray:
         """Logits ``(N, classes)`` in eval mode, in chunks of at most ``eval_chunk`` samples.
 
