@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fwbench.backend import Availability
 from fwbench.conformance import checks as C
 from fwbench.layers import BatchNorm, Conv2D, Dense, Dropout, MaxPool
 from fwbench.plugins import get_registry
@@ -334,6 +335,9 @@ def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
     class Declines:
         name = label = "declines"
 
+        def supports(self, task):
+            return Availability(True)
+
         def build(self, request):
             raise Unsupported("no rule for this layer")
 
@@ -348,7 +352,8 @@ def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
            "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
     assert check_spec(raw, {"declines": Declines()}, numpy) == []
     failed = check_spec(raw, {"crashes": Crashes()}, numpy)
-    assert [c.quantity for c in failed] == ["run"] and "NotImplementedError" in failed[0].note
+    assert [c.quantity for c in failed] == ["task", "inference"]  # training and serving both crash
+    assert all("NotImplementedError" in c.note for c in failed)
 
 
 def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
@@ -430,6 +435,9 @@ def test_fuzzer_checks_each_backend_with_its_drawn_options_and_names_them_in_a_f
     class Records:
         name = label = "records"
 
+        def supports(self, task):
+            return Availability(True)
+
         def build(self, request):
             built.append(dict(request.task.backend))
             raise NotImplementedError("oops")
@@ -439,7 +447,7 @@ def test_fuzzer_checks_each_backend_with_its_drawn_options_and_names_them_in_a_f
            "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
     failed = check_spec(raw, {"records": Records()}, backend("numpy"), {"records": {"layout": "NCHW"}})
     assert built and all(b == {"layout": "NCHW"} for b in built)
-    assert [c.backend for c in failed] == ["records"]
+    assert [c.backend for c in failed] == ["records", "records"]  # training and serving
     result = FuzzResult(failure=Disagreement(raw, failed, {"records": {"layout": "NCHW"}}))
     assert "[with backend.layout=NCHW]" in str(result.failure)
     assert result.toml.startswith("# records ran with --set backend.layout=NCHW\n")

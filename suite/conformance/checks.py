@@ -67,6 +67,9 @@ FD_SEED = 0  # the jitter's and directions' generator
 RULE_RTOL = 1e-8  # closed form against float64: relative to the largest update of each array
 STEP_RTOL, STEP_ATOL = 1e-6, 1e-12  # float64 end to end: relative to the largest update
 CURVE_RTOL = 1e-6  # float64 losses over CURVE_STEPS
+#: ... plus an absolute floor: a memorised sample's cross-entropy, log(1 + e) with e ~ 1e-12, is
+#: rounded to ~1e-16 absolute (the reference may say exactly 0), never to 1e-6 of itself.
+CURVE_ATOL = 1e-12
 AFTER_RTOL, AFTER_ATOL = 1e-5, 1e-7  # float64 eval logits after the curve
 #: End-to-end ``step:`` variants: each rule's formula is checked exactly by ``rule:``; these check
 #: that every parameter and its state get it (buffers, L2 and decoupled decay, clipping, lr).
@@ -282,7 +285,7 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
     r_handles = [r.train_step(_put(r, b, "float64"), lr) for b, lr in zip(curve, lrs)]
     c_handles = [c.train_step(_put(c, b, "float64"), lr) for b, lr in zip(curve, lrs)]
     c.sync()
-    add("curve", compare(r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], CURVE_RTOL, 0.0))
+    add("curve", compare(r.fetch(r_handles)[:, 0], c.fetch(c_handles)[:, 0], CURVE_RTOL, CURVE_ATOL))
     add("logits after curve", compare(_eval_logits(r, curve[0], split, bs), _eval_logits(c, curve[0], split, bs),
                                       AFTER_RTOL, AFTER_ATOL))
     return checks
@@ -470,19 +473,21 @@ def training_tasks(registry) -> list[str]:
 
 
 def check_one(name: str, task: TaskSpec, candidate, reference, device: str = "cpu",
-              rule_cache: dict | None = None) -> list[Check]:
+              rule_cache: dict | None = None, **check_task_args) -> list[Check]:
     """Every check of one (backend, task), standing alone: a declined task is one skipped row, an
-    exception one failed row naming it; neither stops the other tasks."""
-    return _training_checks(name, task, candidate, reference, device, rule_cache) + \
+    exception one failed row naming it; neither stops the other tasks. ``check_task_args`` go to
+    `check_task` (the fuzzer's ``full``, ``curve_steps``, ``data``)."""
+    return _training_checks(name, task, candidate, reference, device, rule_cache, check_task_args) + \
         _inference_check(name, task, candidate, reference, device)
 
 
-def _training_checks(name, task, candidate, reference, device, rule_cache) -> list[Check]:
+def _training_checks(name, task, candidate, reference, device, rule_cache, check_task_args) -> list[Check]:
     support = candidate.supports(task)
     if not support.ok:
         return [skipped_check(candidate.name, name, "task", support.reason)]
     try:
-        return check_task(name, task, candidate, reference, rule_cache=rule_cache, device=device)
+        return check_task(name, task, candidate, reference, rule_cache=rule_cache, device=device,
+                          **check_task_args)
     except Unsupported as exc:
         return [skipped_check(candidate.name, name, "task", str(exc))]
     except Exception as exc:  # noqa: BLE001 - a backend's error is a failed check, not a crash

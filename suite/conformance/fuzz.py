@@ -364,22 +364,16 @@ class FuzzResult:
 
 def check_spec(raw: dict, backends: dict, reference, options: dict[str, dict] | None = None) -> list:
     """Every check of every backend on one raw spec, each backend with its ``[backend]`` options
-    (``options[label]``); the failed checks (a crash is one failed check)."""
-    from ..backend import Unsupported
-    from .checks import Check, CheckData, check_task, with_backend_options
+    (``options[label]``): training and inference, as `bench check` runs a task (`check_one`: what a
+    backend declines is skipped, a crash is one failed check). The failed checks."""
+    from .checks import CheckData, check_one, with_backend_options
 
     task = task_from_dict(raw, "<random>")
     data = CheckData.of(task)
     failed = []
     for name, backend in backends.items():
-        try:
-            checks = check_task("random", with_backend_options(task, (options or {}).get(name)), backend,
-                                reference, full=False, curve_steps=CURVE_STEPS, data=data)
-        except Unsupported:  # the backend declines what it cannot build: skipped, not a failure
-            continue
-        except Exception as exc:  # noqa: BLE001 - a crash on a valid spec is a failure to report
-            checks = [Check(name, "random", "run", math.nan, math.nan, False,
-                            f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")]
+        checks = check_one("random", with_backend_options(task, (options or {}).get(name)), backend, reference,
+                           full=False, curve_steps=CURVE_STEPS, data=data)
         for check in checks:
             check.backend = name  # the label (a frontend with its engine), as the options are keyed
         failed += [c for c in checks if not c.passed and not c.skipped]

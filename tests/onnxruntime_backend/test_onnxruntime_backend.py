@@ -101,3 +101,30 @@ def test_training_cell_is_skipped_and_inference_cell_runs(bench, tmp_path):
 
     (record,) = load_records(tmp_path / "serve")
     assert record["status"] == "ok" and record["metrics"]["latency_p50_s"] > 0
+
+
+def test_fuzzer_skips_training_and_checks_the_served_model(backends):
+    """`bench check --random` with every backend: onnxruntime's training is skipped and its served
+    model checked (the fuzzer called the training checks alone, and they crashed)."""
+    from fwbench.conformance.fuzz import check_spec
+
+    _, candidate, reference = backends
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits", "classes": [0, 1], "train_limit": 2,
+                                                "validation_split": 0.0},
+           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 2, "init": "he_normal"},
+                                {"type": "residual", "layers": [{"type": "dense", "units": 2}], "activation": "relu"}]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 1, "epochs": 1}}
+    assert check_spec(raw, {"onnxruntime": candidate}, reference) == []
+
+
+def test_fuzzer_fails_a_served_model_that_answers_wrong(backends, monkeypatch):
+    from fwbench.conformance.fuzz import check_spec
+    from fwbench_onnxruntime.trainer import OnnxTrainer
+
+    _, candidate, reference = backends
+    real = OnnxTrainer.predict
+    monkeypatch.setattr(OnnxTrainer, "predict", lambda self, batch: real(self, batch) * 1.01)
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits"},
+           "model": {"layers": [{"type": "flatten"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "training": {"batch_size": 8, "epochs": 1}}
+    assert [c.quantity for c in check_spec(raw, {"onnxruntime": candidate}, reference)] == ["inference"]
