@@ -106,6 +106,9 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
     here, elsewhere = one_engine_per_frontend(backends)
     others = [_start_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
     result = fuzz(here, examples, seed, progress)
+    if result.failure is not None:  # the run has failed: its other processes need not go on for hours
+        for proc, _ in others:
+            proc.terminate()
     codes = [_finish_random_elsewhere(proc, log) for proc, log in others]
     if coverage:
         out.print(result.coverage.report(), markup=False, highlight=False)
