@@ -356,6 +356,35 @@ def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
     assert all("NotImplementedError" in c.note for c in failed)
 
 
+def test_bench_check_random_stops_the_further_engines_once_it_has_failed(monkeypatch):
+    """A disagreement here is shown at once: the other engines' processes (hundreds of specs to go)
+    are stopped, not waited for."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from fwbench.commands import check as cmd
+    from fwbench.conformance import fuzz
+    from fwbench.conformance.checks import Check
+
+    started = []
+
+    def sleeper(name, options, examples, seed):
+        log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by _finish_random_elsewhere
+        started.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdout=log))
+        return started[-1], log
+
+    raw = {"task": {"name": "r"}}
+    failed = [Check("numpy", "random", "logits", 1.0, 1.0, False)]
+    monkeypatch.setattr(cmd, "_start_random_elsewhere", sleeper)
+    monkeypatch.setattr(fuzz, "fuzz", lambda *a, **k: fuzz.FuzzResult(failure=fuzz.Disagreement(raw, failed, {})))
+    t0 = time.perf_counter()
+    code = cmd._check_random([("numpy", {}), ("keras", {"engine": "tensorflow"}), ("keras", {"engine": "jax"})], 5, 0)
+    assert code == 1 and time.perf_counter() - t0 < 60
+    assert len(started) == 1 and started[0].poll() is not None  # stopped
+
+
 def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
     from fwbench.commands.check import one_engine_per_frontend
 
