@@ -239,6 +239,12 @@ class Backend(ABC):
     def build(self, request: BuildRequest) -> Trainer:
         """Build model and optimizer from ``request.task``, loaded with ``request.weights``."""
 
+    def release_caches(self) -> None:
+        """Drop what the framework keeps for the models built so far in this process (compiled
+        programs, traced graphs, global layer state). A cell builds one model and needs none of
+        this; a process that builds hundreds (``bench check --random``) calls it between specs, or
+        its memory grows by ~100 MB a spec. Default: nothing to drop."""
+
     def ops(self, device: str, dtype: str, options: dict[str, Any] | None = None) -> Ops:
         """Single-operation microbenchmarks (`fwbench.ops.Ops`) on ``device`` in ``dtype``.
 

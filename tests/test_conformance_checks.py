@@ -324,6 +324,18 @@ def test_fuzzer_reports_a_shrunk_failing_spec(monkeypatch):
     task_from_dict(raw, "<pasted>")
 
 
+def test_fuzzer_releases_each_backends_caches_after_every_spec(monkeypatch):
+    """Hundreds of specs in one process: Keras on JAX grew ~150 MB a spec (jit caches) until
+    `Backend.release_caches` ran between specs."""
+    from fwbench.conformance.fuzz import fuzz
+
+    numpy = get_registry().get_backend("numpy")
+    calls = []
+    monkeypatch.setattr(type(numpy), "release_caches", lambda self: calls.append(self.name), raising=False)
+    result = fuzz(["numpy"], 3, seed=5)
+    assert result.failure is None and calls == ["numpy"] * result.examples
+
+
 def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):
     """A frontend that cannot build a drawn spec raises Unsupported: skipped, never a failure;
     any other exception on a valid spec is a failure."""

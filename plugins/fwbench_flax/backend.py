@@ -50,6 +50,13 @@ class FlaxBackend(Frontend):
     def version(self) -> str:
         return importlib.metadata.version("flax")
 
+    def release_caches(self) -> None:
+        """The compiled steps (JAX's caches) and the shared optax transforms behind them."""
+        from .optim import make_transform
+
+        make_transform.cache_clear()
+        engine_backend("jax").release_caches()
+
     def gpu_available(self) -> bool:
         return engine_backend("jax").gpu_available()
 

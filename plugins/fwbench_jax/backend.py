@@ -83,6 +83,13 @@ class JaxBackend(Backend):
     def version(self) -> str:
         return importlib.metadata.version("jax")
 
+    def release_caches(self) -> None:
+        """Every ``jax.jit`` executable compiled so far (each trainer compiles its own)."""
+        if "jax" in sys.modules:
+            import jax
+
+            jax.clear_caches()
+
     gpu_check = "jax.devices('gpu')"
 
     def gpu_available(self) -> bool:

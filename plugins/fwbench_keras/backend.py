@@ -83,6 +83,14 @@ class KerasBackend(Frontend):
     def version(self) -> str:
         return importlib.metadata.version("keras")
 
+    def release_caches(self) -> None:
+        """Keras' global state (``clear_session``: layer names, traced functions), then the engine's."""
+        if "keras" in sys.modules:
+            import keras
+
+            keras.backend.clear_session()
+        _raw_engine_backend(self.options.engine).release_caches()
+
     def gpu_available(self) -> bool:
         return _raw_engine_backend(self.options.engine).gpu_available()
 

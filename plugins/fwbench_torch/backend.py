@@ -5,6 +5,7 @@ torch is imported inside the methods only, so ``bench list`` works where torch i
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from fwbench.backend import Backend, BuildRequest
@@ -35,6 +36,13 @@ class TorchBackend(Backend):
         import torch
 
         return torch.__version__
+
+    def release_caches(self) -> None:
+        """``torch.compile``'s compiled frames, where anything was compiled (Keras' compiled mode)."""
+        if "torch._dynamo" in sys.modules:
+            import torch._dynamo
+
+            torch._dynamo.reset()
 
     def gpu_available(self) -> bool:
         import torch

@@ -15,6 +15,7 @@ a large number.
 """
 from __future__ import annotations
 
+import gc
 import math
 import random
 import time
@@ -424,7 +425,12 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
         result.coverage.add_options(drawn)
         if progress:
             progress(result.examples, raw)
-        failed = check_spec(raw, backends, reference, {k: {**fixed[k], **v} for k, v in drawn.items()})
+        try:
+            failed = check_spec(raw, backends, reference, {k: {**fixed[k], **v} for k, v in drawn.items()})
+        finally:  # hundreds of specs in one process: the frameworks' caches of this one must go
+            for backend in backends.values():
+                backend.release_caches()
+            gc.collect()
         if failed:
             raise Disagreement(raw, failed, drawn)
 
