@@ -107,6 +107,20 @@ def test_float32_tolerance_with_the_rounding_probe_still_catches_a_wrong_batchno
     assert "train logits" in bad
 
 
+@pytest.mark.parametrize(("fixture", "ties"), [("batchnorm_global_pool_relu_tie", True), ("leaky_relu_at_zero", False),
+                                             ("fd_kinks_bn_near_constant", False)])
+def test_noise_at_a_relu_kink_is_told_from_an_exact_zero(fixture, ties):
+    """Rounding noise of an exact zero at a ReLU (a global pool of a one-sample BatchNorm) gets
+    offset biases for the float64 checks; exact zeros (a zero bias on a ReLU-zeroed input) keep the
+    canonical weights, so that the kink convention is still checked (JAX's leaky ReLU at 0)."""
+    task = load_task(FIXTURES / f"{fixture}.toml")
+    data = C.CheckData.of(task)
+    shape, classes = C.task_input(task)
+    ref = C.Side(backend("numpy"), task, shape, classes, "float64", batch_size=data.batch_size)
+    batch = C.batches(shape, classes, 1, batch_size=data.batch_size)[0]
+    assert C.has_noise_ties(ref, batch) is ties
+
+
 def test_closed_form_catches_a_wrong_update_rule(monkeypatch):
     from fwbench_numpy import optim
 

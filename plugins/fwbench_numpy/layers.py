@@ -329,6 +329,9 @@ class Activation(Layer):
             raise ValueError(f"unknown activation {fn!r}; expected one of: {', '.join(self.FUNCTIONS)}")
         self.fn, self.alpha = fn, alpha
         self._saved: np.ndarray | None = None
+        #: Conformance's kink watch: when not None, relu and leaky_relu keep here the smallest
+        #: non-zero |input| they have seen (`NumpyTrainer.kink_margin`).
+        self.kink_margin: float | None = None
 
     def _softmax_axis(self, x: np.ndarray) -> int:
         return 0 if x.ndim == 4 else 1  # channels of (C, H, W, N), features of (N, F)
@@ -336,6 +339,9 @@ class Activation(Layer):
     def forward(self, x, training):
         if self.fn == "linear":
             return x
+        if self.kink_margin is not None and self.fn in ("relu", "leaky_relu"):
+            off = np.abs(x[x != 0])
+            self.kink_margin = min(self.kink_margin, float(off.min(initial=np.inf)))
         y = self.ws.get("y", x.shape)
         fn = self.fn
         if fn == "relu":

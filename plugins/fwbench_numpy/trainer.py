@@ -136,6 +136,21 @@ class NumpyTrainer(Trainer):
         return logits, loss, grads
 
     # -- evaluation ------------------------------------------------------------------------------
+    def kink_margin(self, batch: NumpyBatch) -> float:
+        """The smallest non-zero |input| of any ReLU or leaky ReLU in a train-mode forward of
+        ``batch`` (inf without one). Exact zeros are ties every framework computes alike, and its
+        convention decides them; a value of ~1e-17 is rounding noise of an exact zero, whose sign
+        each framework's summation order decides (conformance offsets the weights then)."""
+        kinked = [layer for layer in L.walk(self.model.layers) if isinstance(layer, L.Activation)]
+        for layer in kinked:
+            layer.kink_margin = np.inf
+        try:
+            self.model.forward(batch.x, training=True)
+            return min((layer.kink_margin for layer in kinked), default=np.inf)
+        finally:
+            for layer in kinked:
+                layer.kink_margin = None
+
     def probe_rounding(self, seed: int) -> None:
         """From now on every layer's output moves by one ulp (random signs from ``seed``) and batch
         statistics are summed sequentially: the conformance checks' model of another framework
