@@ -482,6 +482,18 @@ def test_fuzzer_draws_declared_options_but_not_engines_conventions_or_compile_al
     assert drawable_options(backend("numpy")) == {}
 
 
+def test_fuzzer_does_not_draw_torch_compile_under_keras_either():
+    """Inductor takes half a minute per trainer, and a spec builds about ten: as for raw torch."""
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed")
+    from fwbench.conformance.fuzz import drawable_options
+    from fwbench.frontends import bind
+
+    keras = get_registry().get_backend("keras")
+    assert drawable_options(bind(keras, {"engine": "torch"}))["execution"] == ("eager", "graph")
+    assert "compiled" in drawable_options(bind(keras, {"engine": "jax"}))["execution"]
+
+
 def test_fuzzer_checks_each_backend_with_its_drawn_options_and_names_them_in_a_failure():
     from fwbench.conformance.fuzz import Disagreement, FuzzResult, check_spec
 

@@ -40,6 +40,10 @@ CURVE_STEPS = 6  # a spec without a train split (dataset.train_limit): enough st
 #: compiles for half a minute per trainer, and the checks build about ten per spec)
 NOT_DRAWN = frozenset({"engine", "mode", "compile"})
 NOT_DRAWN_FOR = frozenset({("torch", "execution")})
+#: Single choices not drawn, per backend label: Keras' compiled step on torch is torch.compile too
+#: (and with `Backend.release_caches` between specs it really compiles each time, instead of
+#: falling back to eager after dynamo's 8 recompiles, as it silently did before).
+NOT_DRAWN_CHOICES = frozenset({("keras[torch]", "execution", "compiled")})
 
 
 def _floats(lo: float, hi: float, log: bool = False):
@@ -314,10 +318,16 @@ def spec_to_toml(raw: dict) -> str:
 
 def drawable_options(backend) -> dict[str, tuple]:
     """``{key: choices}``: the declared ``[backend]`` options of ``backend`` the fuzzer draws."""
+    from ..frontends import label_of
     from ..options import declared
 
-    return {key: tuple(option.choices) for key, option in sorted(declared(backend).items())
-            if key not in NOT_DRAWN and (backend.name, key) not in NOT_DRAWN_FOR and len(option.choices) > 1}
+    label = label_of(backend)
+    out = {}
+    for key, option in sorted(declared(backend).items()):
+        choices = tuple(c for c in option.choices if (label, key, c) not in NOT_DRAWN_CHOICES)
+        if key not in NOT_DRAWN and (backend.name, key) not in NOT_DRAWN_FOR and len(choices) > 1:
+            out[key] = choices
+    return out
 
 
 def options_for(raw: dict, label: str, drawable: dict[str, tuple]) -> dict:
