@@ -411,6 +411,18 @@ def test_bench_check_random_stops_the_further_engines_once_it_has_failed(monkeyp
     assert len(started) == 1 and started[0].poll() is not None  # stopped
 
 
+def test_fuzzer_skips_a_drawn_option_the_backend_cannot_run_with_the_spec():
+    """torch has no fused RMSprop: with a drawn optimizer_impl = "fused" the spec is valid and torch
+    declines it (Unsupported, a skipped check), as a `bench run` cell is skipped with the reason."""
+    from fwbench.conformance.fuzz import check_spec
+
+    raw = {"task": {"name": "r"}, "dataset": {"name": "digits", "train_limit": 2, "validation_split": 0.0},
+           "model": {"layers": [{"type": "global_avg_pool"}, {"type": "dense", "units": 10}]},
+           "optimizer": {"name": "rmsprop", "lr": 1e-4}, "training": {"batch_size": 1, "epochs": 1}}
+    torch = backend("torch")
+    assert check_spec(raw, {"torch": torch}, backend("numpy"), {"torch": {"optimizer_impl": "fused"}}) == []
+
+
 def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
     from fwbench.commands.check import one_engine_per_frontend
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from fwbench.backend import Unsupported
 from fwbench.spec import OptimizerSpec
 
 #: Optimizers with a fused kernel, per device type (torch >= 2.4).
@@ -27,7 +28,9 @@ def choose_impl(name: str, device_type: str, impl: str = "auto") -> str:
     """``"fused"``, ``"foreach"`` or ``"forloop"`` for optimizer ``name`` on ``device_type``.
 
     Raises:
-        ValueError: ``impl`` is unknown, or ``"fused"`` is asked for where torch has none.
+        ValueError: ``impl`` is unknown.
+        Unsupported: ``"fused"`` is asked for where torch has none (a skipped cell, or a skipped
+            check, with the reason: the spec is valid, this backend cannot run it so).
     """
     if impl not in IMPLS:
         raise ValueError(
@@ -38,7 +41,7 @@ def choose_impl(name: str, device_type: str, impl: str = "auto") -> str:
     if impl == "auto":
         return "fused" if has_fused else "foreach"
     if impl == "fused" and not has_fused:
-        raise ValueError(
+        raise Unsupported(
             f"torch has no fused {name!r} optimizer on {device_type}; "
             'set backend option optimizer_impl = "foreach" or "auto"'
         )

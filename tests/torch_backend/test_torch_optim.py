@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from fwbench.backend import Unsupported
 from fwbench_torch.optim import choose_impl
 
 from . import reference as ref
@@ -151,7 +152,7 @@ def test_clip_by_value_before_weight_decay():
 
 
 def test_fused_is_rejected_where_torch_has_none():
-    with pytest.raises(ValueError, match="no fused 'rmsprop'"):
+    with pytest.raises(Unsupported, match="no fused 'rmsprop'"):
         choose_impl("rmsprop", "cpu", "fused")
     assert choose_impl("adagrad", "cuda", "auto") == "foreach"
     assert choose_impl("adam", "cuda", "auto") == "fused"
