@@ -347,7 +347,8 @@ def _eval_logits(trainer, batch, split, batch_size: int) -> np.ndarray:
 def _forward(side: Side, batch, dtype: str, order=None, probe_rounding: bool = False):
     """``(eval logits (N, K), train logits (N, K), loss (1,))`` of a fresh trainer on ``batch``,
     its samples fed in ``order`` (and the logits put back in the original order); with
-    ``probe_rounding``, every layer's output moved by one ulp (where the trainer can)."""
+    ``probe_rounding``, under the reference's rounding probe (`NumpyTrainer.probe_rounding`: every
+    layer's output one ulp off, BatchNorm statistics summed sequentially), where the trainer has one."""
     x, y = batch
     order = np.arange(len(y)) if order is None else order
     back = np.argsort(order)
