@@ -74,7 +74,8 @@ FRONTEND_FIXTURES = ("softmax_on_last_residual", "flatten_last_channels_last", "
                      "projected_residual_leaky_relu", "leaky_relu_float64_slope", "leaky_relu_at_zero",
                      "adagrad_initial_accumulator", "keras_sigmoid_output_tagged", "frozen_batchnorm_pointwise_conv",
                      "batchnorm_small_spread_float32", "batchnorm_constant_feature_float32",
-                     "batchnorm_global_pool_relu_tie", "curve_loss_near_zero")
+                     "batchnorm_global_pool_relu_tie", "curve_loss_near_zero",
+                     "step_noise_constant_features")
 
 
 @pytest.mark.slow

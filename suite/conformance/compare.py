@@ -35,9 +35,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray, rtol: float = RTOL, at
     return max_abs, max_rel, ok
 
 
-def compare_updates(before, reference, candidate, rtol: float, atol: float):
+def compare_updates(before, reference, candidate, rtol: float, atol: float, slack=0.0):
     """Compare two arrays after an update, relative to the largest element of the reference update
-    ``reference - before`` (an element-wise relative error means nothing where the update is ~0)."""
+    ``reference - before`` (an element-wise relative error means nothing where the update is ~0).
+    ``slack`` (a scalar or an array of the reference's shape) is added element-wise to the bound:
+    the rounding spread of the reference's own steps (see `check_task`)."""
     reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
         return np.inf, np.inf, False
@@ -45,7 +47,8 @@ def compare_updates(before, reference, candidate, rtol: float, atol: float):
     diff = np.abs(reference - candidate)
     max_abs = float(diff.max(initial=0.0))
     max_rel = max_abs / scale if scale else (0.0 if max_abs == 0 else np.inf)
-    return max_abs, max_rel, bool(max_abs <= atol + rtol * scale)
+    ok = bool(np.all(diff <= atol + rtol * scale + np.asarray(slack, np.float64))) and not np.isnan(diff).any()
+    return max_abs, max_rel, ok
 
 
 def worst(results):
