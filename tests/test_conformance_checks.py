@@ -429,7 +429,7 @@ def test_bench_check_random_stops_the_further_engines_once_it_has_failed(monkeyp
     t0 = time.perf_counter()
     code = cmd._check_random([("numpy", {}), ("keras", {"engine": "tensorflow"}), ("keras", {"engine": "jax"})], 5, 0)
     assert code == 1 and time.perf_counter() - t0 < 60
-    assert len(started) == 1 and started[0].poll() is not None  # stopped
+    assert len(started) == 2 and all(p.poll() is not None for p in started)  # stopped
 
 
 def test_fuzzer_skips_a_drawn_option_the_backend_cannot_run_with_the_spec():
@@ -444,14 +444,29 @@ def test_fuzzer_skips_a_drawn_option_the_backend_cannot_run_with_the_spec():
     assert check_spec(raw, {"torch": torch}, backend("numpy"), {"torch": {"optimizer_impl": "fused"}}) == []
 
 
-def test_bench_check_random_runs_each_further_engine_of_a_frontend_in_its_own_process():
-    from fwbench.commands.check import one_engine_per_frontend
+def test_bench_check_random_runs_each_backend_in_its_own_process_and_stops_when_one_fails(monkeypatch, capsys):
+    """Every backend (each engine of a frontend) is fuzzed in its own process; when one of them
+    fails, this one stops at its next spec instead of checking hundreds more."""
+    import subprocess
+    import sys
+    import tempfile
 
-    variants = [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("keras", {"engine": "jax"}),
-                ("keras", {"engine": "torch"}), ("flax", {})]
-    here, elsewhere = one_engine_per_frontend(variants)
-    assert here == [("numpy", {}), ("keras", {"engine": "tensorflow"}), ("flax", {})]
-    assert elsewhere == [("keras", {"engine": "jax"}), ("keras", {"engine": "torch"})]
+    from fwbench.commands import check as cmd
+
+    started = []
+
+    def fails_at_once(name, options, examples, seed):
+        log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by _finish_random_elsewhere
+        started.append((name, options))
+        proc = subprocess.Popen([sys.executable, "-c", "print('disagreement'); raise SystemExit(1)"], stdout=log)
+        proc.wait()
+        return proc, log
+
+    monkeypatch.setattr(cmd, "_start_random_elsewhere", fails_at_once)
+    variants = [("numpy", {}), ("torch", {}), ("keras", {"engine": "jax"}), ("keras", {"engine": "torch"})]
+    assert cmd._check_random(variants, 200, 0) == 1
+    assert started == variants[1:]
+    assert "stopped after 0 specs" in capsys.readouterr().out
 
 
 def test_every_vocabulary_item_is_drawn_in_the_default_run():

@@ -91,22 +91,27 @@ def _validate_check_task(registry, task: str) -> None:
 
 
 def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, coverage: bool = False) -> int:
-    """``--random N``: fuzz here with one engine per frontend, each further engine in its own process."""
+    """``--random N``: each backend (a frontend: each engine) fuzzed in its own process, all at
+    once, the first one here; the same seed draws the same specs in every process. Once one of
+    them fails, the others stop (a run of hundreds of specs need not go on for hours)."""
     try:
         from ..conformance.fuzz import fuzz
     except ImportError as exc:
         raise UsageError(f"bench check --random needs hypothesis ({exc}); install it: "
                          "pip install hypothesis") from None
     out = console()
+    here, elsewhere = backends[:1], backends[1:]
+    others = [_start_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
 
     def progress(i, raw):
+        if any(proc.poll() not in (None, EXIT_OK) for proc, _ in others):
+            return False  # another process has failed: say so now
         if i == 1 or i % 10 == 0:
             out.print(f"[dim]random spec {i}...[/]")
+        return True
 
-    here, elsewhere = one_engine_per_frontend(backends)
-    others = [_start_random_elsewhere(name, options, examples, seed) for name, options in elsewhere]
     result = fuzz(here, examples, seed, progress)
-    if result.failure is not None:  # the run has failed: its other processes need not go on for hours
+    if result.failure is not None or result.stopped:  # the run has failed: stop the rest
         for proc, _ in others:
             proc.terminate()
     codes = [_finish_random_elsewhere(proc, log) for proc, log in others]
@@ -115,8 +120,15 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
     from rich.markup import escape
 
     where = escape(f"on {', '.join(result.backends)} (seed {seed}, {result.seconds:.0f} s)")
+    if result.stopped:
+        out.print(f"stopped after {result.examples} specs {where}: another process disagreed (above)")
+        return EXIT_CELL_FAILED
     if result.failure is None:
         out.print(f"{result.examples} random specs, 0 disagreements {where}")
+        if others:
+            failed = sum(code != EXIT_OK for code in codes)
+            out.print(f"{len(backends)} processes (one per backend, above): "
+                      + (f"{failed} failed" if failed else "0 disagreements"))
         return max([EXIT_OK, *codes])
     out.print(f"[red]disagreement[/] after {result.examples} specs {where}: {escape(str(result.failure))}")
     out.print("Smallest failing spec (paste into a test or a task file):")
@@ -124,22 +136,9 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
     return EXIT_CELL_FAILED
 
 
-def one_engine_per_frontend(variants: list[tuple[str, dict]]):
-    """Split ``(backend, options)`` variants into those one process can hold (every backend with
-    the first engine of each frontend) and the rest (a frontend on a further engine)."""
-    here, elsewhere, seen = [], [], set()
-    for name, options in variants:
-        if "engine" in options and name in seen:
-            elsewhere.append((name, options))
-        else:
-            here.append((name, options))
-            seen.add(name)
-    return here, elsewhere
-
-
 def _start_random_elsewhere(name: str, options: dict, examples: int, seed: int):
-    """Start ``bench check --random`` of one frontend on one engine in its own process (same seed,
-    so the same specs), beside this one's; its output goes to a temporary file until it ends.
+    """Start ``bench check --random`` of one backend (a frontend on one engine) in its own process
+    (same seed, so the same specs), beside this one's; its output goes to a temporary file until it ends.
     Returns ``(process, log file)``."""
     import subprocess
     import tempfile

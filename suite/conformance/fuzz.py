@@ -359,6 +359,7 @@ class FuzzResult:
     seconds: float = 0.0
     backends: list[str] = field(default_factory=list)
     failure: Disagreement | None = None
+    stopped: bool = False  # ``progress`` asked to stop (another process of the run has failed)
     coverage: Coverage = field(default_factory=lambda: Coverage())
 
     @property
@@ -401,7 +402,8 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     modes, layouts, step styles, optimizer implementations), on top of its fixed ones.
 
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
-    ``progress(i, raw)`` is called before each example.
+    ``progress(i, raw)`` is called before each example; if it returns False, the run stops there
+    (``stopped``: another process of the same run has failed, see `fwbench.commands.check`).
     """
     from ..plugins import get_registry
     from .checks import REFERENCE
@@ -429,12 +431,13 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     @hypothesis_seed(seed)
     @given(raw=task_specs())
     def prop(raw):
+        if result.stopped or (progress and progress(result.examples + 1, raw) is False):
+            result.stopped = True  # hypothesis draws the rest of its examples, none is checked
+            return
         drawn = {label: options_for(raw, label, drawable[label]) for label in backends}
         result.examples += 1
         result.coverage.add(raw)
         result.coverage.add_options(drawn)
-        if progress:
-            progress(result.examples, raw)
         try:
             failed = check_spec(raw, backends, reference, {k: {**fixed[k], **v} for k, v in drawn.items()})
         finally:  # hundreds of specs in one process: the frameworks' caches of this one must go
