@@ -469,6 +469,21 @@ def test_bench_check_random_runs_each_backend_in_its_own_process_and_stops_when_
     assert "stopped after 0 specs" in capsys.readouterr().out
 
 
+def test_coverage_counts_the_options_of_backends_checked_in_other_processes():
+    """With one process per backend, the first one's coverage still counts every backend's drawn
+    options: they come from the spec alone, so they are the ones the other processes ran with."""
+    from collections import Counter
+
+    from fwbench.conformance.fuzz import drawable_options, fuzz, options_for
+
+    seen = []
+    result = fuzz(["numpy"], 3, seed=5, progress=lambda i, raw: seen.append(raw), elsewhere=[("jax", {})])
+    jax = get_registry().get_backend("jax")
+    expected = Counter(f"jax backend.{k}={v}" for raw in seen
+                       for k, v in options_for(raw, "jax", drawable_options(jax)).items())
+    assert expected and {k: n for k, n in result.coverage.options.items() if k.startswith("jax ")} == expected
+
+
 def test_every_vocabulary_item_is_drawn_in_the_default_run():
     """`bench check --random N --coverage` reports items and pairs; the default run (seed 0,
     DEFAULT_EXAMPLES specs) draws every item of the vocabulary at least once."""

@@ -110,7 +110,7 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
             out.print(f"[dim]random spec {i}...[/]")
         return True
 
-    result = fuzz(here, examples, seed, progress)
+    result = fuzz(here, examples, seed, progress, elsewhere)
     if result.failure is not None or result.stopped:  # the run has failed: stop the rest
         for proc, _ in others:
             proc.terminate()

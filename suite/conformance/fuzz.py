@@ -392,14 +392,17 @@ def check_spec(raw: dict, backends: dict, reference, options: dict[str, dict] | 
     return failed
 
 
-def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int = 0, progress=None) -> FuzzResult:
+def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int = 0, progress=None,
+         elsewhere: list[tuple[str, dict]] = ()) -> FuzzResult:
     """Draw ``examples`` specs (hypothesis, seeded) and check every backend on each.
 
     A backend is a name or ``(name, [backend] options)`` (a frontend on one engine: Keras can hold
-    only one engine per process, so `fwbench.cli` runs each further engine in its own process).
+    only one engine per process, so `fwbench.commands.check` runs each backend in its own process).
 
     Each backend also gets its ``[backend]`` options drawn per spec (`drawable_options`: execution
-    modes, layouts, step styles, optimizer implementations), on top of its fixed ones.
+    modes, layouts, step styles, optimizer implementations), on top of its fixed ones. The options
+    of the backends checked ``elsewhere`` (other processes of the same run) are drawn from the spec
+    alone, so they are counted in this coverage too, without checking them here.
 
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
     ``progress(i, raw)`` is called before each example; if it returns False, the run stops there
@@ -411,17 +414,29 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     registry = get_registry()
     reference = registry.get_backend(REFERENCE)
     reference.configure(device="cpu", threads=1)
-    backends, fixed = {}, {}
-    for entry in backend_names:
-        name, options = (entry, {}) if isinstance(entry, str) else entry
-        backend = registry.get_backend(name)
-        if options:
-            backend = bind(backend, options, "--set")
+
+    def bound(entries):
+        """``{label: (backend, fixed options)}``"""
+        out = {}
+        for entry in entries:
+            name, options = (entry, {}) if isinstance(entry, str) else entry
+            backend = registry.get_backend(name)
+            if options:
+                backend = bind(backend, options, "--set")
+            out[label_of(backend)] = backend, dict(options)
+        return out
+
+    def drawable_of(entries):
+        return {label: {k: c for k, c in drawable_options(b).items() if k not in fixed}
+                for label, (b, fixed) in entries.items()}
+
+    here = bound(backend_names)
+    backends = {label: b for label, (b, _) in here.items()}
+    fixed = {label: options for label, (_, options) in here.items()}
+    for backend in backends.values():
         if backend is not reference:
             backend.configure(device="cpu", threads=1)
-        backends[label_of(backend)], fixed[label_of(backend)] = backend, dict(options)
-    drawable = {label: {k: c for k, c in drawable_options(b).items() if k not in fixed[label]}
-                for label, b in backends.items()}
+    drawable, drawable_elsewhere = drawable_of(here), drawable_of(bound(elsewhere))
     result = FuzzResult(backends=list(backends))
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
@@ -438,6 +453,7 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
         result.examples += 1
         result.coverage.add(raw)
         result.coverage.add_options(drawn)
+        result.coverage.add_options({label: options_for(raw, label, d) for label, d in drawable_elsewhere.items()})
         try:
             failed = check_spec(raw, backends, reference, {k: {**fixed[k], **v} for k, v in drawn.items()})
         finally:  # hundreds of specs in one process: the frameworks' caches of this one must go
