@@ -312,9 +312,7 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
             checks.append(skipped_check(candidate_backend.name, name, f"step:{label}", str(exc)))
             continue
         r, w0 = ref64.build_with_weights(True, **changes)
-        probed = ref64.build(True, **changes)  # the reference under its rounding probe (see below)
-        if hasattr(probed, "probe_rounding"):
-            probed.probe_rounding(seed=1)
+        probed = _probed(ref64.build(True, **changes))  # see below
         for batch, step_lr in zip(data[:STEPS], v["lrs"]):
             for trainer in (r, probed, c):
                 trainer.sync(trainer.train_step(_put(trainer, batch, "float64"), step_lr))
@@ -351,6 +349,14 @@ def _eval_logits(trainer, batch, split, batch_size: int) -> np.ndarray:
     return np.concatenate([np.asarray(trainer.predict(_put(trainer, b, "float64")), np.float64) for b in parts])
 
 
+def _probed(trainer):
+    """``trainer`` under the reference's rounding probe (`NumpyTrainer.probe_rounding`: every layer's
+    output one ulp off, BatchNorm statistics summed sequentially), where the trainer has one."""
+    if hasattr(trainer, "probe_rounding"):
+        trainer.probe_rounding(seed=1)
+    return trainer
+
+
 def _forward(side: Side, batch, dtype: str, order=None, probe_rounding: bool = False):
     """``(eval logits (N, K), train logits (N, K), loss (1,))`` of a fresh trainer on ``batch``,
     its samples fed in ``order`` (and the logits put back in the original order); with
@@ -359,9 +365,7 @@ def _forward(side: Side, batch, dtype: str, order=None, probe_rounding: bool = F
     x, y = batch
     order = np.arange(len(y)) if order is None else order
     back = np.argsort(order)
-    trainer = side.build()
-    if probe_rounding and hasattr(trainer, "probe_rounding"):
-        trainer.probe_rounding(seed=1)
+    trainer = _probed(side.build()) if probe_rounding else side.build()
     fed = _put(trainer, (x[order], y[order]), dtype)
     logits = np.asarray(trainer.predict(fed), np.float64)[back]
     train_logits, loss, _ = trainer.loss_and_grads(fed)
