@@ -75,7 +75,7 @@ FRONTEND_FIXTURES = ("softmax_on_last_residual", "flatten_last_channels_last", "
                      "adagrad_initial_accumulator", "keras_sigmoid_output_tagged", "frozen_batchnorm_pointwise_conv",
                      "batchnorm_small_spread_float32", "batchnorm_constant_feature_float32",
                      "batchnorm_global_pool_relu_tie", "curve_loss_near_zero",
-                     "step_noise_constant_features")
+                     "step_noise_constant_features", "step_noise_constant_features_dropout")
 
 
 @pytest.mark.slow
@@ -90,7 +90,10 @@ def test_frontend_passes_the_outside_specs(backend, options, module):
     failed = [dataclasses.asdict(c) for c in checks if not c.passed and not c.skipped]
     assert not failed, failed[:5]
     assert {c.task for c in checks} == set(specs)
-    assert not any(c.skipped for c in checks)  # every one of them is buildable
+    # every one of them is buildable; only the dropout checks are skipped (no mask seam), and only
+    # on the fixture with a dropout layer
+    skipped = {(Path(c.task).stem, c.quantity) for c in checks if c.skipped}
+    assert skipped == {("step_noise_constant_features_dropout", q) for q in DROPOUT_CHECKS}
 
 
 @pytest.mark.slow

@@ -121,25 +121,29 @@ def test_noise_at_a_relu_kink_is_told_from_an_exact_zero(fixture, ties):
     assert C.has_noise_ties(ref, batch) is ties
 
 
-def test_step_noise_allowance_still_catches_a_wrong_weight_decay(monkeypatch):
+@pytest.mark.parametrize(("fixture", "quantities"), [
+    ("step_noise_constant_features", ("step:task",)),
+    ("step_noise_constant_features_dropout", ("step:task", "dropout:step"))])
+def test_step_noise_allowance_still_catches_a_wrong_weight_decay(monkeypatch, fixture, quantities):
     """A weight update made of rounding noise (a dense layer after BatchNorms of exactly constant
-    features) passes by the spread of the reference's probed steps; that allowance stays at the
-    noise's size, so torch with twice the spec's weight decay (updates off by ~3e-7) still fails."""
+    features) passes by the spread of the reference's probed steps, in ``step:`` and, with shared
+    dropout masks, ``dropout:step``; that allowance stays at the noise's size, so torch with twice
+    the spec's weight decay (updates off by ~3e-7) still fails."""
     import fwbench_torch.optim as torch_optim
 
-    task = load_task(FIXTURES / "step_noise_constant_features.toml")
+    task = load_task(FIXTURES / f"{fixture}.toml")
     torch, numpy = backend("torch"), backend("numpy")
 
     def steps(checks):
-        return {c.quantity: c.passed for c in checks if c.quantity.startswith("step:")}
+        return {c.quantity: c.passed for c in checks if c.quantity in ("step:task", "dropout:step")}
 
     right = steps(C.check_task("noise", task, torch, numpy, full=False, data=C.CheckData.of(task)))
-    assert right == {"step:task": True}
+    assert right == dict.fromkeys(quantities, True)
     real = torch_optim.torch.optim.SGD
     monkeypatch.setattr(torch_optim.torch.optim, "SGD",
                         lambda params, weight_decay, **kw: real(params, weight_decay=2 * weight_decay, **kw))
-    assert steps(C.check_task("noise", task, torch, numpy, full=False, data=C.CheckData.of(task))) == {
-        "step:task": False}
+    assert steps(C.check_task("noise", task, torch, numpy, full=False, data=C.CheckData.of(task))) == dict.fromkeys(
+        quantities, False)
 
 
 def test_closed_form_catches_a_wrong_update_rule(monkeypatch):

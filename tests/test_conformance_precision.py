@@ -58,3 +58,28 @@ def test_torch_passes_under_fp16_and_fails_naming_the_check_when_its_policy_is_b
     failed = {c.quantity for c in broken if not c.passed}
     assert "fp16:logits" in failed, [dataclasses.asdict(c) for c in broken]
     assert all("normwise error above" in c.note for c in broken if not c.passed)
+
+
+@pytest.mark.framework
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_fp16_step_fails_when_the_scaled_gradients_are_applied(monkeypatch, optimizer):
+    """``fp16:step`` linearises an adaptive rule (`linearised`) so that its bound is the gradient's;
+    a step taken with the loss-scaled gradients (GradScaler's unscaling skipped) still fails it,
+    with the gradients themselves passing."""
+    torch = pytest.importorskip("torch")
+    from fwbench.conformance.precision import check_one
+    from fwbench.plugins import get_registry
+
+    task = load_task("tasks/mlp_mnist.toml", {"optimizer.name": optimizer, "training.precision": "fp16"})
+    registry = get_registry()
+
+    def step_rows():
+        found = check_one("mlp_mnist", task, registry.get_backend("torch"), registry.get_backend("numpy"))
+        return {c.quantity: c.passed for c in found if c.quantity == "fp16:step" or "grad:" in c.quantity}
+
+    assert all(step_rows().values())
+    monkeypatch.setattr(torch.amp.GradScaler, "step", lambda self, opt, *a, **k: opt.step())
+    monkeypatch.setattr(torch.amp.GradScaler, "update", lambda self, *a, **k: None)
+    rows = step_rows()
+    assert rows.pop("fp16:step") is False
+    assert rows and all(rows.values())  # the gradients of one backward are unscaled: they still pass

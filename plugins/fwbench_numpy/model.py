@@ -112,8 +112,8 @@ class NumpyModel:
         self.info = info
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
-        #: Conformance's rounding probe: when set, every top-level layer's output moves by one ulp
-        #: (a random sign per element), as another framework's rounding of the same op may.
+        #: Conformance's rounding probe: when set, every top-level layer's output and input gradient
+        #: moves by one ulp (a random sign per element), as another framework's rounding may.
         self.rounding_probe: np.random.Generator | None = None
         built = [layer for li in info.layers for layer in build_layer(li, self.dtype, self.rng)]
         self.layers = _fold_final_softmax(built)
@@ -212,6 +212,8 @@ class NumpyModel:
             d = layer.backward(d)
             if d is None:
                 break
+            if self.rounding_probe is not None:  # as in `forward`: the input gradient one ulp off
+                d = d * (1 + np.finfo(d.dtype).eps * self.rounding_probe.choice(np.array([-1, 1], d.dtype), d.shape))
 
     def batch_size_of(self, x: np.ndarray) -> int:
         """Number of samples in an internal-layout batch."""

@@ -152,9 +152,9 @@ class NumpyTrainer(Trainer):
                 layer.kink_margin = None
 
     def probe_rounding(self, seed: int) -> None:
-        """From now on every layer's output moves by one ulp (random signs from ``seed``) and batch
-        statistics are summed sequentially: the conformance checks' model of another framework
-        rounding the same ops differently."""
+        """From now on every layer's output, and every layer's input gradient in the backward pass,
+        moves by one ulp (random signs from ``seed``) and batch statistics are summed sequentially:
+        the conformance checks' model of another framework rounding the same ops differently."""
         self.model.rounding_probe = np.random.default_rng(seed)
         for layer in L.walk(self.model.layers):
             if isinstance(layer, L.BatchNorm):
