@@ -49,6 +49,7 @@ from ..layers import Dense, Flatten
 from ..model import analyze, initial_weights
 from ..spec import OPTIMIZERS, ClipSpec, OptimizerSpec, TaskSpec
 from .compare import ATOL, RTOL, Check, compare, compare_updates, skipped_check, worst
+from .rounding import ROUNDING_FACTOR, STEP_PROBE_SEEDS, probed, step_slack
 from .variants import (
     BATCH,
     _put,
@@ -57,10 +58,6 @@ from .variants import (
     without_gauge_biases,  # noqa: F401 - re-exported (tests, callers)
 )
 
-ROUNDING_FACTOR = 10  # ... plus 10x the reference's own float32 spread (see check_task)
-#: The step checks' spread is the element-wise largest over probes of these seeds: one draw of
-#: one-ulp signs can cancel where another framework's rounding does not (3x smaller, seen).
-STEP_PROBE_SEEDS = (1, 2, 3)
 SELF_RTOL, SELF_ATOL = 1e-2, 1e-3  # the reference's float32 path against its float64 path
 GRAD_RTOL, GRAD_ATOL = 1e-6, 1e-10  # float64 against float64 (atol relative to the largest gradient)
 FD_RTOL, FD_ATOL = 1e-5, 1e-7  # finite differences: |fd - g.d| <= FD_RTOL * |g| + FD_ATOL (|d| = 1)
@@ -315,7 +312,7 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
             checks.append(skipped_check(candidate_backend.name, name, f"step:{label}", str(exc)))
             continue
         r, w0 = ref64.build_with_weights(True, **changes)
-        probes = [_probed(ref64.build(True, **changes), seed) for seed in STEP_PROBE_SEEDS]  # see below
+        probes = [probed(ref64.build(True, **changes), seed) for seed in STEP_PROBE_SEEDS]  # see below
         for batch, step_lr in zip(data[:STEPS], v["lrs"]):
             for trainer in (r, *probes, c):
                 trainer.sync(trainer.train_step(_put(trainer, batch, "float64"), step_lr))
@@ -352,24 +349,6 @@ def _eval_logits(trainer, batch, split, batch_size: int) -> np.ndarray:
     return np.concatenate([np.asarray(trainer.predict(_put(trainer, b, "float64")), np.float64) for b in parts])
 
 
-def _probed(trainer, seed: int = 1):
-    """``trainer`` under the reference's rounding probe (`NumpyTrainer.probe_rounding`: every layer's
-    output and input gradient one ulp off, signs drawn from ``seed``, BatchNorm statistics summed
-    sequentially), where the trainer has one."""
-    if hasattr(trainer, "probe_rounding"):
-        trainer.probe_rounding(seed=seed)
-    return trainer
-
-
-def step_slack(weights: dict[str, np.ndarray], probes: list) -> dict[str, np.ndarray]:
-    """Per array, what a step check adds to its bound element by element: `ROUNDING_FACTOR` times
-    the largest distance of the reference's ``weights`` from those of its ``probes`` (the same
-    steps under `_probed` with each of `STEP_PROBE_SEEDS`)."""
-    moved = [p.get_weights() for p in probes]
-    return {k: ROUNDING_FACTOR * np.max([np.abs(np.asarray(m[k], np.float64) - w) for m in moved], axis=0)
-            if moved else 0.0 for k, w in weights.items()}
-
-
 def _forward(side: Side, batch, dtype: str, order=None, probe_rounding: bool = False):
     """``(eval logits (N, K), train logits (N, K), loss (1,))`` of a fresh trainer on ``batch``,
     its samples fed in ``order`` (and the logits put back in the original order); with
@@ -378,7 +357,7 @@ def _forward(side: Side, batch, dtype: str, order=None, probe_rounding: bool = F
     x, y = batch
     order = np.arange(len(y)) if order is None else order
     back = np.argsort(order)
-    trainer = _probed(side.build()) if probe_rounding else side.build()
+    trainer = probed(side.build()) if probe_rounding else side.build()
     fed = _put(trainer, (x[order], y[order]), dtype)
     logits = np.asarray(trainer.predict(fed), np.float64)[back]
     train_logits, loss, _ = trainer.loss_and_grads(fed)

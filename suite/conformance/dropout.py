@@ -22,6 +22,7 @@ import numpy as np
 from ..layers import Dropout, Layer, Residual
 from ..model import analyze, initial_weights
 from .compare import Check, compare, compare_updates, skipped_check, worst
+from .rounding import STEP_PROBE_SEEDS, probed, step_slack
 from .variants import _put, conditioned, deterministic, without_gauge_biases
 
 QUANTITIES = ("dropout:grad", "dropout:step")
@@ -45,7 +46,6 @@ def dropout_checks(name, task, candidate, reference, shape, classes, data, lrs, 
     with the learning rates ``lrs``; ``tolerances``: ``(grad rtol, grad atol, step rtol, step atol)``
     as for ``grad:`` and ``step:``."""
     from ..backend import BuildRequest, Unsupported
-    from .checks import STEP_PROBE_SEEDS, _probed, step_slack
 
     if not has_dropout(task.model.layers):
         return []
@@ -84,7 +84,7 @@ def dropout_checks(name, task, candidate, reference, shape, classes, data, lrs, 
 
     # as for `step:`: 10x the spread of the reference's steps under its rounding probe is allowed,
     # for updates made of rounding noise (`fwbench.conformance.checks.check_task`)
-    probes = [_probed(build(reference, "cpu"), seed) for seed in STEP_PROBE_SEEDS]
+    probes = [probed(build(reference, "cpu"), seed) for seed in STEP_PROBE_SEEDS]
     for batch, lr in zip(data, lrs):
         masks = keep_masks(info, bs, rng)
         for trainer in (r, *probes, c):
