@@ -199,11 +199,14 @@ class NumpyModel:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         """Logits ``(N, classes)`` from an internal-layout batch (a reused buffer: copy to keep)."""
         for layer in self.layers:
-            x = layer.forward(x, training)
-            if self.rounding_probe is not None:
-                ulp = np.finfo(x.dtype).eps * self.rounding_probe.choice(np.array([-1, 1], x.dtype), x.shape)
-                x = x * (1 + ulp)
+            x = self._probed(layer.forward(x, training))
         return x
+
+    def _probed(self, a: np.ndarray) -> np.ndarray:
+        """``a`` (any shape), one ulp off with a random sign per element under the rounding probe."""
+        if self.rounding_probe is None:
+            return a
+        return a * (1 + np.finfo(a.dtype).eps * self.rounding_probe.choice(np.array([-1, 1], a.dtype), a.shape))
 
     def backward(self, dlogits: np.ndarray) -> None:
         """Fill ``self.grads`` (i.e. ``flat_grads``) from the loss gradient w.r.t. the logits."""
@@ -212,8 +215,7 @@ class NumpyModel:
             d = layer.backward(d)
             if d is None:
                 break
-            if self.rounding_probe is not None:  # as in `forward`: the input gradient one ulp off
-                d = d * (1 + np.finfo(d.dtype).eps * self.rounding_probe.choice(np.array([-1, 1], d.dtype), d.shape))
+            d = self._probed(d)
 
     def batch_size_of(self, x: np.ndarray) -> int:
         """Number of samples in an internal-layout batch."""

@@ -319,7 +319,7 @@ def check_task(name: str, task: TaskSpec, candidate_backend, reference_backend, 
         rw, cw = r.get_weights(), c.get_weights()
         # An update made of rounding noise (a dense layer after a BatchNorm of exactly constant
         # features: its inputs are 0 in exact arithmetic, ~1e-13 in every framework's) has nothing
-        # to be relative to: allow 10x what one ulp per layer output moves the reference's steps.
+        # to be relative to: allow 10x what the rounding probe moves the reference's steps.
         slack = step_slack(rw, probes)
         add(f"step:{label}", worst([compare_updates(w0[k], rw[k], cw.get(k, np.full(1, np.nan)), STEP_RTOL,
                                                     STEP_ATOL, slack[k]) for k in rw]))
