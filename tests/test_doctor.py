@@ -95,7 +95,37 @@ def test_the_device_memory_reading_must_move_with_a_known_allocation():
 
     row = memory_check(Stuck(clock), "gpu", mib=8)
     assert row["status"] == FAIL and "moved by 0 MiB" in row["detail"]
-    assert memory_check(FakeDevice(clock), "cpu", mib=64)["status"] == PASS  # host; > malloc's mmap threshold
+    host = memory_check(FakeDevice(clock), "cpu", mib=64)  # > malloc's mmap threshold
+    assert host["status"] == PASS, host["detail"]
+
+
+def _raise_the_host_peak(mib: int = 192) -> None:
+    block = np.ones(mib * 2**20 // 4, np.float32)  # touched: resident
+    del block
+
+
+def test_the_host_memory_check_passes_where_the_peak_cannot_be_reset(monkeypatch):
+    """A sandbox that accepts the write to clear_refs and keeps the old peak: the allocation must
+    still reach beyond that peak."""
+    from fwbench.run import process
+
+    _raise_the_host_peak()
+    monkeypatch.setattr(process, "reset_host_peak", lambda: True)
+    row = memory_check(FakeDevice(Clock()), "cpu", mib=64)
+    assert row["status"] == PASS, row["detail"]
+    assert row["data"]["before"] > process.memory_status()["VmRSS"] + 64 * 2**20  # the old peak was kept
+
+
+def test_a_reset_that_leaves_the_old_peak_is_reported_as_no_reset(monkeypatch, tmp_path):
+    from fwbench.run import process
+
+    _raise_the_host_peak()
+    ignored = tmp_path / "clear_refs"  # the write lands nowhere that matters
+    real_path = process.Path
+    monkeypatch.setattr(process, "Path", lambda p: ignored if p == "/proc/self/clear_refs" else real_path(p))
+    assert process.reset_host_peak() is False
+    monkeypatch.setattr(process, "Path", real_path)
+    assert process.reset_host_peak() is True  # this machine's kernel does reset it
 
 
 def test_the_memory_check_tries_again_when_the_reading_dropped_once():

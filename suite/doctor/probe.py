@@ -134,14 +134,13 @@ def _peak_moved(ops, device: str, nbytes: int) -> tuple[int, int, str] | dict[st
         after = ops.peak_device_memory() or 0
         del op
         return before, after, "device peak"
-    from ..micro.families import reset_host_peak
-    from ..run.process import memory_status
+    from ..run.process import memory_status, reset_host_peak
 
     resettable = reset_host_peak()
     status = memory_status()
     before = status.get("VmHWM", 0)
-    # a peak that cannot be reset is passed first: the block must reach beyond it
-    gap = 0 if resettable else max(0, before - status.get("VmRSS", before))
+    # a peak above the RSS (not reset, or memory freed since) is passed first: the block must reach beyond it
+    gap = max(0, before - status.get("VmRSS", before))
     block = np.ones((nbytes + gap) // 4, np.float32)  # touched: resident
     after = _host_peak()
     del block

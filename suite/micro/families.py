@@ -20,12 +20,11 @@ import gc
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..run.process import memory_status
+from ..run.process import memory_status, reset_host_peak
 from .protocol import Measurement, Protocol, measure, timing_fields
 from .roofline import batchnorm_work, conv2d_work, dense_work, optimizer_work, pool_work, rates
 from .spec import (
@@ -75,15 +74,6 @@ class BenchResult:
 # ---------------------------------------------------------------------------------------------
 # Host memory per case: VmHWM, reset between cases where Linux allows it
 # ---------------------------------------------------------------------------------------------
-
-def reset_host_peak() -> bool:
-    """Reset this process's VmHWM to its current RSS (``echo 5 > /proc/self/clear_refs``)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
 
 class _CaseMemory:
     """Host (and device) memory of one case: peak above the RSS at its start."""

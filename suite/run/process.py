@@ -112,3 +112,18 @@ def memory_status() -> dict[str, int]:
     except OSError:
         out["VmHWM"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
+
+
+RESET_SLACK_BYTES = 4 * 2**20  # pages a busy process faults between the write and the reading
+
+
+def reset_host_peak() -> bool:
+    """Reset this process's VmHWM to its current RSS (``echo 5 > /proc/self/clear_refs``); True
+    when the peak reads as the RSS afterwards. Some sandboxes accept the write and keep the old
+    peak, so the write alone proves nothing."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    status = memory_status()
+    return status.get("VmHWM", 0) - status.get("VmRSS", 0) <= RESET_SLACK_BYTES
