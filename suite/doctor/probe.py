@@ -17,6 +17,7 @@ failed check naming the error; nothing here ever crashes the command.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sys
 import time
@@ -141,10 +142,21 @@ def _peak_moved(ops, device: str, nbytes: int) -> tuple[int, int, str] | dict[st
     before = status.get("VmHWM", 0)
     # a peak above the RSS (not reset, or memory freed since) is passed first: the block must reach beyond it
     gap = max(0, before - status.get("VmRSS", before))
-    block = np.ones((nbytes + gap) // 4, np.float32)  # touched: resident
+    block = fresh_pages(nbytes + gap)
     after = _host_peak()
-    del block
+    block.close()
     return before, after, "host VmHWM" + ("" if resettable else " (not resettable here)")
+
+
+def fresh_pages(nbytes: int) -> mmap.mmap:
+    """``nbytes`` of new anonymous memory, every page written (resident). Straight from the
+    kernel: malloc may hand back a free chunk that is already resident (glibc takes one from its
+    bins before it maps anew), and then the RSS does not move at all."""
+    block = mmap.mmap(-1, nbytes)
+    pages = np.frombuffer(block, np.uint8)
+    pages[::mmap.PAGESIZE] = 1
+    del pages  # the buffer must be released before the map can close
+    return block
 
 
 def threads_check(facts: dict[str, Any], threads: int, cpus: list[int]) -> dict[str, Any]:
