@@ -138,8 +138,8 @@ def test_the_host_memory_check_passes_where_malloc_hands_back_resident_memory():
 
 
 def test_the_host_memory_check_passes_where_the_peak_cannot_be_reset(monkeypatch):
-    """A sandbox that accepts the write to clear_refs and keeps the old peak: the allocation must
-    still reach beyond that peak."""
+    """A reset that did not take (reported as done) leaves the old peak: the allocation must still
+    reach beyond it."""
     from fwbench.run import process
 
     _raise_the_host_peak()

@@ -119,8 +119,8 @@ RESET_SLACK_BYTES = 4 * 2**20  # pages a busy process faults between the write a
 
 def reset_host_peak() -> bool:
     """Reset this process's VmHWM to its current RSS (``echo 5 > /proc/self/clear_refs``); True
-    when the peak reads as the RSS afterwards. Some sandboxes accept the write and keep the old
-    peak, so the write alone proves nothing."""
+    when the peak reads as the RSS afterwards: an accepted write alone does not prove the reset
+    took (a kernel or sandbox may take it and keep the old peak)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
