@@ -33,9 +33,9 @@ def main() -> int:
         if i % 25 == 0:
             print(f"  {i} specs...", file=sys.stderr, flush=True)
 
-    result = fuzz(names, args.examples, args.seed, progress)
+    result = fuzz(names, args.examples, args.seed, progress, isolate=True)
     print(f"started {start}; {result.examples} specs, seed {args.seed}, backends {', '.join(names)}, "
-          f"wall {result.seconds:.0f} s")
+          f"wall {result.seconds:.0f} s, {result.processes} check process(es)")
     if result.failure is None:
         print("0 disagreements")
         return 0

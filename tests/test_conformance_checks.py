@@ -6,6 +6,7 @@ regressions; each check's reference is independent of the NumPy backend where it
 from __future__ import annotations
 
 import importlib.util
+import sys
 import tomllib
 from pathlib import Path
 
@@ -373,6 +374,109 @@ def test_fuzzer_releases_each_backends_caches_after_every_spec(monkeypatch):
     monkeypatch.setattr(type(numpy), "release_caches", lambda self: calls.append(self.name), raising=False)
     result = fuzz(["numpy"], 3, seed=5)
     assert result.failure is None and calls == ["numpy"] * result.examples
+
+
+def test_a_check_process_past_its_memory_budget_is_replaced_before_the_next_spec():
+    """`bench check --random` checks in a child process: one process kept TensorFlow's ~6.6 MB a
+    spec (2.7 GB after 261 specs). A child left past the budget is replaced; one under it is kept."""
+    import os
+
+    from fwbench.conformance.worker import RecycledWorker
+
+    with RecycledWorker(recycle_rss=2**40) as kept:
+        pids = {kept.call(os.getpid) for _ in range(3)}
+    assert len(pids) == 1 and os.getpid() not in pids and kept.started == 1 and kept.largest > 0
+    with RecycledWorker(recycle_rss=1) as replaced:
+        pids = {replaced.call(os.getpid) for _ in range(3)}
+    assert len(pids) == 3 and replaced.started == 3
+
+
+def test_a_check_process_that_dies_is_reported_and_the_next_spec_gets_a_fresh_one():
+    import os
+
+    from fwbench.conformance.worker import RecycledWorker, WorkerDied
+
+    with RecycledWorker() as worker:
+        first = worker.call(os.getpid)
+        with pytest.raises(WorkerDied, match="ended during the call"):
+            worker.call(os._exit, 3)
+        assert worker.call(os.getpid) != first and worker.started == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is tied to its parent on Linux")
+def test_a_check_process_ends_with_the_process_that_started_it():
+    """A `bench check --random` killed by a signal must not leave its child checking specs for nobody."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = ("import os, signal\nfrom fwbench.conformance.worker import RecycledWorker\n"
+              "print(RecycledWorker().call(os.getpid), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())  # not read to the end: a child left alive would hold the pipe
+    proc.wait(timeout=120)
+    proc.stdout.close()
+
+    def alive(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = alive(child)
+    if left:
+        os.kill(child, signal.SIGKILL)
+    assert not left
+
+
+def test_isolated_fuzzing_checks_the_same_specs_in_fresh_processes():
+    from fwbench.conformance.fuzz import fuzz
+
+    here, isolated = [], []
+    in_process = fuzz(["numpy"], 3, seed=5, progress=lambda i, raw: here.append(raw))
+    result = fuzz(["numpy"], 3, seed=5, progress=lambda i, raw: isolated.append(raw), isolate=True, recycle_rss=1)
+    assert result.failure is None and isolated == here
+    assert in_process.processes == 0 and result.processes == result.examples == 3 and result.largest_rss > 0
+
+
+def test_a_spec_on_which_the_check_process_dies_is_a_disagreement_not_a_crash(monkeypatch):
+    from fwbench.conformance import worker
+    from fwbench.conformance.fuzz import fuzz
+
+    def dies(self, fn, entries, raw, options):
+        if raw["optimizer"]["name"] == "adagrad":
+            raise worker.WorkerDied("the check process ended during the call (killed)")
+        return []
+
+    monkeypatch.setattr(worker.RecycledWorker, "call", dies)
+    result = fuzz(["numpy"], 60, seed=0, isolate=True)
+    assert result.failure is not None and tomllib.loads(result.toml)["optimizer"]["name"] == "adagrad"
+    assert [(c.backend, c.quantity) for c in result.failure.failed] == [("numpy", "task")]
+    assert "killed" in str(result.failure)
+
+
+def test_a_check_process_that_died_once_is_reported_with_its_spec_not_a_traceback(monkeypatch):
+    """A child killed in one spec (the OOM killer, a signal) fails that spec, and the same spec then
+    passes when hypothesis checks it again: the run reports it as a disagreement that did not recur."""
+    from fwbench.conformance import worker
+    from fwbench.conformance.fuzz import fuzz
+
+    deaths = []
+
+    def dies_once(self, fn, entries, raw, options):
+        if raw["optimizer"]["name"] == "adagrad" and not deaths:
+            deaths.append(raw)
+            raise worker.WorkerDied("the check process ended during the call (killed)")
+        return []
+
+    monkeypatch.setattr(worker.RecycledWorker, "call", dies_once)
+    result = fuzz(["numpy"], 60, seed=0, isolate=True)
+    assert result.flaky and result.failure is not None and result.failure.raw == deaths[0]
+    assert tomllib.loads(result.toml) == deaths[0]
 
 
 def test_fuzzer_skips_what_a_backend_declines_and_counts_a_crash(monkeypatch):

@@ -92,8 +92,10 @@ def _validate_check_task(registry, task: str) -> None:
 
 def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, coverage: bool = False) -> int:
     """``--random N``: each backend (a frontend: each engine) fuzzed in its own process, all at
-    once, the first one here; the same seed draws the same specs in every process. Once one of
-    them fails, the others stop (a run of hundreds of specs need not go on for hours)."""
+    once, the first one here; the same seed draws the same specs in every process. Each of them
+    checks its specs in a child it replaces once the child has grown (`fuzz` with ``isolate``), so
+    a run of any length stays within its memory. Once one of them fails, the others stop (a run of
+    hundreds of specs need not go on for hours)."""
     try:
         from ..conformance.fuzz import fuzz
     except ImportError as exc:
@@ -110,7 +112,7 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
             out.print(f"[dim]random spec {i}...[/]")
         return True
 
-    result = fuzz(here, examples, seed, progress, elsewhere)
+    result = fuzz(here, examples, seed, progress, elsewhere, isolate=True)
     if result.failure is not None or result.stopped:  # the run has failed: stop the rest
         for proc, _ in others:
             proc.terminate()
@@ -119,7 +121,9 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
         out.print(result.coverage.report(), markup=False, highlight=False)
     from rich.markup import escape
 
-    where = escape(f"on {', '.join(result.backends)} (seed {seed}, {result.seconds:.0f} s)")
+    processes = (f", {result.processes} check process{'es' if result.processes > 1 else ''}, the largest "
+                 f"{result.largest_rss / 2**20:,.0f} MiB resident" if result.processes else "")
+    where = escape(f"on {', '.join(result.backends)} (seed {seed}, {result.seconds:.0f} s{processes})")
     if result.stopped:
         out.print(f"stopped after {result.examples} specs {where}: another process disagreed (above)")
         return EXIT_CELL_FAILED
@@ -131,7 +135,11 @@ def _check_random(backends: list[tuple[str, dict]], examples: int, seed: int, co
                       + (f"{failed} failed" if failed else "0 disagreements"))
         return max([EXIT_OK, *codes])
     out.print(f"[red]disagreement[/] after {result.examples} specs {where}: {escape(str(result.failure))}")
-    out.print("Smallest failing spec (paste into a test or a task file):")
+    if result.flaky:
+        out.print("[yellow]It did not happen again when the same spec was checked again[/] (a process that "
+                  "crashed or was killed, or a check that is not deterministic); the spec, not shrunk:")
+    else:
+        out.print("Smallest failing spec (paste into a test or a task file):")
     out.print(result.toml, markup=False, highlight=False)
     return EXIT_CELL_FAILED
 

@@ -16,6 +16,7 @@ a large number.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import random
 import time
@@ -25,12 +26,14 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 
 from ..errors import SpecError
 from ..frontends import bind, label_of
 from ..layers import ACTIVATIONS, INITS
 from ..spec import OPTIMIZERS, SCHEDULES, task_from_dict
 from .coverage import Coverage
+from .worker import RECYCLE_RSS_BYTES, RecycledWorker, WorkerDied
 
 #: Datasets that ship inside installed packages (no download): their input shapes.
 DATASETS = ("digits", "mnist_5k", "synthetic")
@@ -361,6 +364,9 @@ class FuzzResult:
     failure: Disagreement | None = None
     stopped: bool = False  # ``progress`` asked to stop (another process of the run has failed)
     coverage: Coverage = field(default_factory=lambda: Coverage())
+    processes: int = 0  # check processes started (``isolate``); 0: checked in the calling process
+    flaky: bool = False  # the failure did not happen again on the same spec (a crash, a killed process)
+    largest_rss: int = 0  # bytes: the largest resident size of a check process after a spec (``isolate``)
 
     @property
     def toml(self) -> str:
@@ -392,8 +398,70 @@ def check_spec(raw: dict, backends: dict, reference, options: dict[str, dict] | 
     return failed
 
 
+def _bound(entries) -> dict[str, tuple]:
+    """``{label: (backend, fixed options)}`` for backends given as names or ``(name, options)``."""
+    from ..plugins import get_registry
+
+    registry = get_registry()
+    out = {}
+    for entry in entries:
+        name, options = (entry, {}) if isinstance(entry, str) else entry
+        backend = registry.get_backend(name)
+        if options:
+            backend = bind(backend, options, "--set")
+        out[label_of(backend)] = backend, dict(options)
+    return out
+
+
+def _checkers(entries) -> tuple[dict, object]:
+    """The backends of ``entries`` by label and the reference, each configured for the checks
+    (CPU, one thread)."""
+    from ..plugins import get_registry
+    from .checks import REFERENCE
+
+    reference = get_registry().get_backend(REFERENCE)
+    reference.configure(device="cpu", threads=1)
+    backends = {label: backend for label, (backend, _) in _bound(entries).items()}
+    for backend in backends.values():
+        if backend is not reference:
+            backend.configure(device="cpu", threads=1)
+    return backends, reference
+
+
+def _check_and_release(raw: dict, backends: dict, reference, options: dict[str, dict]) -> list:
+    """`check_spec`, then what the frameworks keep of this spec's models is dropped: hundreds of
+    specs run in one process."""
+    try:
+        return check_spec(raw, backends, reference, options)
+    finally:
+        for backend in backends.values():
+            backend.release_caches()
+        gc.collect()
+
+
+#: In a check process (`RecycledWorker`): ``{entries as JSON: (backends, reference)}``, built once.
+_CHECKERS_HERE: dict[str, tuple] = {}
+
+
+def check_in_process(entries: list, raw: dict, options: dict[str, dict]) -> list:
+    """`check_spec` in a check process of `fuzz` (``isolate``), its backends built on the first spec."""
+    key = json.dumps(entries, sort_keys=True)
+    if key not in _CHECKERS_HERE:
+        _CHECKERS_HERE[key] = _checkers(entries)
+    backends, reference = _CHECKERS_HERE[key]
+    return _check_and_release(raw, backends, reference, options)
+
+
+def _died(labels, why: str) -> list:
+    """One failed check per backend of a check process that ended inside a spec."""
+    from .compare import Check
+
+    return [Check(label, "random", "task", math.nan, math.nan, False, why) for label in labels]
+
+
 def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int = 0, progress=None,
-         elsewhere: list[tuple[str, dict]] = ()) -> FuzzResult:
+         elsewhere: list[tuple[str, dict]] = (), isolate: bool = False,
+         recycle_rss: int = RECYCLE_RSS_BYTES) -> FuzzResult:
     """Draw ``examples`` specs (hypothesis, seeded) and check every backend on each.
 
     A backend is a name or ``(name, [backend] options)`` (a frontend on one engine: Keras can hold
@@ -404,40 +472,36 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
     of the backends checked ``elsewhere`` (other processes of the same run) are drawn from the spec
     alone, so they are counted in this coverage too, without checking them here.
 
+    With ``isolate`` (``bench check --random``), the specs are checked in a child process
+    (`RecycledWorker`), replaced whenever it is left more than ``recycle_rss`` bytes resident, so
+    that a long run's memory stays bounded; a child that dies in a spec fails that spec. Without
+    it, they are checked in this process.
+
     Returns the count, the wall time and, on a disagreement, the shrunk failing spec.
     ``progress(i, raw)`` is called before each example; if it returns False, the run stops there
     (``stopped``: another process of the same run has failed, see `fwbench.commands.check`).
     """
-    from ..plugins import get_registry
-    from .checks import REFERENCE
-
-    registry = get_registry()
-    reference = registry.get_backend(REFERENCE)
-    reference.configure(device="cpu", threads=1)
-
-    def bound(entries):
-        """``{label: (backend, fixed options)}``"""
-        out = {}
-        for entry in entries:
-            name, options = (entry, {}) if isinstance(entry, str) else entry
-            backend = registry.get_backend(name)
-            if options:
-                backend = bind(backend, options, "--set")
-            out[label_of(backend)] = backend, dict(options)
-        return out
-
-    def drawable_of(entries):
-        return {label: {k: c for k, c in drawable_options(b).items() if k not in fixed}
-                for label, (b, fixed) in entries.items()}
-
-    here = bound(backend_names)
-    backends = {label: b for label, (b, _) in here.items()}
+    entries = [entry if isinstance(entry, str) else [entry[0], dict(entry[1])] for entry in backend_names]
+    here = _bound(entries)
+    labels = list(here)
     fixed = {label: options for label, (_, options) in here.items()}
-    for backend in backends.values():
-        if backend is not reference:
-            backend.configure(device="cpu", threads=1)
-    drawable, drawable_elsewhere = drawable_of(here), drawable_of(bound(elsewhere))
-    result = FuzzResult(backends=list(backends))
+
+    def drawable_of(bound):
+        return {label: {k: c for k, c in drawable_options(b).items() if k not in fixed_options}
+                for label, (b, fixed_options) in bound.items()}
+
+    drawable, drawable_elsewhere = drawable_of(here), drawable_of(_bound(elsewhere))
+    worker = RecycledWorker(recycle_rss) if isolate else None
+    backends, reference = (None, None) if isolate else _checkers(entries)
+    result = FuzzResult(backends=labels)
+
+    def check(raw, options):
+        if worker is None:
+            return _check_and_release(raw, backends, reference, options)
+        try:
+            return worker.call(check_in_process, entries, raw, options)
+        except WorkerDied as exc:
+            return _died(labels, str(exc))
 
     @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
               verbosity=Verbosity.quiet,
@@ -449,17 +513,12 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
         if result.stopped or (progress and progress(result.examples + 1, raw) is False):
             result.stopped = True  # hypothesis draws the rest of its examples, none is checked
             return
-        drawn = {label: options_for(raw, label, drawable[label]) for label in backends}
+        drawn = {label: options_for(raw, label, drawable[label]) for label in labels}
         result.examples += 1
         result.coverage.add(raw)
         result.coverage.add_options(drawn)
         result.coverage.add_options({label: options_for(raw, label, d) for label, d in drawable_elsewhere.items()})
-        try:
-            failed = check_spec(raw, backends, reference, {k: {**fixed[k], **v} for k, v in drawn.items()})
-        finally:  # hundreds of specs in one process: the frameworks' caches of this one must go
-            for backend in backends.values():
-                backend.release_caches()
-            gc.collect()
+        failed = check(raw, {k: {**fixed[k], **v} for k, v in drawn.items()})
         if failed:
             raise Disagreement(raw, failed, drawn)
 
@@ -468,6 +527,15 @@ def fuzz(backend_names: list[str | tuple[str, dict]], examples: int, seed: int =
         prop()
     except Disagreement as exc:
         result.failure = exc
+    except Flaky as exc:  # it failed once and passed when hypothesis checked the same spec again
+        once = [e for e in (*getattr(exc, "exceptions", ()), exc.__cause__) if isinstance(e, Disagreement)]
+        if not once:
+            raise
+        result.failure, result.flaky = once[0], True
+    finally:
+        if worker is not None:
+            worker.close()
+            result.processes, result.largest_rss = worker.started, worker.largest
     result.seconds = time.perf_counter() - start
     return result
 
