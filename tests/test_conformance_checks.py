@@ -393,14 +393,19 @@ def test_a_check_process_past_its_memory_budget_is_replaced_before_the_next_spec
 
 def test_a_check_process_that_dies_is_reported_and_the_next_spec_gets_a_fresh_one():
     import os
+    import signal
 
     from fwbench.conformance.worker import RecycledWorker, WorkerDied
 
     with RecycledWorker() as worker:
         first = worker.call(os.getpid)
-        with pytest.raises(WorkerDied, match="ended during the call"):
+        with pytest.raises(WorkerDied, match="ended during the call .exit code 3"):
             worker.call(os._exit, 3)
-        assert worker.call(os.getpid) != first and worker.started == 2
+        second = worker.call(os.getpid)
+        assert second != first and worker.started == 2
+        with pytest.raises(WorkerDied, match="killed by SIGKILL: out of memory"):
+            worker.call(os.kill, second, signal.SIGKILL)
+        assert worker.call(os.getpid) not in (first, second) and worker.started == 3
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is tied to its parent on Linux")

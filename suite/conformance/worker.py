@@ -49,9 +49,10 @@ class RecycledWorker:
             self.started += 1
         try:
             value, resident = self._pool.submit(_with_resident_size, fn, *args).result()
-        except BrokenProcessPool as exc:
-            self.close()
-            raise WorkerDied(f"the check process ended during the call ({exc})") from None
+        except BrokenProcessPool:
+            children = list((getattr(self._pool, "_processes", None) or {}).values())
+            self.close()  # joins the pool's thread, which reaps the child
+            raise WorkerDied(f"the check process ended during the call ({_how_it_ended(children)})") from None
         self.largest = max(self.largest, resident)
         if resident > self.recycle_rss:
             self.close()
@@ -81,6 +82,17 @@ def _end_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent ended before the line above
         os._exit(1)
+
+
+def _how_it_ended(children: list) -> str:
+    """"killed by SIGKILL" or "exit code N": how the pool's (reaped) child ended, where it says."""
+    codes = [child.exitcode for child in children if child.exitcode is not None]
+    if not codes:
+        return "it ended abruptly"
+    if codes[0] < 0:
+        name = signal.Signals(-codes[0]).name
+        return f"killed by {name}" + (": out of memory?" if name == "SIGKILL" else "")
+    return f"exit code {codes[0]}"
 
 
 def _with_resident_size(fn, *args) -> tuple:
