@@ -408,6 +408,23 @@ def test_a_check_process_that_dies_is_reported_and_the_next_spec_gets_a_fresh_on
         assert worker.call(os.getpid) not in (first, second) and worker.started == 3
 
 
+def test_a_check_process_that_hangs_is_killed_and_reported():
+    import os
+    import time
+
+    from fwbench.conformance.worker import RecycledWorker, WorkerDied
+
+    with RecycledWorker(timeout=2) as worker:
+        hung = worker.call(os.getpid)
+        start = time.monotonic()
+        with pytest.raises(WorkerDied, match="took over 2 s on one call and was killed"):
+            worker.call(time.sleep, 600)
+        assert time.monotonic() - start < 60
+        assert worker.call(os.getpid) != hung and worker.started == 2
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung, 0)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is tied to its parent on Linux")
 def test_a_check_process_ends_with_the_process_that_started_it():
     """A `bench check --random` killed by a signal must not leave its child checking specs for nobody."""

@@ -23,6 +23,9 @@ from ..run.process import memory_status
 
 #: A check process resident past this many bytes after a spec is replaced before the next one.
 RECYCLE_RSS_BYTES = 3 * 2**29  # 1.5 GiB: nine processes of a full run stay within 16 GB
+#: Seconds one call may take before the child is killed: a drawn spec checks in seconds (the
+#: slowest, Keras on JAX compiling every variant, in well under a minute), so this only ends a hang.
+CALL_TIMEOUT_S = 900.0
 
 
 class WorkerDied(RuntimeError):
@@ -31,12 +34,12 @@ class WorkerDied(RuntimeError):
 
 class RecycledWorker:
     """Calls ``fn(*args)`` in one spawned child process, replaced after any call that leaves it more
-    than ``recycle_rss`` bytes resident. ``started`` counts the processes started so far and
+    than ``recycle_rss`` bytes resident, and killed when a call takes over ``timeout`` seconds. ``started`` counts the processes started so far and
     ``largest`` is the largest resident size a child reported after a call. ``fn`` and its
     arguments must pickle (a module-level function, plain data)."""
 
-    def __init__(self, recycle_rss: int = RECYCLE_RSS_BYTES):
-        self.recycle_rss = recycle_rss
+    def __init__(self, recycle_rss: int = RECYCLE_RSS_BYTES, timeout: float = CALL_TIMEOUT_S):
+        self.recycle_rss, self.timeout = recycle_rss, timeout
         self.started = 0
         self.largest = 0
         self._pool: ProcessPoolExecutor | None = None
@@ -47,16 +50,26 @@ class RecycledWorker:
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_end_with_parent, initargs=(os.getpid(),))
             self.started += 1
+        future = self._pool.submit(_with_resident_size, fn, *args)
         try:
-            value, resident = self._pool.submit(_with_resident_size, fn, *args).result()
+            value, resident = future.result(timeout=self.timeout)
         except BrokenProcessPool:
-            children = list((getattr(self._pool, "_processes", None) or {}).values())
+            children = self._children()
             self.close()  # joins the pool's thread, which reaps the child
             raise WorkerDied(f"the check process ended during the call ({_how_it_ended(children)})") from None
+        except TimeoutError:
+            for child in self._children():
+                child.kill()
+            self.close()
+            raise WorkerDied(f"the check process took over {self.timeout:g} s on one call and was killed") from None
         self.largest = max(self.largest, resident)
         if resident > self.recycle_rss:
             self.close()
         return value
+
+    def _children(self) -> list:
+        """The pool's child processes (`multiprocessing.Process`), as far as the pool says."""
+        return list((getattr(self._pool, "_processes", None) or {}).values())
 
     def close(self) -> None:
         """Shut the child down (it ends after the call it is on); the next call starts a new one."""
