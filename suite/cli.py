@@ -40,6 +40,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``bench ARGV``; returns the exit code (0 ok, 1 a failed cell or check, 2 bad input, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
+    args = None
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: error: {exc}", file=sys.stderr)
         return EXIT_CELL_FAILED
     except KeyboardInterrupt:
-        print("bench: interrupted; finished records are kept (continue with --resume)", file=sys.stderr)
+        resumable = args is not None and "resume" in vars(args)  # the commands that write records as they go
+        print("bench: interrupted" + ("; finished records are kept (continue with --resume)" if resumable else ""),
+              file=sys.stderr)
         return 130
     except BrokenPipeError:  # `bench list --json | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

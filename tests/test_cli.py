@@ -99,3 +99,21 @@ def test_list_tasks_and_datasets(bench):
 def test_info_reports_blas_and_threads(bench):
     result = bench("info")
     assert result.returncode == 0 and "blas" in result.stdout and "logical_cores" in result.stdout
+
+
+@pytest.mark.parametrize(("command", "handler", "resumable"), [(["run", "-b", "numpy"], "run.cmd_run", True),
+                                                               (["check", "-b", "numpy"], "check.cmd_check", False)])
+def test_an_interrupt_says_how_to_continue_only_where_a_command_can(monkeypatch, capsys, command, handler, resumable):
+    """Ctrl-C exits 130; only a command that keeps records as it goes (``--resume``) says to resume."""
+    import importlib
+
+    from fwbench import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    module, name = handler.split(".")
+    monkeypatch.setattr(importlib.import_module(f"fwbench.commands.{module}"), name, interrupted)
+    assert cli.main(command) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench: interrupted") and ("--resume" in err) == resumable

@@ -746,4 +746,6 @@ def test_a_disagreement_prints_backend_labels_and_options_as_text(monkeypatch, c
     monkeypatch.setattr(fuzz_module, "fuzz", lambda *args, **kwargs: result)
     assert check_command._check_random([("numpy", {})], 1, 0) == 1
     out = " ".join(capsys.readouterr().out.split())
-    assert "flax[jax] run" in out and "[with backend.step=functional]" in out
+    assert "flax[jax] run crashed: ValueError [with backend.step=functional]" in out  # no "(abs nan, rel nan)"
+    measured = Check("torch", "random", "logits", 1e-3, 2e-2, False)
+    assert str(fuzz_module.Disagreement(raw, [measured])) == "torch logits (abs 1.00e-03, rel 2.00e-02)"

@@ -347,9 +347,16 @@ class Disagreement(AssertionError):
 
     def __init__(self, raw: dict, failed: list, options: dict | None = None):
         self.raw, self.failed, self.options = raw, failed, options or {}
-        super().__init__("; ".join(f"{c.backend} {c.quantity} (abs {c.max_abs:.2e}, rel {c.max_rel:.2e})"
-                                   f"{' ' + c.note if c.note else ''}{_with(self.options.get(c.backend))}"
-                                   for c in failed[:6]))
+        super().__init__("; ".join(f"{c.backend} {c.quantity}{_errors(c)}{' ' + c.note if c.note else ''}"
+                                   f"{_with(self.options.get(c.backend))}" for c in failed[:6]))
+
+
+def _errors(check) -> str:
+    """`` (abs 1.00e-03, rel 2.00e-02)``, or nothing for a check that measured no error (it raised,
+    or its process died)."""
+    if math.isnan(check.max_abs) and math.isnan(check.max_rel):
+        return ""
+    return f" (abs {check.max_abs:.2e}, rel {check.max_rel:.2e})"
 
 
 def _with(options: dict | None) -> str:
