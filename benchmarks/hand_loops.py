@@ -29,7 +29,7 @@ the one ``bench tune`` picked.
 
 Run: ``.venv/bin/python benchmarks/hand_loops.py [--task mlp_mnist] [--device cpu] [--rounds 3] [--steps 300]
 [--suite] [--fp32-only]``. On a GPU, e.g. ``--device gpu --task cnn_mnist --frameworks torch,jax --suite
---suite-set torch:training.precision=bf16 --suite-set torch:data.placement=device``.
+--suite-set torch:training.precision=bf16 --suite-set torch:dataset.placement=device``.
 """
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def jax_loop(task: str, steps: int, threads: int, precision: str, gpu: bool, mod
 
     def step(state, start):
         p, o, key = state
-        key, sub = jax.random.split(key)
+        key, sub = jax.random.split(key) if task == "cnn_mnist" else (key, key)  # the MLP has no dropout
         xb = jax.lax.dynamic_slice_in_dim(x, start, batch)
         yb = jax.lax.dynamic_slice_in_dim(y, start, batch)
         loss, g = jax.value_and_grad(loss_fn)(p, xb, yb, sub)

@@ -34,9 +34,10 @@ class WorkerDied(RuntimeError):
 
 class RecycledWorker:
     """Calls ``fn(*args)`` in one spawned child process, replaced after any call that leaves it more
-    than ``recycle_rss`` bytes resident, and killed when a call takes over ``timeout`` seconds. ``started`` counts the processes started so far and
-    ``largest`` is the largest resident size a child reported after a call. ``fn`` and its
-    arguments must pickle (a module-level function, plain data)."""
+    than ``recycle_rss`` bytes resident, and killed when a call takes over ``timeout`` seconds.
+    ``started`` counts the processes started so far and ``largest`` is the largest resident size a
+    child reported after a call. ``fn`` and its arguments must pickle (a module-level function,
+    plain data)."""
 
     def __init__(self, recycle_rss: int = RECYCLE_RSS_BYTES, timeout: float = CALL_TIMEOUT_S):
         self.recycle_rss, self.timeout = recycle_rss, timeout
